@@ -1,0 +1,108 @@
+"""Hospital lab results: monthly drops -> validated, de-identified results, rejects and a summary."""
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+
+from ..labs.drops import month_of_partition
+from ..labs.ingest import ingest_drops
+from ..resources.deid import PseudonymKey
+from ..resources.io_manager import TIER_HINT, VersionFile
+from ..resources.landing import LandingZone
+from ..resources.tiers import LakeResource
+
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2020-01-01")
+ACCESS = "letl/access"
+
+LAB_DROPS = dg.AssetKey(["labs", "lab_drops"])
+LAB_RESULTS = dg.AssetKey(["labs", "lab_results"])
+LAB_REJECTS = dg.AssetKey(["labs", "lab_results_rejects"])
+LAB_SUMMARY = dg.AssetKey(["labs", "lab_results_summary"])
+
+# Late historic months must propagate too: plain eager() only looks at the latest month.
+ON_UPSTREAM_CHANGE = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+
+lab_drops = dg.AssetSpec(
+    LAB_DROPS,
+    description="Monthly lab-result CSV drops from the hospitals, under LETL_LANDING/labs.",
+    partitions_def=MONTHLY,
+    group_name="labs",
+    kinds={"csv"},
+)
+
+
+@dg.multi_asset(
+    outs={
+        "lab_results": dg.AssetOut(
+            key=LAB_RESULTS,
+            description="Validated, de-identified lab results, one version per month.",
+            metadata={TIER_HINT: "ssd", ACCESS: "deidentified"},
+            kinds={"parquet", "duckdb"},
+        ),
+        "lab_results_rejects": dg.AssetOut(
+            key=LAB_REJECTS,
+            description="Quarantined drop rows with source file, line and reason; holds raw identifiers.",
+            metadata={TIER_HINT: "hdd", ACCESS: "restricted"},
+            kinds={"parquet"},
+        ),
+    },
+    deps=[LAB_DROPS],
+    partitions_def=MONTHLY,
+    group_name="labs",
+)
+def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZone, pseudonym: PseudonymKey):
+    """Lab results and rejects of one month, parsed from every hospital's drop."""
+    month = month_of_partition(context.partition_key)
+    drops = landing.drops(month, settled=False)
+    if not drops:
+        raise dg.Failure(f"no drops for {month} under {landing.root() / 'labs'} (expected <hospital_id>/{month}.csv[.gz])")
+    the_lake = lake.get_lake()
+    key = pseudonym.get(the_lake.config.home, context.log.info)
+    context.log.info(f"{month}: parsing {len(drops)} drop(s), {sum(d.size for d in drops) / 1e6:.1f} MB")
+    report = ingest_drops(
+        drops,
+        good_path=the_lake.staging_path(),
+        rejects_path=the_lake.staging_path(),
+        key=key,
+        temp_dir=the_lake.config.staging,
+        log=context.log.info,
+    )
+    common = {
+        "rows_in": report.rows_in,
+        "rows_out": report.rows_out,
+        "rows_rejected": report.rows_rejected,
+        "source_files": [f.relpath for f in report.files],
+        "source_signatures": [d.signature for d in drops],
+    }
+    extra = sorted({c for f in report.files for c in f.extra_columns})
+    yield dg.Output(
+        report.good_path,
+        output_name="lab_results",
+        metadata={**common, "ignored_columns": extra, "encodings": {f.relpath: f.encoding for f in report.files}},
+    )
+    yield dg.Output(report.rejects_path, output_name="lab_results_rejects", metadata={**common, **report.reasons_metadata()})
+
+
+@dg.asset(
+    key=LAB_SUMMARY,
+    ins={"results": dg.AssetIn(key=LAB_RESULTS)},
+    partitions_def=MONTHLY,
+    automation_condition=ON_UPSTREAM_CHANGE,
+    metadata={TIER_HINT: "pmem", ACCESS: "deidentified"},
+    group_name="labs",
+    kinds={"parquet", "duckdb"},
+)
+def lab_results_summary(results: VersionFile) -> pa.Table:
+    """Per hospital and test in one month: count, mean, min, max and abnormal rate."""
+    with duckdb.connect() as con:
+        return con.execute(
+            """
+            SELECT hospital_id, test_code, any_value(test_name) AS test_name, any_value(unit) AS unit,
+                   count(*) AS results, avg(result_value) AS mean, min(result_value) AS min,
+                   max(result_value) AS max, avg((abnormal_flag IN ('H', 'L'))::INTEGER) AS abnormal_rate
+            FROM read_parquet(?)
+            GROUP BY hospital_id, test_code
+            ORDER BY hospital_id, test_code
+            """,
+            [str(results.path)],
+        ).to_arrow_table()

@@ -1,0 +1,39 @@
+"""The LETL code location."""
+
+import dagster as dg
+
+from .assets import lab_checks, labs
+from .resources.deid import PseudonymKey
+from .resources.io_manager import TieredIOManager
+from .resources.landing import LandingZone
+from .resources.tiers import LakeResource
+from .sensors.landing import lab_drops_sensor
+
+lake = LakeResource()
+
+# In-process on purpose: every step is a DuckDB query that already uses all cores, and
+# the multiprocess executor re-imports the code location for each step (~3.5 s apiece).
+labs_job = dg.define_asset_job(
+    "labs_job",
+    selection=dg.AssetSelection.groups("labs") - dg.AssetSelection.keys(labs.LAB_DROPS),
+    executor_def=dg.in_process_executor,
+    description="Parse, de-identify and summarize one month of hospital lab drops.",
+)
+
+defs = dg.Definitions(
+    assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary],
+    asset_checks=[lab_checks.rows_reconcile, lab_checks.no_raw_identifiers, lab_checks.physiological_bounds],
+    jobs=[labs_job],
+    sensors=[
+        lab_drops_sensor,
+        dg.AutomationConditionSensorDefinition(
+            "letl_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
+        ),
+    ],
+    resources={
+        "lake": lake,
+        "io_manager": TieredIOManager(lake=lake),
+        "landing": LandingZone(),
+        "pseudonym": PseudonymKey(),
+    },
+)

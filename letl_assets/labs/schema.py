@@ -1,0 +1,99 @@
+"""The contract of a hospital lab drop and of the published lab tables.
+
+One place for column names, the test catalog and the rejection reasons, so that
+the generator, the parser, the checks and the tests cannot drift apart.
+"""
+
+from dataclasses import dataclass
+
+DROP_COLUMNS: tuple[str, ...] = (
+    "hospital_id",
+    "patient_id",
+    "patient_name",
+    "birth_date",
+    "sex",
+    "zip",
+    "test_code",
+    "test_name",
+    "result_value",
+    "unit",
+    "reference_low",
+    "reference_high",
+    "abnormal_flag",
+    "collected_at",
+    "reported_at",
+)
+REQUIRED_COLUMNS = DROP_COLUMNS
+
+# Raw identifiers that must never reach a de-identified table.
+IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "birth_date", "zip")
+
+# Columns of labs/lab_results, in order. patient_key is the keyed pseudonym.
+RESULT_COLUMNS: tuple[str, ...] = (
+    "hospital_id",
+    "patient_key",
+    "birth_year",
+    "sex",
+    "zip3",
+    "test_code",
+    "test_name",
+    "result_value",
+    "unit",
+    "reference_low",
+    "reference_high",
+    "abnormal_flag",
+    "collected_at",
+    "reported_at",
+    "source_file",
+)
+
+# Rejects keep the raw fields as text; raw_line holds a line the CSV reader could not split.
+REJECT_COLUMNS: tuple[str, ...] = ("source_file", "line", "reason", "detail", *DROP_COLUMNS, "raw_line")
+
+
+class Reason:
+    """Why a row was quarantined. Values are stable: tests and dashboards match on them."""
+
+    MALFORMED = "malformed_row"
+    MISSING_PATIENT_ID = "missing_patient_id"
+    BAD_DATE = "unparsable_date"
+    NON_NUMERIC = "non_numeric_result"
+    OUT_OF_RANGE = "out_of_range"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class LabTest:
+    code: str
+    name: str
+    unit: str
+    ref_low: float
+    ref_high: float
+    mean: float
+    sd: float
+    # Physiologically possible range: values outside are data errors, not abnormal results.
+    min_possible: float
+    max_possible: float
+
+
+# LOINC codes with their usual units and adult reference ranges.
+LAB_TESTS: tuple[LabTest, ...] = (
+    LabTest("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70, 99, 98, 22, 10, 2000),
+    LabTest("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.6, 1.3, 1.0, 0.35, 0.05, 30),
+    LabTest("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 135, 145, 140, 3.5, 90, 200),
+    LabTest("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.5, 5.1, 4.3, 0.5, 1, 12),
+    LabTest("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 12.0, 17.5, 14.0, 1.8, 2, 25),
+    LabTest("6690-2", "Leukocytes [#/volume] in Blood", "10*3/uL", 4.5, 11.0, 7.5, 2.2, 0.1, 500),
+    LabTest("777-3", "Platelets [#/volume] in Blood", "10*3/uL", 150, 400, 260, 70, 1, 3000),
+    LabTest("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.0, 5.6, 5.6, 0.9, 2, 25),
+    LabTest("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", 0, 200, 190, 38, 20, 1500),
+    LabTest("1742-6", "Alanine aminotransferase [Enzymatic activity/volume]", "U/L", 7, 56, 28, 14, 0, 20000),
+)
+TESTS_BY_CODE = {t.code: t for t in LAB_TESTS}
+
+# Tests whose physiological bounds the published table is checked against.
+KEY_TESTS = ("2345-7", "2951-2", "2823-3", "718-7")
+
+# HIPAA Safe Harbor: 3-digit ZIP areas with fewer than 20,000 people are reported as 000.
+RESTRICTED_ZIP3 = ("036", "059", "063", "102", "203", "556", "692", "790", "821",
+                   "823", "830", "831", "878", "879", "884", "890", "893")

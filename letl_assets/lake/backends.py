@@ -1,0 +1,180 @@
+"""Storage backends: bytes under a key, nothing about Dagster or versions.
+
+Every backend offers the same small contract (see ``Backend``); the lake above it
+decides what the keys mean. A reader must see an object whole or not at all.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple, Protocol
+
+CHUNK = 8 * 1024 * 1024
+TMP_DIR = ".tmp"
+_KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
+
+
+class Written(NamedTuple):
+    size: int
+    sha256: str
+
+
+class InvalidKeyError(ValueError):
+    """A storage key that could escape its tier or name a hidden object."""
+
+
+def validate_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or any(not _KEY_PART.match(p) or p in (".", "..") for p in parts):
+        raise InvalidKeyError(f"invalid storage key {key!r}: use '/'-separated parts of [A-Za-z0-9_.=-]")
+    return key
+
+
+class Backend(Protocol):
+    def put(self, key: str, stream: BinaryIO) -> Written: ...
+
+    def put_file(self, key: str, path: Path) -> Written:
+        """Store a local file under key; the file is consumed (moved or deleted)."""
+
+    def open(self, key: str) -> BinaryIO: ...
+
+    def local_path(self, key: str) -> Path | None:
+        """A path that zero-copy readers such as DuckDB may open, or None."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def usage(self) -> int: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO) -> Written:
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return Written(size, digest.hexdigest())
+
+
+def hash_file(path: Path) -> Written:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return Written(size, digest.hexdigest())
+
+
+class PosixBackend:
+    """A directory: a POSIX disk, a tmpfs, or a DAOS dfuse mount.
+
+    Objects are written under ``.tmp/`` in the same directory tree (so the final
+    rename never crosses filesystems), fsynced, then hard-linked into place. The
+    link fails if the key exists, which keeps versions immutable.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def _tmp(self) -> Path:
+        tmp = self.root / TMP_DIR
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / f"{uuid.uuid4().hex}.part"
+
+    def put(self, key: str, stream: BinaryIO) -> Written:
+        final, tmp = self._path(key), self._tmp()
+        try:
+            with open(tmp, "wb") as out:
+                written = copy_hashing(stream, out)
+                out.flush()
+                os.fsync(out.fileno())
+            self._publish(tmp, final, written)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return written
+
+    def put_file(self, key: str, path: Path) -> Written:
+        path = Path(path)
+        final = self._path(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.stat(path).st_dev != os.stat(self.root).st_dev:
+            with open(path, "rb") as src:
+                written = self.put(key, src)
+            path.unlink()
+            return written
+        written = hash_file(path)
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        self._publish(path, final, written)
+        path.unlink(missing_ok=True)
+        return written
+
+    def _publish(self, tmp: Path, final: Path, written: Written) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            if hash_file(final) != written:
+                raise FileExistsError(f"{final} already holds different data") from None
+        _fsync_dir(final.parent)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def usage(self) -> int:
+        return sum(self._path(k).stat().st_size for k in self.keys())
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if Path(dirpath) == self.root and TMP_DIR in dirnames:
+                dirnames.remove(TMP_DIR)
+            for name in filenames:
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+    def clean_temp(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many were removed."""
+        tmp = self.root / TMP_DIR
+        if not tmp.is_dir():
+            return 0
+        leftovers = list(tmp.iterdir())
+        for item in leftovers:
+            shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
+        return len(leftovers)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,243 @@
+"""The catalog: versions, latest pointers, lineage edges and the access log.
+
+SQLAlchemy Core, so that the embedded SQLite file and a shared Postgres run the
+same statements. SQLite runs in WAL mode with a busy timeout, and every write
+transaction starts with BEGIN IMMEDIATE so that two processes queue instead of
+failing on a lock upgrade.
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("version_id", sa.String(64), primary_key=True),
+    sa.Column("asset_key", sa.String(255), nullable=False),
+    sa.Column("branch", sa.String(128), nullable=False),
+    sa.Column("partition", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("storage_key", sa.String(1024), nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("schema_fingerprint", sa.String(64)),
+    sa.Column("metadata_json", sa.Text, nullable=False, default="{}"),
+    sa.Index("ix_versions_asset", "asset_key", "branch", "partition", "created_at"),
+)
+
+latest = sa.Table(
+    "latest",
+    metadata,
+    sa.Column("asset_key", sa.String(255), primary_key=True),
+    sa.Column("branch", sa.String(128), primary_key=True),
+    sa.Column("partition", sa.String(128), primary_key=True),
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+lineage = sa.Table(
+    "lineage",
+    metadata,
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), primary_key=True),
+    sa.Column("upstream_version_id", sa.String(64), sa.ForeignKey("versions.version_id"), primary_key=True),
+    sa.Index("ix_lineage_upstream", "upstream_version_id"),
+)
+
+access_log = sa.Table(
+    "access_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), nullable=False),
+    sa.Column("accessed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("step_key", sa.String(255)),
+    sa.Column("user", sa.String(128)),
+    sa.Column("host", sa.String(255)),
+    sa.Index("ix_access_run_step", "run_id", "step_key"),
+    sa.Index("ix_access_version", "version_id", "accessed_at"),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Version:
+    version_id: str
+    asset_key: str
+    branch: str
+    partition: str
+    created_at: datetime
+    run_id: str | None
+    tier: str
+    storage_key: str
+    format: str
+    bytes: int
+    rows: int | None
+    sha256: str
+    schema_fingerprint: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sa.Row) -> "Version":
+        data = dict(row._mapping)
+        data["metadata"] = json.loads(data.pop("metadata_json") or "{}")
+        if data["created_at"].tzinfo is None:
+            data["created_at"] = data["created_at"].replace(tzinfo=timezone.utc)
+        return cls(**data)
+
+    def as_row(self) -> dict[str, Any]:
+        row = {k: getattr(self, k) for k in versions.columns.keys() if k != "metadata_json"}
+        row["metadata_json"] = json.dumps(self.metadata, sort_keys=True, default=str)
+        return row
+
+
+def make_engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Catalog:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
+        """Insert a version, its lineage edges and move the latest pointer, atomically."""
+        with self.engine.begin() as conn:
+            conn.execute(versions.insert().values(**version.as_row()))
+            edges = [{"version_id": version.version_id, "upstream_version_id": u} for u in set(upstream_ids)]
+            if edges:
+                conn.execute(lineage.insert(), edges)
+            self._set_latest(conn, version)
+
+    def _set_latest(self, conn: sa.Connection, version: Version) -> None:
+        values = {
+            "asset_key": version.asset_key,
+            "branch": version.branch,
+            "partition": version.partition,
+            "version_id": version.version_id,
+            "updated_at": utcnow(),
+        }
+        insert = _upsert_dialect(conn).insert(latest).values(**values)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["asset_key", "branch", "partition"],
+                set_={"version_id": insert.excluded.version_id, "updated_at": insert.excluded.updated_at},
+            )
+        )
+
+    def get(self, version_id: str) -> Version | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(versions.select().where(versions.c.version_id == version_id)).first()
+        return Version.from_row(row) if row else None
+
+    def latest_version(self, asset_key: str, partition: str, branch: str) -> Version | None:
+        query = (
+            versions.select()
+            .join(latest, latest.c.version_id == versions.c.version_id)
+            .where(latest.c.asset_key == asset_key, latest.c.branch == branch, latest.c.partition == partition)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(query).first()
+        return Version.from_row(row) if row else None
+
+    def list_versions(
+        self, asset_key: str | None = None, partition: str | None = None, branch: str | None = None
+    ) -> list[Version]:
+        query = versions.select().order_by(
+            versions.c.asset_key, versions.c.partition, versions.c.created_at, versions.c.version_id
+        )
+        for column, value in (("asset_key", asset_key), ("partition", partition), ("branch", branch)):
+            if value is not None:
+                query = query.where(versions.c[column] == value)
+        with self.engine.begin() as conn:
+            return [Version.from_row(r) for r in conn.execute(query)]
+
+    def version_index(self, version: Version) -> int:
+        """Position among the versions of the same asset, branch and partition, oldest first.
+
+        Version ids start with their UTC creation time, so they sort by age.
+        """
+        v = versions.c
+        query = (
+            sa.select(sa.func.count())
+            .select_from(versions)
+            .where(v.asset_key == version.asset_key, v.branch == version.branch, v.partition == version.partition)
+            .where(v.version_id < version.version_id)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).scalar_one()
+
+    def latest_ids(self) -> set[str]:
+        with self.engine.begin() as conn:
+            return set(conn.execute(sa.select(latest.c.version_id)).scalars())
+
+    def record_access(self, version_id: str, kind: str, **who: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
+
+    def loaded_in_step(self, run_id: str, step_key: str) -> list[str]:
+        """Versions a step read as inputs: the exact upstreams of what it writes."""
+        query = sa.select(access_log.c.version_id).where(
+            access_log.c.run_id == run_id, access_log.c.step_key == step_key, access_log.c.kind == "load"
+        )
+        with self.engine.begin() as conn:
+            return sorted(set(conn.execute(query).scalars()))
+
+    def upstreams(self, version_id: str) -> list[Version]:
+        return self._edges(lineage.c.upstream_version_id, lineage.c.version_id, version_id)
+
+    def downstreams(self, version_id: str) -> list[Version]:
+        return self._edges(lineage.c.version_id, lineage.c.upstream_version_id, version_id)
+
+    def _edges(self, other: sa.Column, this: sa.Column, version_id: str) -> list[Version]:
+        query = versions.select().join(lineage, other == versions.c.version_id).where(this == version_id)
+        with self.engine.begin() as conn:
+            return [Version.from_row(r) for r in conn.execute(query)]
+
+    def access_count(self, version_id: str) -> int:
+        query = sa.select(sa.func.count()).select_from(access_log).where(access_log.c.version_id == version_id)
+        with self.engine.begin() as conn:
+            return conn.execute(query).scalar_one()
+
+
+def _upsert_dialect(conn: sa.Connection):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite

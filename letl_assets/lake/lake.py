@@ -1,0 +1,190 @@
+"""The Lake: the catalog plus the tiers. Everything above storage talks to this."""
+
+import getpass
+import hashlib
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .backends import PosixBackend, validate_key
+from .catalog import Catalog, Version, utcnow
+from .config import LakeConfig, TierSpec
+
+PARQUET_OPTIONS = {"compression": "zstd"}
+
+
+@dataclass(frozen=True)
+class Tier:
+    spec: TierSpec
+    backend: PosixBackend
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class NoTierWithRoom(RuntimeError):
+    pass
+
+
+class Lake:
+    def __init__(self, config: LakeConfig):
+        self.config = config
+        config.home.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(config.catalog_url)
+        ranked = sorted(config.tiers, key=lambda t: t.rank)
+        self.tiers = {spec.name: Tier(spec, PosixBackend(spec.path)) for spec in ranked}
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Lake":
+        return cls(LakeConfig.resolve(**overrides))
+
+    @property
+    def branch(self) -> str:
+        return self.config.branch
+
+    def staging_path(self, suffix: str = ".parquet") -> Path:
+        self.config.staging.mkdir(parents=True, exist_ok=True)
+        return self.config.staging / f"{uuid.uuid4().hex}{suffix}"
+
+    def tier_usage(self) -> dict[str, int]:
+        """Bytes held per tier, by the catalog's account (every version is kept)."""
+        used = {name: 0 for name in self.tiers}
+        for version in self.catalog.list_versions():
+            used[version.tier] = used.get(version.tier, 0) + version.bytes
+        return used
+
+    def choose_tier(self, size: int, hint: str | None = None) -> tuple[str, str]:
+        """Hinted tier if it has room, else the next colder one with room; hottest first without a hint."""
+        names = list(self.tiers)
+        if hint is not None and hint not in self.tiers:
+            raise ValueError(f"unknown tier {hint!r}; configured tiers: {', '.join(names)}")
+        candidates = names[names.index(hint):] if hint else names
+        used = self.tier_usage()
+        for name in candidates:
+            quota = self.tiers[name].spec.quota_bytes
+            if quota == 0 or used[name] + size <= quota:
+                reason = "hint" if name == hint else ("hint full, next colder" if hint else "hottest with room")
+                return name, reason
+        raise NoTierWithRoom(f"no tier among {candidates} has room for {size} bytes")
+
+    def write_version(
+        self,
+        asset_key: str,
+        data: Any,
+        *,
+        partition: str | None = None,
+        tier_hint: str | None = None,
+        run_id: str | None = None,
+        upstream_ids: Iterable[str] = (),
+        metadata: dict[str, Any] | None = None,
+        branch: str | None = None,
+    ) -> Version:
+        """Store data as a new immutable Parquet version and commit it in one transaction.
+
+        ``data`` is a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
+        path of a Parquet file the caller wrote into ``staging_path()``; that file is
+        consumed. A crash before the commit leaves at most an orphan object.
+        """
+        started = time.perf_counter()
+        staged = self._stage(data)
+        info = pq.read_metadata(staged)
+        size = staged.stat().st_size
+        tier_name, placement = self.choose_tier(size, tier_hint)
+        version_id = new_version_id()
+        branch = branch or self.branch
+        part = partition or ""
+        key = validate_key(f"{branch}/{asset_key}/{part or '_'}/{version_id}.parquet")
+        written = self.tiers[tier_name].backend.put_file(key, staged)
+        seconds = time.perf_counter() - started
+        version = Version(
+            version_id=version_id,
+            asset_key=asset_key,
+            branch=branch,
+            partition=part,
+            created_at=utcnow(),
+            run_id=run_id,
+            tier=tier_name,
+            storage_key=key,
+            format="parquet",
+            bytes=written.size,
+            rows=info.num_rows,
+            sha256=written.sha256,
+            schema_fingerprint=schema_fingerprint(info.schema.to_arrow_schema()),
+            metadata={**(metadata or {}), "placement": placement, "write_seconds": round(seconds, 4)},
+        )
+        try:
+            self.catalog.commit_version(version, upstream_ids)
+        except BaseException:
+            self.tiers[tier_name].backend.delete(key)
+            raise
+        return version
+
+    def _stage(self, data: Any) -> Path:
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if not path.is_file():
+                raise FileNotFoundError(f"output path {path} does not exist")
+            pq.read_metadata(path)  # refuse anything that is not a complete Parquet file
+            return path
+        target = self.staging_path()
+        if isinstance(data, pa.RecordBatchReader):
+            with pq.ParquetWriter(target, data.schema, **PARQUET_OPTIONS) as writer:
+                for batch in data:
+                    writer.write_batch(batch)
+            return target
+        if not isinstance(data, pa.Table):
+            import pandas as pd
+
+            if not isinstance(data, pd.DataFrame):
+                raise TypeError(f"cannot store {type(data).__name__}: use a DataFrame, Table, RecordBatchReader or Parquet path")
+            data = pa.Table.from_pandas(data, preserve_index=False)
+        pq.write_table(data, target, **PARQUET_OPTIONS)
+        return target
+
+    def latest(self, asset_key: str, partition: str | None = None, branch: str | None = None) -> Version | None:
+        return self.catalog.latest_version(asset_key, partition or "", branch or self.branch)
+
+    def local_path(self, version: Version) -> Path:
+        path = self.tiers[version.tier].backend.local_path(version.storage_key)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"version {version.version_id} missing from tier {version.tier} at {version.storage_key}")
+        return path
+
+    def read_table(self, version: Version, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.local_path(version), columns=columns)
+
+    def record_access(self, version: Version, kind: str, run_id: str | None = None, step_key: str | None = None) -> None:
+        self.catalog.record_access(
+            version.version_id, kind, run_id=run_id, step_key=step_key, user=_user(), host=socket.gethostname()
+        )
+
+    def uri(self, version: Version) -> str:
+        """The version's gros:// address, pinned by its index among its partition's versions."""
+        repo = version.asset_key.replace("/", ".")
+        query = f"?partition={version.partition}" if version.partition else ""
+        return f"gros://{repo}/{version.branch}:{self.catalog.version_index(version)}{query}"
+
+
+def new_version_id() -> str:
+    """Sortable by creation time, unique across processes."""
+    return f"{utcnow():%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def schema_fingerprint(schema: pa.Schema) -> str:
+    text = ";".join(f"{f.name}:{f.type}" for f in schema)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())

@@ -1,0 +1,96 @@
+"""TieredIOManager: every output becomes an immutable Parquet version in the lake."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import PrivateAttr
+
+from ..lake.catalog import Version
+from .tiers import LakeResource
+
+TIER_HINT = "letl/tier"
+
+
+@dataclass(frozen=True)
+class VersionFile:
+    """An input handed over as a file, for readers (DuckDB) that should not go through pandas."""
+
+    version: Version
+    path: Path
+
+
+def _plain(metadata) -> dict:
+    """Runtime Output metadata as JSON-able values, kept in the lake beside the version."""
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
+def asset_key_str(key: dg.AssetKey) -> str:
+    return "/".join(key.path)
+
+
+class TieredIOManager(dg.ConfigurableIOManager):
+    """Writes outputs as new lake versions on a tier; loads the latest version of an upstream.
+
+    An asset may return a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
+    path of a Parquet file it wrote under the lake's staging directory (consumed). The
+    tier comes from the asset's ``letl/tier`` metadata, else the hottest tier with room.
+    """
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    # Versions each op loaded in this process: the exact upstreams of what it then writes.
+    _loaded: dict = PrivateAttr(default_factory=dict)
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        if obj is None:
+            return
+        lake = self.lake.get_lake()
+        version = lake.write_version(
+            asset_key_str(context.asset_key),
+            obj,
+            partition=context.asset_partition_key if context.has_asset_partitions else None,
+            tier_hint=context.definition_metadata.get(TIER_HINT),
+            run_id=context.run_id,
+            upstream_ids=self._loaded.get(context.op_def.name, ()),
+            metadata={"step_key": context.step_key, "output": _plain(context.output_metadata)},
+        )
+        seconds = version.metadata["write_seconds"]
+        context.add_output_metadata(
+            {
+                "tier": version.tier,
+                "uri": lake.uri(version),
+                "version_id": version.version_id,
+                "dagster/row_count": version.rows,
+                "bytes": version.bytes,
+                "sha256": version.sha256,
+                "placement": version.metadata["placement"],
+                "write_mb_per_s": round(version.bytes / 1e6 / seconds, 1) if seconds else None,
+                "upstream_versions": ", ".join(sorted(self._loaded.get(context.op_def.name, ()))) or "none",
+            }
+        )
+
+    def load_input(self, context: dg.InputContext):
+        lake = self.lake.get_lake()
+        key = asset_key_str(context.asset_key)
+        partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
+        found = []
+        for partition in partitions:
+            version = lake.latest(key, partition)
+            if version is None:
+                raise FileNotFoundError(
+                    f"no version of {key}{f' partition {partition}' if partition else ''} on branch "
+                    f"{lake.branch!r} in {lake.config.home}: materialize it first"
+                )
+            lake.record_access(version, "load", step_key=context.op_def.name)
+            self._loaded.setdefault(context.op_def.name, set()).add(version.version_id)
+            found.append(version)
+        context.add_input_metadata({"versions": ", ".join(v.version_id for v in found)})
+        wanted = context.dagster_type.typing_type
+        if wanted is VersionFile:
+            if len(found) != 1:
+                raise ValueError(f"{key}: VersionFile inputs need exactly one partition, got {len(found)}")
+            return VersionFile(found[0], lake.local_path(found[0]))
+        table = pa.concat_tables([lake.read_table(v) for v in found])
+        return table if wanted is pa.Table else table.to_pandas()
