@@ -95,7 +95,7 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
 def lab_results_summary(results: VersionFile) -> pa.Table:
     """Per hospital and test in one month: count, mean, min, max and abnormal rate."""
     with duckdb.connect() as con:
-        return con.execute(
+        return con.sql(
             """
             SELECT hospital_id, test_code, any_value(test_name) AS test_name, any_value(unit) AS unit,
                    count(*) AS results, avg(result_value) AS mean, min(result_value) AS min,
@@ -104,5 +104,5 @@ def lab_results_summary(results: VersionFile) -> pa.Table:
             GROUP BY hospital_id, test_code
             ORDER BY hospital_id, test_code
             """,
-            [str(results.path)],
+            params=[str(results.path)],
         ).to_arrow_table()

@@ -89,6 +89,9 @@ class Lake:
     ) -> Version:
         """Store data as a new immutable Parquet version and commit it in one transaction.
 
+        If the bytes equal the latest version of the same partition, that version is
+        returned and nothing new is committed.
+
         ``data`` is a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
         path of a Parquet file the caller wrote into ``staging_path()``; that file is
         consumed. A crash before the commit leaves at most an orphan object.
@@ -104,6 +107,11 @@ class Lake:
         key = validate_key(f"{branch}/{asset_key}/{part or '_'}/{version_id}.parquet")
         written = self.tiers[tier_name].backend.put_file(key, staged)
         seconds = time.perf_counter() - started
+        current = self.latest(asset_key, part, branch)
+        if current is not None and current.sha256 == written.sha256:
+            # A rerun over unchanged input: keep the existing version, so reruns are idempotent.
+            self.tiers[tier_name].backend.delete(key)
+            return current
         version = Version(
             version_id=version_id,
             asset_key=asset_key,

@@ -1,0 +1,148 @@
+"""The `letl` command line. Heavy imports wait until a command needs them."""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _lake():
+    from .lake.lake import Lake
+
+    return Lake.from_env()
+
+
+def cmd_sample_data(args) -> int:
+    from .labs.sample import generate_drops
+    from .resources.landing import LandingZone
+
+    landing = Path(args.landing) if args.landing else LandingZone().root()
+    drops = generate_drops(
+        landing, months=args.months, hospitals=args.hospitals, rows_per_file=args.rows_per_file,
+        seed=args.seed, start_month=args.start,
+    )
+    rows = sum(d.rows for d in drops)
+    defects = sum(sum(d.defects.values()) for d in drops)
+    print(f"wrote {len(drops)} drop files, {rows:,} rows ({defects:,} with planted defects) under {landing / 'labs'}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .labs.sample import generate_drops
+    from .local_run import run_months
+    from .report import format_summary, summary
+    from .resources.landing import LandingZone
+
+    landing = LandingZone()
+    if not landing.drops(settled=False):
+        drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
+        print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
+              f"({sum(d.rows for d in drops):,} rows)")
+    outcomes = run_months(args.months, args.force)
+    print()
+    print(format_summary(summary(_lake())))
+    print()
+    print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dagster dev)")
+    return 0 if all(o["status"] != "FAILED" for o in outcomes) else 1
+
+
+def cmd_lake_ls(args) -> int:
+    from .report import dumps, table, version_record
+
+    lake = _lake()
+    records = [version_record(lake, v) for v in lake.catalog.list_versions(args.asset, None, args.branch)]
+    if args.json:
+        print(dumps(records))
+    else:
+        print(table(records, ["asset", "partition", "version", "tier", "rows", "bytes", "sha256", "created_at"]))
+    return 0
+
+
+def cmd_lake_show(args) -> int:
+    from .report import dumps, table, version_record
+
+    lake = _lake()
+    versions = lake.catalog.list_versions(args.asset, args.partition, args.branch)
+    if not versions:
+        known = sorted({v.asset_key for v in lake.catalog.list_versions()})
+        print(f"no versions of {args.asset!r}{' partition ' + args.partition if args.partition else ''}; "
+              f"known datasets: {', '.join(known) or 'none'}", file=sys.stderr)
+        return 2
+    records = []
+    for v in versions:
+        record = version_record(lake, v)
+        record["uri"] = lake.uri(v)
+        record["upstreams"] = [f"{u.asset_key}@{u.partition or '-'}:{u.version_id}" for u in lake.catalog.upstreams(v.version_id)]
+        record["downstreams"] = [f"{d.asset_key}@{d.partition or '-'}:{d.version_id}" for d in lake.catalog.downstreams(v.version_id)]
+        records.append(record)
+    if args.json:
+        print(dumps(records))
+        return 0
+    print(table(records, ["partition", "version", "latest", "tier", "rows", "bytes", "created_at"]))
+    for r in records:
+        if r["upstreams"] or r["downstreams"]:
+            print(f"\n{r['version']} ({r['uri']})")
+            for u in r["upstreams"]:
+                print(f"  <- {u}")
+            for d in r["downstreams"]:
+                print(f"  -> {d}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .report import dumps, format_summary, summary
+
+    data = summary(_lake())
+    print(dumps(data) if args.json else format_summary(data))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="letl",
+        description="LETL: a versioned, lineage-tracked, tiered data lake for research data.",
+        epilog="Settings come from LETL_HOME (default ./.letl), LETL_LANDING, LETL_BRANCH, LETL_PSEUDONYM_KEY "
+        "and LETL_TIER_{PMEM,SSD,HDD}_{PATH,QUOTA}. See README.md.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sample-data", help="generate deterministic sample hospital lab drops")
+    s.add_argument("--months", type=int, default=12, help="months of drops (default 12)")
+    s.add_argument("--hospitals", type=int, default=5, help="hospitals (default 5)")
+    s.add_argument("--rows-per-file", type=int, default=20_000, help="rows per drop file (default 20000)")
+    s.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    s.add_argument("--start", default="2024-01", help="first month, YYYY-MM (default 2024-01)")
+    s.add_argument("--landing", help="landing zone (default LETL_LANDING or LETL_HOME/landing)")
+    s.set_defaults(func=cmd_sample_data)
+
+    r = sub.add_parser("run", help="materialize every lab asset for every month in the landing zone")
+    r.add_argument("--months", nargs="*", metavar="YYYY-MM", help="only these months")
+    r.add_argument("--force", action="store_true", help="rebuild months whose drops did not change")
+    r.add_argument("--sample-rows", type=int, default=20_000, help="rows per sample file if the landing zone is empty")
+    r.set_defaults(func=cmd_run)
+
+    lake = sub.add_parser("lake", help="inspect versions and lineage").add_subparsers(dest="lake_command", required=True)
+    ls = lake.add_parser("ls", help="list versions")
+    ls.add_argument("--asset", help="only this asset key, e.g. labs/lab_results")
+    ls.add_argument("--branch", help="only this branch")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=cmd_lake_ls)
+    show = lake.add_parser("show", help="one asset's versions and lineage")
+    show.add_argument("asset", help="asset key, e.g. labs/lab_results")
+    show.add_argument("--partition", help="e.g. 2024-03-01")
+    show.add_argument("--branch", help="only this branch")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_lake_show)
+
+    sm = sub.add_parser("summary", help="datasets, versions, rows and tiers of the latest versions")
+    sm.add_argument("--json", action="store_true", help="machine-readable output")
+    sm.set_defaults(func=cmd_summary)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Shared fixtures: every test gets its own LETL_HOME, landing zone, tiers and Dagster home."""
+
+from pathlib import Path
+
+import pytest
+
+from letl_assets.lake.lake import Lake
+
+
+@pytest.fixture
+def letl_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    paths = {
+        "home": tmp_path / "home",
+        "landing": tmp_path / "landing",
+        "pmem": tmp_path / "pmem",
+        "dagster_home": tmp_path / "dagster",
+    }
+    for path in paths.values():
+        path.mkdir()
+    (paths["dagster_home"] / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("LETL_HOME", str(paths["home"]))
+    monkeypatch.setenv("LETL_LANDING", str(paths["landing"]))
+    monkeypatch.setenv("LETL_TIER_PMEM_PATH", str(paths["pmem"]))
+    monkeypatch.setenv("DAGSTER_HOME", str(paths["dagster_home"]))
+    monkeypatch.setenv("LETL_PSEUDONYM_KEY", "test-key-not-secret")
+    for name in ("LETL_BRANCH", "LETL_CATALOG_URL", "LETL_TIER_SSD_PATH", "LETL_TIER_HDD_PATH",
+                 "LETL_TIER_PMEM_QUOTA", "LETL_TIER_SSD_QUOTA", "LETL_TIER_HDD_QUOTA", "LETL_PSEUDONYM_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return paths
+
+
+@pytest.fixture
+def lake(letl_env) -> Lake:
+    return Lake.from_env()
