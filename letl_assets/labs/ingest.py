@@ -1,13 +1,12 @@
 """Parse one month of drops into validated, de-identified rows and quarantined rejects.
 
-Each file is read twice by DuckDB, never by pandas:
-1. a scan that numbers the records, validates them and hashes whole rows, keeping
-   only the small set of flagged records (invalid, or an exact repeat of an earlier row);
-2. a scan that joins that set back and streams Arrow batches, which are split into
-   the published rows and the rejects, each written by its own Parquet writer.
-Structural errors (a missing field, bad quoting) are caught by DuckDB's reject
-tables with their physical line numbers. Every record read ends up in exactly one
-of the two outputs, and ``rows_in == rows_out + rows_rejected`` is checked here.
+DuckDB does all the work, never pandas, in three streaming scans per file:
+1. ``Scan.flag``: number the records, validate them, hash whole rows, and keep only
+   the few records that are invalid or repeat an earlier one (plus the record count);
+2. one COPY of every file's good records, typed and pseudonymized, into one Parquet file;
+3. one COPY of every file's flagged records and unsplittable lines into the rejects.
+Every record read ends up in exactly one output; ``rows_in == rows_out + rows_rejected``
+is checked against the Parquet footers before anything is published.
 """
 
 from dataclasses import dataclass, field
@@ -15,17 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import sql
 from .drops import Drop
 from .header import read_header
-from .schema import REJECT_COLUMNS, RESULT_COLUMNS
+from .sql import Scan, create_bounds, hmac_pads
 
-PARQUET = {"compression": "zstd"}
-BATCH_ROWS = 1 << 17
+PARQUET = "FORMAT parquet, COMPRESSION zstd"
 
 
 class ReconciliationError(RuntimeError):
@@ -37,8 +32,8 @@ class FileReport:
     relpath: str
     encoding: str
     extra_columns: list[str]
-    rows: int = 0
-    rejected: int = 0
+    rows: int
+    rejected: int
 
 
 @dataclass
@@ -65,60 +60,54 @@ def ingest_drops(
     memory_limit: str = "700MB",
 ) -> IngestReport:
     report = IngestReport(Path(good_path), Path(rejects_path))
-    good_schema = sql.result_schema()
-    reject_schema = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in REJECT_COLUMNS])
-    with (
-        duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(temp_dir)}) as con,
-        pq.ParquetWriter(report.good_path, good_schema, **PARQUET) as good,
-        pq.ParquetWriter(report.rejects_path, reject_schema, **PARQUET) as rejects,
-    ):
-        for drop in drops:
-            file_report = _ingest_file(con, drop, key, good, rejects, good_schema, reject_schema, report)
-            report.files.append(file_report)
-            log(f"{drop.relpath}: {file_report.rows} rows, {file_report.rejected} rejected ({file_report.encoding})")
-    written_good = pq.read_metadata(report.good_path).num_rows
-    written_rejects = pq.read_metadata(report.rejects_path).num_rows
-    if (written_good, written_rejects) != (report.rows_out, report.rows_rejected) or (
-        report.rows_in != written_good + written_rejects
-    ):
+    config = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
+    with duckdb.connect(config=config) as con:
+        create_bounds(con)
+        scans = [_flag(con, i, drop, log) for i, drop in enumerate(drops)]
+        for scan in scans:
+            rejected = scan.flags.num_rows + scan.malformed.num_rows
+            report.files.append(
+                FileReport(scan.relpath, scan.header.encoding, scan.header.extra_columns,
+                           scan.records + scan.malformed.num_rows, rejected)
+            )
+            report.rows_in += scan.records + scan.malformed.num_rows
+            for reason, n in scan.reasons().items():
+                report.reasons[reason] = report.reasons.get(reason, 0) + n
+        params = {k: v for scan in scans for k, v in scan.params().items()}
+        ipad, opad = hmac_pads(key)
+        log(f"writing {report.rows_in - sum(report.reasons.values()):,} good rows")
+        report.rows_out = _copy(con, [s.published() for s in scans], report.good_path, {**params, "ipad": ipad, "opad": opad})
+        report.rows_rejected = _copy(
+            con, [s.rejected() for s in scans], report.rejects_path, params, order="source_file, line"
+        )
+    written = (pq.read_metadata(report.good_path).num_rows, pq.read_metadata(report.rejects_path).num_rows)
+    if written != (report.rows_out, report.rows_rejected) or report.rows_in != sum(written):
         raise ReconciliationError(
-            f"rows do not reconcile: read {report.rows_in}, wrote {written_good} + {written_rejects} rejected"
+            f"rows do not reconcile: read {report.rows_in}, wrote {written[0]} good + {written[1]} rejected"
         )
     return report
 
 
-def _ingest_file(con, drop: Drop, key: bytes, good, rejects, good_schema, reject_schema, report) -> FileReport:
+def _flag(con, index: int, drop: Drop, log: Callable[[str], None]) -> Scan:
     header = read_header(drop.path)
-    file_report = FileReport(drop.relpath, header.encoding, header.extra_columns)
-    scan = sql.Scan(drop.path, header, con)
-    structural = scan.flag_rows()
-    if structural.invalid_encoding and header.encoding == "utf-8":
-        # Valid UTF-8 at the top, Latin-1 further down: hospitals' exports do this.
-        header = header.as_latin1()
-        file_report.encoding = header.encoding
-        scan = sql.Scan(drop.path, header, con)
-        structural = scan.flag_rows()
-    for batch in scan.batches(key, drop.relpath, BATCH_ROWS):
-        is_good = pc.is_null(batch.column("reason"))
-        good_rows = batch.filter(is_good).select(list(RESULT_COLUMNS)).cast(good_schema)
-        bad_rows = scan.rejects(batch.filter(pc.invert(is_good)), reject_schema)
-        good.write_batch(good_rows)
-        rejects.write_table(bad_rows)
-        report.rows_out += good_rows.num_rows
-        file_report.rejected += bad_rows.num_rows
-        for reason, n in _count(bad_rows.column("reason")).items():
-            report.reasons[reason] = report.reasons.get(reason, 0) + n
-    malformed = structural.to_rejects(drop.relpath, reject_schema)
-    if malformed.num_rows:
-        rejects.write_table(malformed)
-        file_report.rejected += malformed.num_rows
-        report.reasons["malformed_row"] = report.reasons.get("malformed_row", 0) + malformed.num_rows
-    file_report.rows = scan.records + structural.count
-    report.rows_in += file_report.rows
-    report.rows_rejected += file_report.rejected
-    return file_report
+    scan = Scan(index, drop.path, drop.relpath, header, con)
+    scan.flag()
+    if scan.invalid_encoding and header.encoding == "utf-8":
+        # Valid UTF-8 at the top, Latin-1 further down: hospital exports do this.
+        scan = Scan(index, drop.path, drop.relpath, header.as_latin1(), con)
+        scan.flag()
+    bad = scan.flags.num_rows + scan.malformed.num_rows
+    log(f"{drop.relpath}: {scan.records + scan.malformed.num_rows:,} rows, {bad:,} rejected ({scan.header.encoding})")
+    return scan
 
 
-def _count(column: pa.Array) -> dict[str, int]:
-    counts = pc.value_counts(column)
-    return {v["values"].as_py(): v["counts"].as_py() for v in counts}
+def _copy(con, selects: list[str], target: Path, params: dict, order: str | None = None) -> int:
+    """One COPY for all files; output order is deterministic, so a rerun writes the same bytes."""
+    union = "\nUNION ALL\n".join(f"({s})" for s in selects)
+    if order:
+        union = f"SELECT * FROM ({union}) ORDER BY {order}"
+    return con.execute(f"COPY ({union}) TO '{_literal(target)}' ({PARQUET})", params).fetchone()[0]
+
+
+def _literal(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -5,8 +5,6 @@ come from the header, which ``read_header`` validated, and are quoted here.
 """
 
 import hashlib
-import itertools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,185 +14,174 @@ import pyarrow.compute as pc
 from .header import Header
 from .schema import DROP_COLUMNS, LAB_TESTS, RESTRICTED_ZIP3, Reason
 
-_scan_ids = itertools.count()
-
-
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def result_schema() -> pa.Schema:
-    return pa.schema(
-        [
-            ("hospital_id", pa.string()), ("patient_key", pa.string()), ("birth_year", pa.int16()),
-            ("sex", pa.string()), ("zip3", pa.string()), ("test_code", pa.string()), ("test_name", pa.string()),
-            ("result_value", pa.float64()), ("unit", pa.string()), ("reference_low", pa.float64()),
-            ("reference_high", pa.float64()), ("abnormal_flag", pa.string()),
-            ("collected_at", pa.timestamp("us")), ("reported_at", pa.timestamp("us")), ("source_file", pa.string()),
-        ]
-    )
-
-
-_BLANK = "nullif(trim({}), '')"
-_TS = "try_cast({} AS TIMESTAMP)"
-_VALUE = "try_cast(nullif(trim(result_value), '') AS DOUBLE)"
-_BOUNDS = " ".join(f"WHEN '{t.code}' THEN {_VALUE} NOT BETWEEN {t.min_possible} AND {t.max_possible}" for t in LAB_TESTS)
-# Reason precedence: the first failing rule names the row. Test codes and bounds are our constants.
+# Each raw field is parsed once, in the typed source below; rules and outputs reuse the parsed values.
+_PARSED = {
+    "_pid": "nullif(trim(s.patient_id), '')",
+    "_collected": "try_cast(s.collected_at AS TIMESTAMP)",
+    "_reported_raw": "nullif(trim(s.reported_at), '')",
+    "_reported": "try_cast(s.reported_at AS TIMESTAMP)",
+    "_birth_raw": "nullif(trim(s.birth_date), '')",
+    "_birth": "try_cast(s.birth_date AS DATE)",
+    "_value": "try_cast(nullif(trim(s.result_value), '') AS DOUBLE)",
+    "_zip": "trim(s.zip)",
+}
+# The first failing rule names the row.
 _REASON = f"""CASE
-    WHEN {_BLANK.format('patient_id')} IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
-    WHEN {_TS.format('collected_at')} IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN {_BLANK.format('reported_at')} IS NOT NULL AND {_TS.format('reported_at')} IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN {_BLANK.format('birth_date')} IS NOT NULL AND try_cast(birth_date AS DATE) IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN {_VALUE} IS NULL OR NOT isfinite({_VALUE}) THEN '{Reason.NON_NUMERIC}'
-    WHEN CASE trim(test_code) {_BOUNDS} ELSE false END THEN '{Reason.OUT_OF_RANGE}'
+    WHEN _pid IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
+    WHEN _collected IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN _value IS NULL OR NOT isfinite(_value) THEN '{Reason.NON_NUMERIC}'
+    WHEN _value NOT BETWEEN lo AND hi THEN '{Reason.OUT_OF_RANGE}'
 END"""
-_DETAIL = f"""CASE
-    WHEN {_BLANK.format('patient_id')} IS NULL THEN 'patient_id is empty'
-    WHEN {_TS.format('collected_at')} IS NULL THEN 'collected_at=' || coalesce(collected_at, '')
-    WHEN {_BLANK.format('reported_at')} IS NOT NULL AND {_TS.format('reported_at')} IS NULL THEN 'reported_at=' || reported_at
-    WHEN {_BLANK.format('birth_date')} IS NOT NULL AND try_cast(birth_date AS DATE) IS NULL THEN 'birth_date=' || birth_date
-    ELSE 'result_value=' || coalesce(result_value, '') || ' test_code=' || coalesce(test_code, '')
+_DETAIL = """CASE
+    WHEN _pid IS NULL THEN 'patient_id is empty'
+    WHEN _collected IS NULL THEN 'collected_at=' || coalesce(collected_at, '')
+    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN 'reported_at=' || reported_at
+    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN 'birth_date=' || birth_date
+    WHEN _value IS NULL OR NOT isfinite(_value) THEN 'result_value=' || coalesce(result_value, '')
+    ELSE 'result_value=' || result_value || ' outside [' || lo || ', ' || hi || '] for ' || test_code
 END"""
-_BIRTH = "try_cast(birth_date AS DATE)"
-_COLLECTED = _TS.format("collected_at")
-_ZIP = "trim(zip)"
 _TYPED = {
     "hospital_id": "trim(hospital_id)",
     # HMAC-SHA256 (RFC 2104) spelled in SQL; equal to Python's hmac, checked in the tests.
-    "patient_key": "sha256($opad || unhex(sha256($ipad || trim(patient_id)::BLOB)))",
-    "birth_year": f"""CAST(CASE WHEN date_sub('year', {_BIRTH}, {_COLLECTED}::DATE) > 89
-                       THEN year({_COLLECTED}) - 90 ELSE year({_BIRTH}) END AS SMALLINT)""",
+    "patient_key": "sha256($opad || unhex(sha256($ipad || _pid::BLOB)))",
+    "birth_year": """CAST(CASE WHEN date_sub('year', _birth, _collected::DATE) > 89
+                          THEN year(_collected) - 90 ELSE year(_birth) END AS SMALLINT)""",
     "sex": "CASE upper(trim(sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END",
-    "zip3": f"""CASE WHEN NOT regexp_full_match({_ZIP}, '[0-9]{{5}}(-[0-9]{{4}})?') THEN NULL
-                WHEN left({_ZIP}, 3) IN ({', '.join(f"'{z}'" for z in RESTRICTED_ZIP3)}) THEN '000'
-                ELSE left({_ZIP}, 3) END""",
+    "zip3": f"""CASE WHEN NOT regexp_full_match(_zip, '[0-9]{{5}}(-[0-9]{{4}})?') THEN NULL
+                WHEN left(_zip, 3) IN ({', '.join(f"'{z}'" for z in RESTRICTED_ZIP3)}) THEN '000'
+                ELSE left(_zip, 3) END""",
     "test_code": "trim(test_code)",
     "test_name": "trim(test_name)",
-    "result_value": _VALUE,
+    "result_value": "_value",
     "unit": "trim(unit)",
     "reference_low": "try_cast(nullif(trim(reference_low), '') AS DOUBLE)",
     "reference_high": "try_cast(nullif(trim(reference_high), '') AS DOUBLE)",
     "abnormal_flag": "upper(trim(abnormal_flag))",
-    "collected_at": _COLLECTED,
-    "reported_at": _TS.format("reported_at"),
+    "collected_at": "_collected",
+    "reported_at": "_reported",
 }
 
 
-@dataclass
-class Structural:
-    """Records DuckDB's reader could not split, with their physical line numbers."""
+class Scan:
+    """One drop file, read by DuckDB with the header's encoding and column names.
 
-    lines: np.ndarray
-    types: list[str]
-    messages: list[str]
-    raw: list[str]
+    ``flag()`` is the only pass that looks at every record as a whole: it keeps the
+    records that are invalid or repeat an earlier record (two 64-bit hashes of the
+    full row, so a false duplicate needs a 128-bit collision), plus the record count.
+    The published and rejected rows are then selected against those flags.
+    """
+
+    def __init__(self, index: int, path: Path, relpath: str, header: Header, con):
+        self.index, self.path, self.relpath, self.header, self.con = index, path, relpath, header, con
+        self.records = 0
+        self.flags: pa.Table | None = None
+        self.malformed: pa.Table | None = None
 
     @property
-    def count(self) -> int:
-        return len(self.lines)
+    def _name(self) -> str:
+        return f"letl_scan_{self.index}"
+
+    def _source(self, columns: list[str], rejects: str | None = None) -> str:
+        """Records numbered in file order, with each field parsed once, and the test's bounds."""
+        spec = ", ".join(f"'{c}': 'VARCHAR'" for c in self.header.columns)
+        parsed = ", ".join(f"{expr} AS {name}" for name, expr in _PARSED.items())
+        # Both spellings skip the same unsplittable lines, so record numbers agree between passes.
+        keep = (f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan'"
+                if rejects else "ignore_errors = true")
+        return f"""(SELECT s.rn, {', '.join('s.' + q(c) for c in columns)}, {parsed}, b.lo, b.hi
+            FROM (SELECT row_number() OVER () AS rn, *
+                  FROM read_csv($path_{self.index}, header = true, auto_detect = false, columns = {{{spec}}},
+                                delim = ',', quote = '"', escape = '"', {keep},
+                                encoding = '{self.header.encoding}',
+                                compression = '{"gzip" if self.header.gzip else "none"}')) s
+            LEFT JOIN letl_bounds b ON trim(s.test_code) = b.code)"""
+
+    def params(self) -> dict[str, str]:
+        return {f"path_{self.index}": str(self.path), f"file_{self.index}": self.relpath}
+
+    def flag(self) -> None:
+        every = self.header.columns
+        rejects = f"{self._name}_rejects"
+        cols = ", ".join(q(c) for c in every)
+        flagged = self.con.sql(
+            f"""SELECT rn, coalesce(reason, '{Reason.DUPLICATE}') AS reason,
+                       CASE WHEN reason IS NULL AND rn > first_rn THEN first_rn END AS first_rn,
+                       detail, total
+                FROM (
+                    SELECT rn, reason, detail, min(rn) OVER (PARTITION BY h1, h2) AS first_rn,
+                           count(*) OVER () AS total
+                    FROM (SELECT rn, hash({cols}) AS h1, hash('letl', {cols}) AS h2, {_REASON} AS reason,
+                                 CASE WHEN {_REASON} IS NOT NULL THEN {_DETAIL} END AS detail
+                          FROM {self._source(every, rejects)} t)
+                )
+                -- The last record always comes back, so that the total is known.
+                WHERE reason IS NOT NULL OR rn > first_rn OR rn = total""",
+            params={f"path_{self.index}": str(self.path)},
+        ).to_arrow_table()
+        self.records = flagged.column("total")[0].as_py() if flagged.num_rows else 0
+        flagged = flagged.filter(pc.or_(pc.is_valid(flagged.column("first_rn")), pc.is_valid(flagged.column("detail"))))
+        self.malformed = self.con.sql(
+            f"""SELECT line, string_agg(DISTINCT error_type, ';') AS types,
+                       string_agg(DISTINCT error_message, '; ') AS detail, any_value(csv_line) AS raw_line
+                FROM {rejects} GROUP BY line ORDER BY line"""
+        ).to_arrow_table()
+        self.flags = self._locate(flagged)
+        self.con.register(f"{self._name}_flags", self.flags)
+        self.con.register(f"{self._name}_malformed", self.malformed)
 
     @property
     def invalid_encoding(self) -> bool:
-        return any("ENCODING" in t or "UNICODE" in t for t in self.types)
+        return any("ENCODING" in t or "UNICODE" in t for t in self.malformed.column("types").to_pylist())
 
-    def accepted_before(self) -> np.ndarray:
-        """For each bad line (sorted), how many good records precede it: maps record numbers to lines."""
-        return self.lines - 1 - np.arange(1, self.count + 1)
+    def _locate(self, flagged: pa.Table) -> pa.Table:
+        """Record numbers to physical lines (header = line 1), skipping lines the reader rejected."""
+        bad = self.malformed.column("line").to_numpy()
+        accepted_before = bad - 1 - np.arange(1, len(bad) + 1)
 
-    def to_rejects(self, source_file: str, schema: pa.Schema) -> pa.Table:
-        n = self.count
-        columns = {c: pa.nulls(n, pa.string()) for c in schema.names}
-        columns |= {
-            "source_file": pa.array([source_file] * n, pa.string()),
-            "line": pa.array(self.lines, pa.int64()),
-            "reason": pa.array([Reason.MALFORMED] * n, pa.string()),
-            "detail": pa.array(self.messages, pa.string()),
-            "raw_line": pa.array(self.raw, pa.string()),
-        }
-        return pa.table(columns, schema=schema)
+        def to_line(rn: np.ndarray) -> pa.Array:
+            return pa.array(rn + 1 + np.searchsorted(accepted_before, rn, side="left"), pa.int64())
 
-
-class Scan:
-    """One drop file, read by DuckDB with the header's encoding and column names."""
-
-    def __init__(self, path: Path, header: Header, con):
-        self.path, self.header, self.con = path, header, con
-        self.records = 0
-        self.structural: Structural | None = None
-
-    def _source(self, needed: list[str]) -> str:
-        rejects = f"letl_rejects_{next(_scan_ids)}"
-        return f"""(SELECT row_number() OVER () AS rn, {', '.join(q(c) for c in needed)}
-            FROM read_csv($path, header = true, all_varchar = true, names = $names,
-                          delim = ',', quote = '"', escape = '"', store_rejects = true,
-                          rejects_table = '{rejects}', rejects_scan = '{rejects}_scan',
-                          encoding = '{self.header.encoding}',
-                          compression = '{"gzip" if self.header.gzip else "none"}'))""", rejects
-
-    def flag_rows(self) -> Structural:
-        """Pass 1: keep only the numbers of records that are invalid or repeat an earlier record."""
-        every = self.header.columns
-        source, rejects = self._source(every)
-        cols = ", ".join(q(c) for c in every)
-        self.con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE flags AS
-            SELECT rn, coalesce(reason, '{Reason.DUPLICATE}') AS reason,
-                   CASE WHEN reason IS NULL THEN first_rn END AS first_rn, CASE WHEN reason IS NOT NULL THEN detail END AS detail
-            FROM (
-                SELECT rn, reason, detail, min(rn) OVER (PARTITION BY h1, h2) AS first_rn
-                FROM (SELECT rn, hash({cols}) AS h1, hash('letl', {cols}) AS h2,
-                             {_REASON} AS reason, {_DETAIL} AS detail
-                      FROM {source})
-            )
-            WHERE reason IS NOT NULL OR rn > first_rn""",
-            {"path": str(self.path), "names": every},
-        )
-        bad = self.con.execute(
-            f"""SELECT line, string_agg(DISTINCT error_type, ';'), string_agg(DISTINCT error_message, '; '),
-                       any_value(csv_line)
-                FROM {rejects} GROUP BY line ORDER BY line"""
-        ).fetchall()
-        self.structural = Structural(
-            np.array([r[0] for r in bad], dtype=np.int64), [r[1] for r in bad], [r[2] for r in bad], [r[3] for r in bad]
-        )
-        return self.structural
-
-    def batches(self, key: bytes, source_file: str, batch_rows: int):
-        """Pass 2: every record, typed and pseudonymized if good, raw if flagged."""
-        source, _ = self._source(list(DROP_COLUMNS))
-        typed = ", ".join(f"CASE WHEN f.reason IS NULL THEN {expr} END AS {q(name)}" for name, expr in _TYPED.items())
-        raw = ", ".join(f"CASE WHEN f.reason IS NOT NULL THEN s.{q(c)} END AS {q('raw_' + c)}" for c in DROP_COLUMNS)
-        ipad, opad = hmac_pads(key)
-        result = self.con.sql(
-            f"""SELECT s.rn, f.reason, f.detail, f.first_rn, {typed}, $source_file AS source_file, {raw}
-                FROM {source} s LEFT JOIN flags f ON s.rn = f.rn""",
-            params={"path": str(self.path), "names": self.header.columns, "ipad": ipad, "opad": opad,
-                    "source_file": source_file},
-        )
-        for batch in result.to_arrow_reader(batch_rows):
-            self.records += batch.num_rows
-            yield batch
-
-    def rejects(self, flagged: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
-        """Flagged records with their physical line; a duplicate names the line it repeats."""
-        shifts = self.structural.accepted_before()
-
-        def to_line(rn: pa.Array) -> np.ndarray:
-            values = rn.to_numpy(zero_copy_only=False)
-            return values + 1 + np.searchsorted(shifts, values, side="left")
-
+        rn = flagged.column("rn").to_numpy()
         first = flagged.column("first_rn")
-        first_line = pa.array(to_line(pc.fill_null(first, 0)), pa.int64())
-        repeats = pc.binary_join_element_wise("same as line ", pc.cast(first_line, pa.string()), "")
-        columns = {
-            "source_file": flagged.column("source_file"),
-            "line": pa.array(to_line(flagged.column("rn")), pa.int64()),
-            "reason": flagged.column("reason"),
-            "detail": pc.if_else(pc.is_null(first), flagged.column("detail"), repeats),
-            **{c: flagged.column("raw_" + c) for c in DROP_COLUMNS},
-            "raw_line": pa.nulls(flagged.num_rows, pa.string()),
-        }
-        return pa.table(columns, schema=schema)
+        repeats = pc.binary_join_element_wise(
+            "same as line ", pc.cast(to_line(pc.fill_null(first, 0).to_numpy()), pa.string()), ""
+        )
+        detail = pc.if_else(pc.is_null(first), flagged.column("detail"), repeats)
+        return pa.table({"rn": flagged.column("rn"), "line": to_line(rn), "reason": flagged.column("reason"), "detail": detail})
+
+    def reasons(self) -> dict[str, int]:
+        counts = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(self.flags.column("reason"))}
+        if self.malformed.num_rows:
+            counts[Reason.MALFORMED] = self.malformed.num_rows
+        return counts
+
+    def published(self) -> str:
+        """Good records, typed and de-identified."""
+        typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in _TYPED.items())
+        return f"""SELECT {typed}, $file_{self.index} AS source_file
+            FROM {self._source(list(DROP_COLUMNS))} t ANTI JOIN {self._name}_flags f ON t.rn = f.rn"""
+
+    def rejected(self) -> str:
+        """Flagged records with their raw fields, then the lines the reader could not split."""
+        raw = ", ".join(f"t.{q(c)}" for c in DROP_COLUMNS)
+        nulls = ", ".join(f"NULL AS {q(c)}" for c in DROP_COLUMNS)
+        return f"""SELECT $file_{self.index} AS source_file, f.line::BIGINT AS line, f.reason, f.detail, {raw}, NULL AS raw_line
+            FROM {self._source(list(DROP_COLUMNS))} t JOIN {self._name}_flags f ON t.rn = f.rn
+            UNION ALL
+            SELECT $file_{self.index}, m.line::BIGINT, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line
+            FROM {self._name}_malformed m"""
+
+
+def create_bounds(con) -> None:
+    """Physiologically possible values per known test; unknown tests are not range-checked."""
+    con.execute("CREATE OR REPLACE TEMP TABLE letl_bounds (code VARCHAR PRIMARY KEY, lo DOUBLE, hi DOUBLE)")
+    con.executemany("INSERT INTO letl_bounds VALUES (?, ?, ?)", [(t.code, t.min_possible, t.max_possible) for t in LAB_TESTS])
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
