@@ -13,10 +13,12 @@ lake = LakeResource()
 
 # In-process on purpose: every step is a DuckDB query that already uses all cores, and
 # the multiprocess executor re-imports the code location for each step (~3.5 s apiece).
+EXECUTOR = dg.in_process_executor
+
 labs_job = dg.define_asset_job(
     "labs_job",
-    selection=dg.AssetSelection.groups("labs") - dg.AssetSelection.keys(labs.LAB_DROPS),
-    executor_def=dg.in_process_executor,
+    selection=dg.AssetSelection.groups("labs") - dg.AssetSelection.assets(labs.LAB_DROPS),
+    executor_def=EXECUTOR,
     description="Parse, de-identify and summarize one month of hospital lab drops.",
 )
 
@@ -24,6 +26,7 @@ defs = dg.Definitions(
     assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary],
     asset_checks=[lab_checks.rows_reconcile, lab_checks.no_raw_identifiers, lab_checks.physiological_bounds],
     jobs=[labs_job],
+    executor=EXECUTOR,
     sensors=[
         lab_drops_sensor,
         dg.AutomationConditionSensorDefinition(

@@ -1,11 +1,8 @@
 """Hospital lab results: monthly drops -> validated, de-identified results, rejects and a summary."""
 
 import dagster as dg
-import duckdb
-import pyarrow as pa
 
 from ..labs.drops import month_of_partition
-from ..labs.ingest import ingest_drops
 from ..resources.deid import PseudonymKey
 from ..resources.io_manager import TIER_HINT, VersionFile
 from ..resources.landing import LandingZone
@@ -52,6 +49,8 @@ lab_drops = dg.AssetSpec(
 )
 def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZone, pseudonym: PseudonymKey):
     """Lab results and rejects of one month, parsed from every hospital's drop."""
+    from ..labs.ingest import ingest_drops  # DuckDB loads with the step, not with the code location
+
     month = month_of_partition(context.partition_key)
     drops = landing.drops(month, settled=False)
     if not drops:
@@ -92,8 +91,10 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     group_name="labs",
     kinds={"parquet", "duckdb"},
 )
-def lab_results_summary(results: VersionFile) -> pa.Table:
+def lab_results_summary(results: VersionFile):
     """Per hospital and test in one month: count, mean, min, max and abnormal rate."""
+    import duckdb
+
     with duckdb.connect() as con:
         return con.sql(
             """
