@@ -85,7 +85,8 @@ class Scan:
 
     @property
     def _name(self) -> str:
-        return f"letl_scan_{self.index}"
+        # Per encoding: a Latin-1 re-read must not inherit the UTF-8 read's reject table.
+        return f"letl_scan_{self.index}_{self.header.encoding.replace('-', '')}"
 
     def _source(self, columns: list[str], rejects: str | None = None) -> str:
         """Records numbered in file order, with each field parsed once, and the test's bounds."""
@@ -128,7 +129,7 @@ class Scan:
         flagged = flagged.filter(pc.or_(pc.is_valid(flagged.column("first_rn")), pc.is_valid(flagged.column("detail"))))
         self.malformed = self.con.sql(
             f"""SELECT line, string_agg(DISTINCT error_type, ';') AS types,
-                       string_agg(DISTINCT error_message, '; ') AS detail, any_value(csv_line) AS raw_line
+                       string_agg(DISTINCT error_message, '; ') AS detail, trim(any_value(csv_line), chr(13) || chr(10)) AS raw_line
                 FROM {rejects} GROUP BY line ORDER BY line"""
         ).to_arrow_table()
         self.flags = self._locate(flagged)

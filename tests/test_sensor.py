@@ -1,0 +1,141 @@
+"""lab_drops_sensor: one run per month whose drops are new or changed, with a content-derived run key."""
+
+import json
+import os
+import time
+
+import dagster as dg
+
+from letl_assets.assets.labs import LAB_DROPS
+from letl_assets.resources.landing import LandingZone
+from letl_assets.sensors.landing import lab_drops_sensor
+
+HOUR = 3600
+
+
+def tick(cursor=None, settle_seconds=0):
+    context = dg.build_sensor_context(cursor=cursor, resources={"landing": LandingZone(settle_seconds=settle_seconds)})
+    result = lab_drops_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def drop(landing, relpath, text="hospital_id,patient_id\nH001,MRN0000001\n", age=HOUR):
+    """A landing file, made to look settled (modified `age` seconds ago) unless age=0."""
+    path = landing / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if age:
+        past = time.time() - age
+        os.utime(path, (past, past))
+    return path
+
+
+def requests(result):
+    return [(r.partition_key, r.run_key) for r in result.run_requests]
+
+
+def test_new_file_requests_its_month_once(letl_env):
+    drop(letl_env["landing"], "labs/H001/2024-03.csv")
+    first = tick()
+    [(partition, run_key)] = requests(first)
+    assert partition == "2024-03-01"
+    assert run_key.startswith("labs-2024-03-01-")
+    assert first.run_requests[0].tags["letl/changed_files"] == "labs/H001/2024-03.csv"
+    events = first.asset_events
+    assert [(e.asset_key, e.partition) for e in events] == [(LAB_DROPS, "2024-03-01")]
+    assert events[0].metadata["path"].value == "labs/H001/2024-03.csv"
+    assert "labs/H001/2024-03.csv" in json.loads(first.cursor)
+
+    assert requests(tick()) == [(partition, run_key)]  # deterministic: a lost cursor gives the same run key
+    again = tick(first.cursor)
+    assert requests(again) == [] and again.asset_events == []
+    assert json.loads(again.cursor) == json.loads(first.cursor)
+
+
+def test_late_historic_month_is_requested(letl_env):
+    landing = letl_env["landing"]
+    drop(landing, "labs/H001/2024-05.csv")
+    drop(landing, "labs/H001/2024-06.csv")
+    cursor = tick().cursor
+    drop(landing, "labs/H002/2023-11.csv.gz", text="late")
+    late = tick(cursor)
+    assert [p for p, _ in requests(late)] == ["2023-11-01"]
+    assert [e.partition for e in late.asset_events] == ["2023-11-01"]
+    assert requests(tick(late.cursor)) == []
+
+
+def test_changed_file_gets_a_new_run_key(letl_env):
+    path = drop(letl_env["landing"], "labs/H001/2024-03.csv")
+    first = tick()
+    [(_, first_key)] = requests(first)
+
+    path.write_text(path.read_text() + "H001,MRN0000002\n")  # new size and mtime
+    changed = tick(first.cursor)
+    [(partition, changed_key)] = requests(changed)
+    assert partition == "2024-03-01" and changed_key != first_key
+
+    past = time.time() - 2 * HOUR  # same size, only the modification time differs
+    os.utime(path, (past, past))
+    touched = tick(changed.cursor)
+    [(_, touched_key)] = requests(touched)
+    assert touched_key not in (first_key, changed_key)
+    assert requests(tick(touched.cursor)) == []
+
+
+def test_two_files_of_one_month_make_one_request(letl_env):
+    landing = letl_env["landing"]
+    drop(landing, "labs/H001/2024-03.csv")
+    drop(landing, "labs/H002/2024-03.csv.gz", text="gz")
+    drop(landing, "labs/H002/2024-04.csv")
+    result = tick()
+    assert [p for p, _ in requests(result)] == ["2024-03-01", "2024-04-01"]
+    march = result.run_requests[0]
+    assert set(march.tags["letl/changed_files"].split(",")) == {"labs/H001/2024-03.csv", "labs/H002/2024-03.csv.gz"}
+    assert sorted(e.partition for e in result.asset_events) == ["2024-03-01", "2024-03-01", "2024-04-01"]
+
+    # One changed file re-requests its month only, keyed on the state of both of its files.
+    drop(landing, "labs/H002/2024-03.csv.gz", text="gz, re-sent")
+    [(partition, run_key)] = requests(tick(result.cursor))
+    assert partition == "2024-03-01" and run_key != march.run_key
+
+
+def test_settle_seconds_skips_a_file_being_written(letl_env):
+    landing = letl_env["landing"]
+    path = drop(landing, "labs/H001/2024-03.csv", age=0)
+    fresh = tick(settle_seconds=HOUR)
+    assert requests(fresh) == [] and fresh.asset_events == []
+    assert "labs/H001/2024-03.csv" not in json.loads(fresh.cursor or "{}")
+
+    past = time.time() - 2 * HOUR
+    os.utime(path, (past, past))
+    [(partition, _)] = requests(tick(fresh.cursor, settle_seconds=HOUR))
+    assert partition == "2024-03-01"
+
+
+def test_files_not_named_hospital_slash_month_are_ignored(letl_env):
+    landing = letl_env["landing"]
+    for relpath in (
+        "labs/2024-03.csv",  # no hospital directory
+        "labs/H001/2024-3.csv",
+        "labs/H001/2024-13.csv",
+        "labs/H001/03-2024.csv",
+        "labs/H001/2024-03.txt",
+        "labs/H001/2024-03.csv.bak",
+        "labs/H001/2024-03.csv.gz.part",
+        "labs/H001/.2024-03.csv.abc123.tmp",
+        "labs/H001/notes.csv",
+        "labs/H 001/2024-03.csv",  # not a hospital id
+        "labs/H001/old/2024-03.csv",
+        "radiology/H001/2024-03.csv",
+        "H001/2024-03.csv",
+    ):
+        drop(landing, relpath)
+    (landing / "labs" / "H001" / "2024-04.csv").mkdir()  # a directory, not a file
+    ignored = tick()
+    assert requests(ignored) == [] and ignored.asset_events == []
+
+    drop(landing, "labs/H001/2024-03.csv")
+    picked = tick(ignored.cursor)
+    assert [p for p, _ in requests(picked)] == ["2024-03-01"]
+    assert list(json.loads(picked.cursor)) == ["labs/H001/2024-03.csv"]
