@@ -155,6 +155,9 @@ class Catalog:
             insert.on_conflict_do_update(
                 index_elements=["asset_key", "branch", "partition"],
                 set_={"version_id": insert.excluded.version_id, "updated_at": insert.excluded.updated_at},
+                # Version ids sort by creation time: a slow writer that commits last never
+                # moves the pointer back to its older version.
+                where=latest.c.version_id < insert.excluded.version_id,
             )
         )
 
@@ -204,9 +207,17 @@ class Catalog:
         with self.engine.begin() as conn:
             return set(conn.execute(sa.select(latest.c.version_id)).scalars())
 
-    def record_access(self, version_id: str, kind: str, **who: str | None) -> None:
+    def record_access(self, version_id: str, kind: str, **who: str | None) -> int:
         with self.engine.begin() as conn:
-            conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
+            row = conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
+            return row.inserted_primary_key[0]
+
+    def stamp_run(self, access_ids: Iterable[int], run_id: str) -> None:
+        """Name the run behind accesses recorded before the run id was known."""
+        ids = list(access_ids)
+        if ids:
+            with self.engine.begin() as conn:
+                conn.execute(access_log.update().where(access_log.c.id.in_(ids)).values(run_id=run_id))
 
     def loaded_in_step(self, run_id: str, step_key: str) -> list[str]:
         """Versions a step read as inputs: the exact upstreams of what it writes."""

@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -98,14 +99,19 @@ class Lake:
         """
         started = time.perf_counter()
         staged = self._stage(data)
-        info = pq.read_metadata(staged)
-        size = staged.stat().st_size
-        tier_name, placement = self.choose_tier(size, tier_hint)
-        version_id = new_version_id()
         branch = branch or self.branch
         part = partition or ""
+        created_at = utcnow()
+        version_id = new_version_id(created_at)
         key = validate_key(f"{branch}/{asset_key}/{part or '_'}/{version_id}.parquet")
-        written = self.tiers[tier_name].backend.put_file(key, staged)
+        try:
+            info = pq.read_metadata(staged)
+            tier_name, placement = self.choose_tier(staged.stat().st_size, tier_hint)
+            written = self.tiers[tier_name].backend.put_file(key, staged)
+        except BaseException:
+            if not isinstance(data, (str, Path)):
+                staged.unlink(missing_ok=True)  # our own staging file; a caller's path is theirs
+            raise
         seconds = time.perf_counter() - started
         current = self.latest(asset_key, part, branch)
         if current is not None and current.sha256 == written.sha256:
@@ -117,7 +123,7 @@ class Lake:
             asset_key=asset_key,
             branch=branch,
             partition=part,
-            created_at=utcnow(),
+            created_at=created_at,
             run_id=run_id,
             tier=tier_name,
             storage_key=key,
@@ -169,8 +175,8 @@ class Lake:
     def read_table(self, version: Version, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.local_path(version), columns=columns)
 
-    def record_access(self, version: Version, kind: str, run_id: str | None = None, step_key: str | None = None) -> None:
-        self.catalog.record_access(
+    def record_access(self, version: Version, kind: str, run_id: str | None = None, step_key: str | None = None) -> int:
+        return self.catalog.record_access(
             version.version_id, kind, run_id=run_id, step_key=step_key, user=_user(), host=socket.gethostname()
         )
 
@@ -181,9 +187,9 @@ class Lake:
         return f"gros://{repo}/{version.branch}:{self.catalog.version_index(version)}{query}"
 
 
-def new_version_id() -> str:
+def new_version_id(created_at: datetime | None = None) -> str:
     """Sortable by creation time, unique across processes."""
-    return f"{utcnow():%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+    return f"{created_at or utcnow():%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:

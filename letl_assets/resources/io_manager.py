@@ -40,20 +40,24 @@ class TieredIOManager(dg.ConfigurableIOManager):
 
     lake: dg.ResourceDependency[LakeResource]
 
-    # Versions each op loaded in this process: the exact upstreams of what it then writes.
+    # Per op, the versions it loaded in this process and their access-log rows: the exact
+    # upstreams of what it then writes. InputContext has no public run id, so the rows
+    # are stamped with it when the op's outputs are handled.
     _loaded: dict = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
             return
         lake = self.lake.get_lake()
+        loaded = self._loaded.get(context.op_def.name, {})
+        lake.catalog.stamp_run(loaded.values(), context.run_id)
         version = lake.write_version(
             asset_key_str(context.asset_key),
             obj,
             partition=context.asset_partition_key if context.has_asset_partitions else None,
             tier_hint=context.definition_metadata.get(TIER_HINT),
             run_id=context.run_id,
-            upstream_ids=self._loaded.get(context.op_def.name, ()),
+            upstream_ids=loaded.keys(),
             metadata={"step_key": context.step_key, "output": _plain(context.output_metadata)},
         )
         seconds = version.metadata["write_seconds"]
@@ -67,7 +71,7 @@ class TieredIOManager(dg.ConfigurableIOManager):
                 "sha256": version.sha256,
                 "placement": version.metadata["placement"],
                 "write_mb_per_s": round(version.bytes / 1e6 / seconds, 1) if seconds else None,
-                "upstream_versions": ", ".join(sorted(self._loaded.get(context.op_def.name, ()))) or "none",
+                "upstream_versions": ", ".join(sorted(loaded)) or "none",
             }
         )
 
@@ -83,8 +87,8 @@ class TieredIOManager(dg.ConfigurableIOManager):
                     f"no version of {key}{f' partition {partition}' if partition else ''} on branch "
                     f"{lake.branch!r} in {lake.config.home}: materialize it first"
                 )
-            lake.record_access(version, "load", step_key=context.op_def.name)
-            self._loaded.setdefault(context.op_def.name, set()).add(version.version_id)
+            access_id = lake.record_access(version, "load", step_key=context.op_def.name)
+            self._loaded.setdefault(context.op_def.name, {})[version.version_id] = access_id
             found.append(version)
         context.add_input_metadata({"versions": ", ".join(v.version_id for v in found)})
         wanted = context.dagster_type.typing_type
