@@ -37,6 +37,8 @@ def cmd_run(args) -> int:
         drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
         print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
               f"({sum(d.rows for d in drops):,} rows)")
+    for note in _lake().config.notes:
+        print(f"warning: {note}")
     outcomes = run_months(args.months, args.force)
     print()
     print(format_summary(summary(_lake())))

@@ -49,6 +49,8 @@ class TieredIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         lake = self.lake.get_lake()
+        for note in lake.config.notes:
+            context.log.warning(note)
         loaded = self._loaded.get(context.op_def.name, {})
         lake.catalog.stamp_run(loaded.values(), context.run_id)
         version = lake.write_version(
