@@ -1,10 +1,11 @@
 """Parse one month of drops into validated, de-identified rows and quarantined rejects.
 
-DuckDB does all the work, never pandas, in three streaming scans per file:
-1. ``Scan.flag``: number the records, validate them, hash whole rows, and keep only
-   the few records that are invalid or repeat an earlier one (plus the record count);
-2. one COPY of every file's good records, typed and pseudonymized, into one Parquet file;
-3. one COPY of every file's flagged records and unsplittable lines into the rejects.
+DuckDB does all the work, never pandas. Each CSV is parsed once (``Scan.stage``) into
+an uncompressed Parquet stage in file order; from the stages, in parallel:
+1. ``Scan.flag``: the few records that are invalid or repeat an earlier one;
+2. the month's pseudonym map, one HMAC per distinct patient rather than per row;
+3. one COPY of every file's good records into one zstd Parquet file;
+4. one COPY of every file's flagged records and unsplittable lines into the rejects.
 Every record read ends up in exactly one output; ``rows_in == rows_out + rows_rejected``
 is checked against the Parquet footers before anything is published.
 """
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .drops import Drop
 from .header import read_header
-from .sql import Scan, create_bounds, hmac_pads
+from .sql import HMAC, Scan, create_bounds, hmac_pads, literal
 
 PARQUET = "FORMAT parquet, COMPRESSION zstd"
 
@@ -61,25 +62,40 @@ def ingest_drops(
 ) -> IngestReport:
     report = IngestReport(Path(good_path), Path(rejects_path))
     config = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
+    scans: list[Scan] = []
     with duckdb.connect(config=config) as con:
-        create_bounds(con)
-        scans = [_flag(con, i, drop, log) for i, drop in enumerate(drops)]
-        for scan in scans:
-            rejected = scan.flags.num_rows + scan.malformed.num_rows
-            report.files.append(
-                FileReport(scan.relpath, scan.header.encoding, scan.header.extra_columns,
-                           scan.records + scan.malformed.num_rows, rejected)
+        try:
+            create_bounds(con)
+            for i, drop in enumerate(drops):
+                scans.append(_stage(con, i, drop, temp_dir, log))
+            for scan in scans:
+                rejected = scan.flags.num_rows + scan.malformed.num_rows
+                rows = scan.records + scan.malformed.num_rows
+                report.files.append(
+                    FileReport(scan.relpath, scan.header.encoding, scan.header.extra_columns, rows, rejected)
+                )
+                report.rows_in += rows
+                for reason, n in scan.reasons().items():
+                    report.reasons[reason] = report.reasons.get(reason, 0) + n
+            ipad, opad = hmac_pads(key)
+            patients = " UNION ".join(s.patients() for s in scans)
+            con.execute(
+                f"CREATE TEMP TABLE letl_pseudonyms AS SELECT patient_id, {HMAC} AS patient_key FROM ({patients})",
+                {"ipad": ipad, "opad": opad},
             )
-            report.rows_in += scan.records + scan.malformed.num_rows
-            for reason, n in scan.reasons().items():
-                report.reasons[reason] = report.reasons.get(reason, 0) + n
-        params = {k: v for scan in scans for k, v in scan.params().items()}
-        ipad, opad = hmac_pads(key)
-        log(f"writing {report.rows_in - sum(report.reasons.values()):,} good rows")
-        report.rows_out = _copy(con, [s.published() for s in scans], report.good_path, {**params, "ipad": ipad, "opad": opad})
-        report.rows_rejected = _copy(
-            con, [s.rejected() for s in scans], report.rejects_path, params, order="source_file, line"
-        )
+            params = {k: v for scan in scans for k, v in scan.params().items()}
+            log(f"writing {report.rows_in - sum(report.reasons.values()):,} good rows")
+            # A total order makes a rerun write the same bytes (and so reuse its version); by
+            # hospital and test, it also lets readers skip row groups on the usual filters.
+            report.rows_out = _copy(
+                con, [s.published() for s in scans], report.good_path, params, order="source_file, test_code, _rn"
+            )
+            report.rows_rejected = _copy(
+                con, [s.rejected() for s in scans], report.rejects_path, params, order="source_file, line"
+            )
+        finally:
+            for scan in scans:
+                scan.drop_stage()
     written = (pq.read_metadata(report.good_path).num_rows, pq.read_metadata(report.rejects_path).num_rows)
     if written != (report.rows_out, report.rows_rejected) or report.rows_in != sum(written):
         raise ReconciliationError(
@@ -88,26 +104,22 @@ def ingest_drops(
     return report
 
 
-def _flag(con, index: int, drop: Drop, log: Callable[[str], None]) -> Scan:
+def _stage(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None]) -> Scan:
     header = read_header(drop.path)
-    scan = Scan(index, drop.path, drop.relpath, header, con)
-    scan.flag()
+    scan = Scan(index, drop.path, drop.relpath, header, con, temp_dir)
+    scan.stage()
     if scan.invalid_encoding and header.encoding == "utf-8":
         # Valid UTF-8 at the top, Latin-1 further down: hospital exports do this.
-        scan = Scan(index, drop.path, drop.relpath, header.as_latin1(), con)
-        scan.flag()
+        scan.drop_stage()
+        scan = Scan(index, drop.path, drop.relpath, header.as_latin1(), con, temp_dir)
+        scan.stage()
+    scan.flag()
     bad = scan.flags.num_rows + scan.malformed.num_rows
     log(f"{drop.relpath}: {scan.records + scan.malformed.num_rows:,} rows, {bad:,} rejected ({scan.header.encoding})")
     return scan
 
 
-def _copy(con, selects: list[str], target: Path, params: dict, order: str | None = None) -> int:
-    """One COPY for all files; output order is deterministic, so a rerun writes the same bytes."""
+def _copy(con, selects: list[str], target: Path, params: dict, order: str) -> int:
     union = "\nUNION ALL\n".join(f"({s})" for s in selects)
-    if order:
-        union = f"SELECT * FROM ({union}) ORDER BY {order}"
-    return con.execute(f"COPY ({union}) TO '{_literal(target)}' ({PARQUET})", params).fetchone()[0]
-
-
-def _literal(path: Path) -> str:
-    return str(path).replace("'", "''")
+    union = f"SELECT * EXCLUDE (_rn) FROM ({union}) ORDER BY {order}"
+    return con.execute(f"COPY ({union}) TO '{literal(target)}' ({PARQUET})", params).fetchone()[0]

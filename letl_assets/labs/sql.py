@@ -5,14 +5,16 @@ come from the header, which ``read_header`` validated, and are quoted here.
 """
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .header import Header
-from .schema import DROP_COLUMNS, LAB_TESTS, RESTRICTED_ZIP3, Reason
+from .schema import DROP_COLUMNS, LAB_TESTS, RESTRICTED_ZIP3, RESULT_COLUMNS, Reason
 
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -48,8 +50,6 @@ _DETAIL = """CASE
 END"""
 _TYPED = {
     "hospital_id": "trim(hospital_id)",
-    # HMAC-SHA256 (RFC 2104) spelled in SQL; equal to Python's hmac, checked in the tests.
-    "patient_key": "sha256($opad || unhex(sha256($ipad || _pid::BLOB)))",
     "birth_year": """CAST(CASE WHEN date_sub('year', _birth, _collected::DATE) > 89
                           THEN year(_collected) - 90 ELSE year(_birth) END AS SMALLINT)""",
     "sex": "CASE upper(trim(sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END",
@@ -69,16 +69,18 @@ _TYPED = {
 
 
 class Scan:
-    """One drop file, read by DuckDB with the header's encoding and column names.
+    """One drop file, parsed exactly once into a Parquet stage in file order.
 
-    ``flag()`` is the only pass that looks at every record as a whole: it keeps the
-    records that are invalid or repeat an earlier record (two 64-bit hashes of the
-    full row, so a false duplicate needs a 128-bit collision), plus the record count.
-    The published and rejected rows are then selected against those flags.
+    The stage holds each record's typed, generalized fields, the raw patient id (for
+    the pseudonym map; the stage is deleted with the step), two independent 64-bit
+    hashes of the whole raw row (a false duplicate would need a 128-bit collision),
+    the validation reason, the raw fields of invalid records only, and the record
+    number. Everything after it reads the stage, in parallel and in any order.
     """
 
-    def __init__(self, index: int, path: Path, relpath: str, header: Header, con):
+    def __init__(self, index: int, path: Path, relpath: str, header: Header, con, stage_dir: Path):
         self.index, self.path, self.relpath, self.header, self.con = index, path, relpath, header, con
+        self.stage_path = Path(stage_dir) / f"{uuid.uuid4().hex}-{index}.parquet"
         self.records = 0
         self.flags: pa.Table | None = None
         self.malformed: pa.Table | None = None
@@ -88,57 +90,63 @@ class Scan:
         # Per encoding: a Latin-1 re-read must not inherit the UTF-8 read's reject table.
         return f"letl_scan_{self.index}_{self.header.encoding.replace('-', '')}"
 
-    def _source(self, columns: list[str], rejects: str | None = None) -> str:
-        """Records numbered in file order, with each field parsed once, and the test's bounds."""
-        spec = ", ".join(f"'{c}': 'VARCHAR'" for c in self.header.columns)
-        parsed = ", ".join(f"{expr} AS {name}" for name, expr in _PARSED.items())
-        # Both spellings skip the same unsplittable lines, so record numbers agree between passes.
-        keep = (f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan'"
-                if rejects else "ignore_errors = true")
-        return f"""(SELECT s.rn, {', '.join('s.' + q(c) for c in columns)}, {parsed}, b.lo, b.hi
-            FROM (SELECT row_number() OVER () AS rn, *
-                  FROM read_csv($path_{self.index}, header = true, auto_detect = false, columns = {{{spec}}},
-                                delim = ',', quote = '"', escape = '"', {keep},
-                                encoding = '{self.header.encoding}',
-                                compression = '{"gzip" if self.header.gzip else "none"}')) s
-            LEFT JOIN letl_bounds b ON trim(s.test_code) = b.code)"""
+    @property
+    def _stage(self) -> str:
+        return f"read_parquet('{literal(self.stage_path)}')"
 
-    def params(self) -> dict[str, str]:
-        return {f"path_{self.index}": str(self.path), f"file_{self.index}": self.relpath}
-
-    def flag(self) -> None:
+    def stage(self) -> None:
         every = self.header.columns
         rejects = f"{self._name}_rejects"
+        spec = ", ".join(f"'{c}': 'VARCHAR'" for c in every)
         cols = ", ".join(q(c) for c in every)
-        flagged = self.con.sql(
-            f"""SELECT rn, coalesce(reason, '{Reason.DUPLICATE}') AS reason,
-                       CASE WHEN reason IS NULL AND rn > first_rn THEN first_rn END AS first_rn,
-                       detail, total
-                FROM (
-                    SELECT rn, reason, detail, min(rn) OVER (PARTITION BY h1, h2) AS first_rn,
-                           count(*) OVER () AS total
-                    FROM (SELECT rn, hash({cols}) AS h1, hash('letl', {cols}) AS h2, {_REASON} AS reason,
-                                 CASE WHEN {_REASON} IS NOT NULL THEN {_DETAIL} END AS detail
-                          FROM {self._source(every, rejects)} t)
-                )
-                -- The last record always comes back, so that the total is known.
-                WHERE reason IS NOT NULL OR rn > first_rn OR rn = total""",
-            params={f"path_{self.index}": str(self.path)},
-        ).to_arrow_table()
-        self.records = flagged.column("total")[0].as_py() if flagged.num_rows else 0
-        flagged = flagged.filter(pc.or_(pc.is_valid(flagged.column("first_rn")), pc.is_valid(flagged.column("detail"))))
+        parsed = ", ".join(f"{expr} AS {name}" for name, expr in _PARSED.items())
+        typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in _TYPED.items())
+        raw = ", ".join(f"CASE WHEN reason IS NOT NULL THEN {q(c)} END AS {q('raw_' + c)}" for c in DROP_COLUMNS)
+        # Records are numbered straight off the reader, in file order; later joins may reorder rows.
+        self.con.execute("SET preserve_insertion_order = true")
+        self.con.execute(
+            f"""COPY (
+                SELECT rn, {typed}, _pid AS patient_id, h1, h2, reason,
+                       CASE WHEN reason IS NOT NULL THEN {_DETAIL} END AS detail, {raw}
+                FROM (SELECT *, {_REASON} AS reason
+                      FROM (SELECT s.*, {parsed}, b.lo, b.hi, hash({cols}) AS h1, hash('letl', {cols}) AS h2
+                            FROM (SELECT row_number() OVER () AS rn, *
+                                  FROM read_csv($path, header = true, auto_detect = false, columns = {{{spec}}},
+                                                delim = ',', quote = '"', escape = '"', store_rejects = true,
+                                                rejects_table = '{rejects}', rejects_scan = '{rejects}_scan',
+                                                encoding = '{self.header.encoding}',
+                                                compression = '{"gzip" if self.header.gzip else "none"}')) s
+                            LEFT JOIN letl_bounds b ON trim(s.test_code) = b.code))
+            ) TO '{literal(self.stage_path)}' (FORMAT parquet, COMPRESSION uncompressed)""",
+            {"path": str(self.path)},
+        )
+        self.records = pq.read_metadata(self.stage_path).num_rows
+        self.con.execute("SET preserve_insertion_order = false")
         self.malformed = self.con.sql(
-            f"""SELECT line, string_agg(DISTINCT error_type, ';') AS types,
-                       string_agg(DISTINCT error_message, '; ') AS detail, trim(any_value(csv_line), chr(13) || chr(10)) AS raw_line
+            f"""SELECT line::BIGINT AS line, string_agg(DISTINCT error_type, ';') AS types,
+                       string_agg(DISTINCT error_message, '; ') AS detail,
+                       trim(any_value(csv_line), chr(13) || chr(10)) AS raw_line
                 FROM {rejects} GROUP BY line ORDER BY line"""
         ).to_arrow_table()
-        self.flags = self._locate(flagged)
-        self.con.register(f"{self._name}_flags", self.flags)
         self.con.register(f"{self._name}_malformed", self.malformed)
 
     @property
     def invalid_encoding(self) -> bool:
         return any("ENCODING" in t or "UNICODE" in t for t in self.malformed.column("types").to_pylist())
+
+    def flag(self) -> None:
+        """Invalid records, and later copies of a valid record (found by a spillable hash aggregate)."""
+        flagged = self.con.sql(
+            f"""WITH k AS (SELECT rn, h1, h2, reason, detail FROM {self._stage}),
+                d AS (SELECT h1, h2, min(rn) AS first_rn FROM k WHERE reason IS NULL
+                      GROUP BY h1, h2 HAVING count(*) > 1)
+                SELECT rn, coalesce(reason, '{Reason.DUPLICATE}') AS reason, detail,
+                       CASE WHEN reason IS NULL THEN d.first_rn END AS first_rn
+                FROM k LEFT JOIN d USING (h1, h2)
+                WHERE reason IS NOT NULL OR rn > d.first_rn"""
+        ).to_arrow_table()
+        self.flags = self._locate(flagged)
+        self.con.register(f"{self._name}_flags", self.flags)
 
     def _locate(self, flagged: pa.Table) -> pa.Table:
         """Record numbers to physical lines (header = line 1), skipping lines the reader rejected."""
@@ -148,13 +156,13 @@ class Scan:
         def to_line(rn: np.ndarray) -> pa.Array:
             return pa.array(rn + 1 + np.searchsorted(accepted_before, rn, side="left"), pa.int64())
 
-        rn = flagged.column("rn").to_numpy()
         first = flagged.column("first_rn")
         repeats = pc.binary_join_element_wise(
             "same as line ", pc.cast(to_line(pc.fill_null(first, 0).to_numpy()), pa.string()), ""
         )
         detail = pc.if_else(pc.is_null(first), flagged.column("detail"), repeats)
-        return pa.table({"rn": flagged.column("rn"), "line": to_line(rn), "reason": flagged.column("reason"), "detail": detail})
+        rn = flagged.column("rn")
+        return pa.table({"rn": rn, "line": to_line(rn.to_numpy()), "reason": flagged.column("reason"), "detail": detail})
 
     def reasons(self) -> dict[str, int]:
         counts = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(self.flags.column("reason"))}
@@ -162,27 +170,48 @@ class Scan:
             counts[Reason.MALFORMED] = self.malformed.num_rows
         return counts
 
+    def patients(self) -> str:
+        return f"SELECT DISTINCT patient_id FROM {self._stage} WHERE reason IS NULL"
+
     def published(self) -> str:
-        """Good records, typed and de-identified."""
-        typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in _TYPED.items())
-        return f"""SELECT {typed}, $file_{self.index} AS source_file
-            FROM {self._source(list(DROP_COLUMNS))} t ANTI JOIN {self._name}_flags f ON t.rn = f.rn"""
+        """Good records, with the pseudonym from the month's map."""
+        columns = ", ".join("p.patient_key" if c == "patient_key" else f"s.{q(c)}" for c in RESULT_COLUMNS[:-1])
+        return f"""SELECT {columns}, $file_{self.index} AS source_file, s.rn AS _rn
+            FROM {self._stage} s
+            ANTI JOIN {self._name}_flags f ON s.rn = f.rn
+            JOIN letl_pseudonyms p ON s.patient_id = p.patient_id"""
 
     def rejected(self) -> str:
-        """Flagged records with their raw fields, then the lines the reader could not split."""
-        raw = ", ".join(f"t.{q(c)}" for c in DROP_COLUMNS)
+        """Flagged records with their raw fields (duplicates name the line they repeat),
+        then the lines the CSV reader could not split."""
+        raw = ", ".join(f"s.{q('raw_' + c)} AS {q(c)}" for c in DROP_COLUMNS)
         nulls = ", ".join(f"NULL AS {q(c)}" for c in DROP_COLUMNS)
-        return f"""SELECT $file_{self.index} AS source_file, f.line::BIGINT AS line, f.reason, f.detail, {raw}, NULL AS raw_line
-            FROM {self._source(list(DROP_COLUMNS))} t JOIN {self._name}_flags f ON t.rn = f.rn
+        return f"""SELECT $file_{self.index} AS source_file, f.line, f.reason, f.detail, {raw}, NULL AS raw_line,
+                   f.line AS _rn
+            FROM {self._stage} s JOIN {self._name}_flags f ON s.rn = f.rn
             UNION ALL
-            SELECT $file_{self.index}, m.line::BIGINT, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line
+            SELECT $file_{self.index}, m.line, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line, m.line
             FROM {self._name}_malformed m"""
+
+    def params(self) -> dict[str, str]:
+        return {f"file_{self.index}": self.relpath}
+
+    def drop_stage(self) -> None:
+        self.stage_path.unlink(missing_ok=True)
+
+
+def literal(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def create_bounds(con) -> None:
     """Physiologically possible values per known test; unknown tests are not range-checked."""
     con.execute("CREATE OR REPLACE TEMP TABLE letl_bounds (code VARCHAR PRIMARY KEY, lo DOUBLE, hi DOUBLE)")
     con.executemany("INSERT INTO letl_bounds VALUES (?, ?, ?)", [(t.code, t.min_possible, t.max_possible) for t in LAB_TESTS])
+
+
+# HMAC-SHA256 (RFC 2104) spelled in SQL; equal to Python's hmac, checked in the tests.
+HMAC = "sha256($opad || unhex(sha256($ipad || patient_id::BLOB)))"
 
 
 def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
