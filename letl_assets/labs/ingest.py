@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .drops import Drop
 from .header import read_header
-from .sql import HMAC, Scan, create_bounds, hmac_pads, literal
+from .sql import HMAC, Scan, hmac_pads, literal
 
 PARQUET = "FORMAT parquet, COMPRESSION zstd"
 
@@ -58,14 +58,13 @@ def ingest_drops(
     key: bytes,
     temp_dir: Path,
     log: Callable[[str], None] = print,
-    memory_limit: str = "700MB",
+    memory_limit: str = "600MB",
 ) -> IngestReport:
     report = IngestReport(Path(good_path), Path(rejects_path))
     config = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
     scans: list[Scan] = []
     with duckdb.connect(config=config) as con:
         try:
-            create_bounds(con)
             for i, drop in enumerate(drops):
                 scans.append(_stage(con, i, drop, temp_dir, log))
             for scan in scans:

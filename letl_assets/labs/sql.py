@@ -31,6 +31,13 @@ _PARSED = {
     "_value": "try_cast(nullif(trim(s.result_value), '') AS DOUBLE)",
     "_zip": "trim(s.zip)",
 }
+# Physiologically possible values per known test (our own constants; unknown tests are not
+# range-checked). A CASE costs less here than joining a table of bounds.
+_BOUNDS = ", ".join(
+    "CASE trim(s.test_code) " + " ".join(f"WHEN '{t.code}' THEN {float(getattr(t, attr))}" for t in LAB_TESTS)
+    + f" END AS {alias}"
+    for attr, alias in (("min_possible", "lo"), ("max_possible", "hi"))
+)
 # The first failing rule names the row.
 _REASON = f"""CASE
     WHEN _pid IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
@@ -109,14 +116,13 @@ class Scan:
                 SELECT rn, {typed}, _pid AS patient_id, h1, h2, reason,
                        CASE WHEN reason IS NOT NULL THEN {_DETAIL} END AS detail, {raw}
                 FROM (SELECT *, {_REASON} AS reason
-                      FROM (SELECT s.*, {parsed}, b.lo, b.hi, hash({cols}) AS h1, hash('letl', {cols}) AS h2
+                      FROM (SELECT s.*, {parsed}, {_BOUNDS}, hash({cols}) AS h1, hash('letl', {cols}) AS h2
                             FROM (SELECT row_number() OVER () AS rn, *
                                   FROM read_csv($path, header = true, auto_detect = false, columns = {{{spec}}},
                                                 delim = ',', quote = '"', escape = '"', store_rejects = true,
                                                 rejects_table = '{rejects}', rejects_scan = '{rejects}_scan',
                                                 encoding = '{self.header.encoding}',
-                                                compression = '{"gzip" if self.header.gzip else "none"}')) s
-                            LEFT JOIN letl_bounds b ON trim(s.test_code) = b.code))
+                                                compression = '{"gzip" if self.header.gzip else "none"}')) s))
             ) TO '{literal(self.stage_path)}' (FORMAT parquet, COMPRESSION uncompressed)""",
             {"path": str(self.path)},
         )
@@ -202,12 +208,6 @@ class Scan:
 
 def literal(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-def create_bounds(con) -> None:
-    """Physiologically possible values per known test; unknown tests are not range-checked."""
-    con.execute("CREATE OR REPLACE TEMP TABLE letl_bounds (code VARCHAR PRIMARY KEY, lo DOUBLE, hi DOUBLE)")
-    con.executemany("INSERT INTO letl_bounds VALUES (?, ?, ?)", [(t.code, t.min_possible, t.max_possible) for t in LAB_TESTS])
 
 
 # HMAC-SHA256 (RFC 2104) spelled in SQL; equal to Python's hmac, checked in the tests.
