@@ -29,5 +29,7 @@ ui: venv
 bench: venv
 	$(BIN)/python bench/ingest.py
 
+# The pmem tier lives on /dev/shm, outside LETL_HOME: remove every tier directory first.
 clean:
+	-test -x $(BIN)/python && $(BIN)/python -c "import shutil; from letl_assets.lake.config import LakeConfig; [shutil.rmtree(t.path, ignore_errors=True) for t in LakeConfig.resolve().tiers]"
 	rm -rf $(LETL_HOME)

@@ -4,6 +4,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import tier_cli
+
 
 def _lake():
     from .lake.lake import Lake
@@ -134,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--branch", help="only this branch")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_lake_show)
+
+    tier_cli.add_commands(sub)
 
     sm = sub.add_parser("summary", help="datasets, versions, rows and tiers of the latest versions")
     sm.add_argument("--json", action="store_true", help="machine-readable output")

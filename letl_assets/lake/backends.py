@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple, Protocol
@@ -161,12 +162,13 @@ class PosixBackend:
                 if key.startswith(prefix):
                     yield key
 
-    def clean_temp(self) -> int:
-        """Remove leftovers of interrupted writes; returns how many were removed."""
+    def clean_temp(self, older_than: float = 0) -> int:
+        """Remove leftovers of interrupted writes untouched for older_than seconds; returns how many."""
         tmp = self.root / TMP_DIR
         if not tmp.is_dir():
             return 0
-        leftovers = list(tmp.iterdir())
+        cutoff = time.time() - older_than
+        leftovers = [item for item in tmp.iterdir() if item.lstat().st_mtime <= cutoff]
         for item in leftovers:
             shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
         return len(leftovers)

@@ -1,0 +1,279 @@
+"""An S3 bucket as a storage tier: the same contract as ``PosixBackend``.
+
+Atomicity comes from S3 itself: a single ``put_object`` and a completed multipart
+upload both appear whole or not at all. Immutability comes from ``If-None-Match: *``
+on the put and on ``complete_multipart_upload`` (SeaweedFS 4.48 honours both and
+answers 412), plus an existence check before completing a multipart upload for
+servers that ignore the header on complete.
+
+boto3 is imported inside functions so that importing this module stays cheap.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from .backends import CHUNK, Written, validate_key
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3 rejects non-final parts smaller than this
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_AUTH = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+         "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+
+
+class S3ProbeError(RuntimeError):
+    """The bucket cannot be used; ``reason`` is 'unreachable', 'credentials', 'no_bucket' or 'other'."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def make_s3_client(endpoint_url: str, access_key: str, secret_key: str, region: str = "us-east-1",
+                   max_attempts: int = 3, connect_timeout: float = 5.0) -> Any:
+    """A boto3 S3 client for S3-compatible servers.
+
+    Built with boto3 directly: dagster_aws.s3.S3Resource(...).get_client() accepts no
+    botocore ``Config``, so it cannot set path-style addressing or the checksum mode
+    (and importing dagster_aws.s3 costs about a second). Checksums are computed only
+    when an operation requires them, because older servers (CORTX, some MinIO/Ceph
+    releases) reject the CRC headers that boto3 sends by default since 1.36.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=connect_timeout,
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, region_name=region, config=config)
+
+
+def _code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def _client_error() -> type[Exception]:
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+class S3Backend:
+    """Objects named ``prefix + key`` in one bucket."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "",
+                 multipart_threshold: int = 64 * MiB, part_size: int = 16 * MiB):
+        if part_size < MIN_PART:
+            raise ValueError(f"part_size must be at least {MIN_PART} bytes (the S3 minimum part size)")
+        if prefix:
+            # A prefix is a folder: 'lake' and 'lake/' both name objects 'lake/<key>'.
+            prefix = validate_key(prefix.strip("/")) + "/"
+        self.client, self.bucket, self.prefix = client, bucket, prefix
+        self.multipart_threshold, self.part_size = multipart_threshold, part_size
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.client.meta.endpoint_url}, bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def _name(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def _where(self, name: str) -> str:
+        return f"s3://{self.bucket}/{name} at {self.client.meta.endpoint_url}"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def put(self, key: str, stream: BinaryIO) -> Written:
+        name = self._name(key)
+        digest = hashlib.sha256()
+        head = bytearray()
+        # Read one byte past the threshold: only then do we know a single put is not enough.
+        while len(head) <= self.multipart_threshold:
+            chunk = stream.read(min(CHUNK, self.multipart_threshold + 1 - len(head)))
+            if not chunk:
+                break
+            head += chunk
+        digest.update(head)
+        if len(head) <= self.multipart_threshold:
+            return self._put_small(name, bytes(head), Written(len(head), digest.hexdigest()))
+        return self._put_multipart(name, head, stream, digest)
+
+    def _put_small(self, name: str, body: bytes, written: Written) -> Written:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=name, Body=body, IfNoneMatch="*")
+        except _client_error() as e:
+            if _code(e) not in ("PreconditionFailed", "412"):
+                raise
+            self._same_or_raise(name, written)
+        return written
+
+    def _put_multipart(self, name: str, pending: bytearray, stream: BinaryIO, digest: Any) -> Written:
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
+        parts: list[dict] = []
+        size = len(pending)
+        try:
+            eof = False
+            while True:
+                while not eof and len(pending) < self.part_size:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        eof = True
+                        break
+                    digest.update(chunk)
+                    size += len(chunk)
+                    pending += chunk
+                if eof:
+                    body, pending = bytes(pending), bytearray()
+                else:
+                    body, pending = bytes(pending[: self.part_size]), pending[self.part_size:]
+                if body:
+                    etag = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                   PartNumber=len(parts) + 1, Body=body)["ETag"]
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
+                if eof and not pending:
+                    break
+            written = Written(size, digest.hexdigest())
+            # Belt and braces for servers that ignore If-None-Match on complete.
+            if self.exists_name(name):
+                self._abort(name, upload_id)
+                return self._same_or_raise(name, written)
+            try:
+                self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            except _client_error() as e:
+                if _code(e) not in ("PreconditionFailed", "412"):
+                    raise
+                self._abort(name, upload_id)  # a refused complete leaves the upload open
+                return self._same_or_raise(name, written)
+            return written
+        except BaseException:
+            # Nothing becomes visible: the parts of an aborted upload are discarded.
+            self._abort(name, upload_id)
+            raise
+
+    def _abort(self, name: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+        except Exception:  # already gone, or the server is down: clean_temp() catches it later
+            pass
+
+    def _same_or_raise(self, name: str, written: Written) -> Written:
+        digest, size = hashlib.sha256(), 0
+        body = self._get(name)
+        with body:
+            while chunk := body.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        if Written(size, digest.hexdigest()) != written:
+            raise FileExistsError(f"{self._where(name)} already holds different data")
+        return written
+
+    def put_file(self, key: str, path: Path) -> Written:
+        """Store a local file under key; the file is deleted once the object is stored."""
+        path = Path(path)
+        with open(path, "rb") as f:
+            written = self.put(key, f)
+        path.unlink()
+        return written
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _get(self, name: str) -> BinaryIO:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+        except _client_error() as e:
+            if _code(e) in _MISSING:
+                raise FileNotFoundError(f"no object {self._where(name)}") from None
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream (botocore StreamingBody, an io.IOBase); close it when done."""
+        return self._get(self._name(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    def exists_name(self, name: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=name)
+            return True
+        except _client_error() as e:
+            if _code(e) in _MISSING:
+                return False
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self.exists_name(self._name(key))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))  # S3 deletes are idempotent
+
+    def _objects(self, prefix: str) -> Iterator[dict]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        for page in pages:
+            yield from page.get("Contents", [])
+
+    def usage(self) -> int:
+        return sum(obj["Size"] for obj in self._objects(""))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        for obj in self._objects(prefix):
+            yield obj["Key"][len(self.prefix):]
+
+    def clean_temp(self) -> int:
+        """Abort multipart uploads left under the prefix by interrupted writes; returns how many."""
+        aborted = 0
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted += 1
+        return aborted
+
+    # -- setup -------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """One listing call; raises S3ProbeError saying what is wrong and where."""
+        from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        where = f"S3 endpoint {self.client.meta.endpoint_url}, bucket {self.bucket!r}"
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except (BotoConnectionError, HTTPClientError) as e:  # refused, DNS, TLS, timeouts, dropped
+            raise S3ProbeError(f"{where}: endpoint unreachable (connection failed: {e}); "
+                               "is the server running and the URL right?", "unreachable") from e
+        except NoCredentialsError as e:
+            raise S3ProbeError(f"{where}: no credentials configured", "credentials") from e
+        except ClientError as e:
+            code = _code(e)
+            if code in ("NoSuchBucket", "404"):
+                raise S3ProbeError(f"{where}: bucket does not exist (create it with ensure_bucket())",
+                                   "no_bucket") from e
+            if code in _AUTH:
+                raise S3ProbeError(f"{where}: credentials or permissions rejected ({code}); "
+                                   "check the access key and secret key", "credentials") from e
+            raise S3ProbeError(f"{where}: unexpected error {code}: {e}", "other") from e
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if it is missing; returns True if it was created."""
+        try:
+            self.probe()
+            return False
+        except S3ProbeError as e:
+            if e.reason != "no_bucket":
+                raise
+        region = self.client.meta.region_name
+        extra = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **extra)
+        except _client_error() as e:
+            if _code(e) != "BucketAlreadyOwnedByYou":  # lost a race with another creator: fine
+                raise
+        return True

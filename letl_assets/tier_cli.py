@@ -1,0 +1,121 @@
+"""`letl tier ...`: list tiers, their usage, move versions between them, and repair."""
+
+import sys
+import uuid
+
+EXIT_CONFLICT, EXIT_NOT_FOUND = 3, 4
+
+
+def _lake():
+    from .lake.lake import Lake
+
+    return Lake.from_env()
+
+
+def cmd_ls(args) -> int:
+    from .report import dumps, human_bytes, table
+
+    lake = _lake()
+    used = lake.tier_usage()
+    counts: dict[str, int] = {}
+    for v in lake.catalog.list_versions():
+        counts[v.tier] = counts.get(v.tier, 0) + 1
+    rows = [
+        {
+            "tier": name,
+            "rank": tier.spec.rank,
+            "location": str(tier.spec.path),
+            "quota": tier.spec.quota_bytes or None,
+            "used": used.get(name, 0),
+            "versions": counts.get(name, 0),
+        }
+        for name, tier in lake.tiers.items()
+    ]
+    if args.json:
+        print(dumps(rows))
+        return 0
+    for row in rows:
+        row["quota"] = human_bytes(row["quota"]) if row["quota"] else "none"
+        row["used"] = human_bytes(row["used"])
+    print(table(rows, ["tier", "rank", "location", "quota", "used", "versions"]))
+    return 0
+
+
+def cmd_move(args) -> int:
+    from .lake.moves import MoveConflict, Mover, VerificationError
+    from .report import dumps
+
+    lake = _lake()
+    if args.version:
+        targets = [args.version]
+    else:
+        targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
+                   if v.version_id in lake.catalog.latest_ids()]
+        if not targets:
+            print(f"no latest version of {args.asset!r}{' partition ' + args.partition if args.partition else ''} "
+                  f"on branch {lake.branch!r}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+    request_id = args.request_id or uuid.uuid4().hex
+    mover, results = Mover(lake), []
+    for version_id in targets:
+        rid = request_id if len(targets) == 1 else f"{request_id}/{version_id}"
+        try:
+            results.append(mover.move(version_id, args.to, rid).as_dict())
+        except (MoveConflict, VerificationError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return EXIT_CONFLICT
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+    if args.json:
+        print(dumps(results))
+    for r in [] if args.json else results:
+        note = " (repeated request: nothing done)" if r["repeated"] else ""
+        print(f"{r['request_id']}: {r['version_id']} {r['src_tier']} -> {r['dst_tier']}: {r['state']}{note}")
+    return 0
+
+
+def cmd_fsck(args) -> int:
+    from .lake.fsck import fsck
+    from .report import dumps
+
+    report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace)
+    if args.json:
+        print(dumps(report))
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for request_id, outcome in report["moves"].items():
+            print(f"interrupted move {request_id}: {outcome}")
+        print(f"orphans {verb}: {len(report['orphans'])}")
+        for orphan in report["orphans"]:
+            print(f"  {orphan}")
+        print(f"young objects kept (may belong to a live writer): {len(report['kept_young'])}")
+        print(f"temp leftovers removed: {report['temp_removed']}")
+        for missing in report["missing"]:
+            print(f"MISSING: catalog points at {missing}, which is not there")
+    return 1 if report["missing"] else 0
+
+
+def add_commands(sub) -> None:
+    tier = sub.add_parser("tier", help="storage tiers: list, move versions, repair").add_subparsers(
+        dest="tier_command", required=True
+    )
+    ls = tier.add_parser("ls", help="tiers with rank, location, quota, bytes used and versions")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=cmd_ls)
+
+    mv = tier.add_parser("move", help="move a version (or an asset's latest versions) to another tier, verified")
+    what = mv.add_mutually_exclusive_group(required=True)
+    what.add_argument("--version", help="a version id (see letl lake ls)")
+    what.add_argument("--asset", help="an asset key: its latest version(s) on this branch")
+    mv.add_argument("--partition", help="with --asset: only this partition")
+    mv.add_argument("--to", required=True, help="destination tier")
+    mv.add_argument("--request-id", help="idempotency key: repeating it returns the first result (default: new)")
+    mv.add_argument("--json", action="store_true", help="machine-readable output")
+    mv.set_defaults(func=cmd_move)
+
+    fs = tier.add_parser("fsck", help="finish or roll back interrupted moves; remove orphans and temp leftovers")
+    fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    fs.add_argument("--grace", type=float, default=3600, help="leave objects younger than this many seconds (default 3600)")
+    fs.add_argument("--json", action="store_true", help="machine-readable output")
+    fs.set_defaults(func=cmd_fsck)
