@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
         drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
         print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
               f"({sum(d.rows for d in drops):,} rows)")
+    _start_object_store()
     for note in _lake().config.notes:
         print(f"warning: {note}")
     outcomes = run_months(args.months, args.force)
@@ -47,6 +48,22 @@ def cmd_run(args) -> int:
     print()
     print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dagster dev)")
     return 0 if all(o["status"] != "FAILED" for o in outcomes) else 1
+
+
+def _start_object_store() -> None:
+    """The embedded default gets a working 'cortx' tier; without one, placement skips that tier."""
+    import os
+
+    from . import objectstore
+    from .lake.config import LakeConfig
+
+    if os.environ.get("LETL_OBJECTSTORE", "on") == "off":
+        return
+    try:
+        info = objectstore.up(LakeConfig.resolve().home)
+        print(f"object store (tier 'cortx'): {info.endpoint}, bucket {info.bucket}; stop it with: letl objectstore down")
+    except Exception as exc:  # the lake works without its object tier
+        print(f"warning: object store could not start, tier 'cortx' is unavailable: {exc}")
 
 
 def cmd_lake_ls(args) -> int:

@@ -24,7 +24,7 @@ def cmd_ls(args) -> int:
         {
             "tier": name,
             "rank": tier.spec.rank,
-            "location": str(tier.spec.path),
+            "location": tier.spec.location,
             "quota": tier.spec.quota_bytes or None,
             "used": used.get(name, 0),
             "versions": counts.get(name, 0),
@@ -96,7 +96,34 @@ def cmd_fsck(args) -> int:
     return 1 if report["missing"] else 0
 
 
+def cmd_objectstore(args) -> int:
+    from . import objectstore
+    from .lake.config import LakeConfig
+    from .report import dumps
+
+    home = LakeConfig.resolve().home
+    if args.action == "up":
+        try:
+            info = objectstore.up(home)
+        except objectstore.ObjectStoreUnavailable as exc:
+            print(f"object store unavailable: {exc}", file=sys.stderr)
+            return 1
+        print(f"object store up: {info.endpoint} bucket {info.bucket} (pid {info.pid}); tier 'cortx' uses it")
+    elif args.action == "down":
+        print("object store stopped" if objectstore.down(home) else "object store was not running")
+    else:
+        state = objectstore.status(home)
+        print(dumps(state) if args.json else "\n".join(f"{k}: {v}" for k, v in state.items()))
+        return 0 if state.get("running") else 1
+    return 0
+
+
 def add_commands(sub) -> None:
+    store = sub.add_parser("objectstore", help="the local S3 server (SeaweedFS) behind the 'cortx' tier")
+    store.add_argument("action", choices=["up", "down", "status"])
+    store.add_argument("--json", action="store_true", help="machine-readable status")
+    store.set_defaults(func=cmd_objectstore)
+
     tier = sub.add_parser("tier", help="storage tiers: list, move versions, repair").add_subparsers(
         dest="tier_command", required=True
     )

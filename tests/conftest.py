@@ -23,6 +23,7 @@ def letl_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
     monkeypatch.setenv("LETL_TIER_PMEM_PATH", str(paths["pmem"]))
     monkeypatch.setenv("DAGSTER_HOME", str(paths["dagster_home"]))
     monkeypatch.setenv("LETL_PSEUDONYM_KEY", "test-key-not-secret")
+    monkeypatch.setenv("LETL_OBJECTSTORE", "off")  # `letl run` in a test must not leave a server behind
     for name in ("LETL_BRANCH", "LETL_CATALOG_URL", "LETL_TIER_SSD_PATH", "LETL_TIER_HDD_PATH",
                  "LETL_TIER_PMEM_QUOTA", "LETL_TIER_SSD_QUOTA", "LETL_TIER_HDD_QUOTA", "LETL_PSEUDONYM_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
@@ -32,3 +33,25 @@ def letl_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]
 @pytest.fixture
 def lake(letl_env) -> Lake:
     return Lake.from_env()
+
+
+@pytest.fixture(scope="session")
+def objectstore(tmp_path_factory: pytest.TempPathFactory):
+    """One real SeaweedFS S3 server for the whole session, on its own LETL_HOME."""
+    from letl_assets import objectstore as store
+
+    home = tmp_path_factory.mktemp("objectstore") / "home"
+    info = store.up(home)
+    yield info
+    store.down(home)
+
+
+@pytest.fixture
+def s3_backend(objectstore):
+    """An S3Backend on a prefix no other test uses."""
+    import uuid
+
+    from letl_assets.lake.s3 import S3Backend
+    from letl_assets.objectstore import client_for
+
+    return S3Backend(client_for(objectstore), objectstore.bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")

@@ -32,12 +32,26 @@ def parse_size(text: str | int) -> int:
 class TierSpec:
     name: str
     rank: int
-    path: Path
+    location: str  # a directory, file://dir, s3://bucket/prefix or daos://pool/cont[/dict]
     quota_bytes: int = 0  # 0: no quota
+    high_watermark: float = 0.9  # fraction of the quota at which the policy starts demoting
+    low_watermark: float = 0.7  # ... and where it stops
+
+    @property
+    def scheme(self) -> str:
+        return self.location.split("://", 1)[0] if "://" in self.location else "file"
+
+    @property
+    def path(self) -> Path | None:
+        """The directory of a POSIX tier (a disk, a tmpfs or a DAOS dfuse mount); None otherwise."""
+        if self.scheme != "file":
+            return None
+        return Path(self.location.removeprefix("file://"))
 
 
 # name, rank, default quota; the defaults keep hot data small and let cold data grow.
-DEFAULT_TIERS = (("pmem", 0, "1GiB"), ("ssd", 1, "20GiB"), ("hdd", 2, "0"))
+DEFAULT_TIERS = (("pmem", 0, "1GiB"), ("ssd", 1, "20GiB"), ("hdd", 2, "0"), ("cortx", 3, "0"))
+OBJECT_STORE_LOCATION = "s3://letl/lake"
 
 
 @dataclass(frozen=True)
@@ -66,14 +80,49 @@ class LakeConfig:
         home_path = Path(home or env.get("LETL_HOME") or ".letl").absolute()
         notes: list[str] = []
         tiers = []
+        from_file = _tiers_file(home_path)
         for name, rank, default_quota in DEFAULT_TIERS:
-            path = (tier_paths or {}).get(name) or env.get(f"LETL_TIER_{name.upper()}_PATH")
-            if not path:
-                path = _default_pmem(home_path, notes) if name == "pmem" else str(home_path / "tiers" / name)
-            quota = (tier_quotas or {}).get(name) or env.get(f"LETL_TIER_{name.upper()}_QUOTA") or default_quota
-            tiers.append(TierSpec(name, rank, Path(path), parse_size(quota)))
+            listed = from_file.get(name, {})
+            location = (tier_paths or {}).get(name) or env.get(f"LETL_TIER_{name.upper()}_PATH") or listed.get("location")
+            if not location:
+                location = _default_location(name, home_path, notes)
+            if not location:
+                continue
+            quota = (tier_quotas or {}).get(name) or env.get(f"LETL_TIER_{name.upper()}_QUOTA") or listed.get("quota")
+            tiers.append(TierSpec(
+                name, int(listed.get("rank", rank)), str(location), parse_size(quota or default_quota),
+                float(listed.get("high_watermark", 0.9)), float(listed.get("low_watermark", 0.7)),
+            ))
         url = catalog_url or env.get("LETL_CATALOG_URL") or f"sqlite:///{home_path / 'catalog.sqlite'}"
         return cls(home_path, branch or env.get("LETL_BRANCH") or "main", url, tuple(tiers), tuple(notes))
+
+
+def object_store_credentials(home: Path) -> Path:
+    """Where `letl objectstore up` keeps the local server's endpoint and generated keys."""
+    return home / "objectstore" / "credentials.json"
+
+
+def _tiers_file(home: Path) -> dict[str, dict]:
+    """Optional YAML: {tiers: [{name, rank, location, quota, high_watermark, low_watermark}]}."""
+    path = Path(os.environ.get("LETL_TIERS_FILE") or home / "tiers.yaml")
+    if not path.is_file():
+        return {}
+    import yaml
+
+    listed = (yaml.safe_load(path.read_text()) or {}).get("tiers", [])
+    return {entry["name"]: entry for entry in listed}
+
+
+def _default_location(name: str, home: Path, notes: list[str]) -> str | None:
+    if name == "pmem":
+        return _default_pmem(home, notes)
+    if name == "cortx":
+        if object_store_credentials(home).is_file() or os.environ.get("LETL_S3_ENDPOINT"):
+            return OBJECT_STORE_LOCATION
+        notes.append("tier 'cortx' is disabled: no object store (run 'letl objectstore up', or set "
+                     "LETL_TIER_CORTX_PATH=s3://bucket/prefix with LETL_S3_ENDPOINT and keys)")
+        return None
+    return str(home / "tiers" / name)
 
 
 def _default_pmem(home: Path, notes: list[str]) -> str:

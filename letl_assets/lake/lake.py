@@ -2,11 +2,11 @@
 
 import getpass
 import hashlib
+import json
 import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,21 +14,70 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .backends import PosixBackend, validate_key
+from .backends import Backend, PosixBackend, validate_key
 from .catalog import Catalog, Version, utcnow
-from .config import LakeConfig, TierSpec
+from .config import LakeConfig, TierSpec, object_store_credentials
 
 PARQUET_OPTIONS = {"compression": "zstd"}
 
 
-@dataclass(frozen=True)
 class Tier:
-    spec: TierSpec
-    backend: PosixBackend
+    """A tier's spec and its backend, built on first use: an unused object store costs no import."""
+
+    def __init__(self, spec: TierSpec, home: Path):
+        self.spec, self.home = spec, home
+        self._backend: Backend | None = None
+        self._problem: str | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(self.spec, self.home)
+        return self._backend
+
+    def unavailable(self) -> str | None:
+        """Why the tier cannot take data now (probed once), or None."""
+        if self._problem is None:
+            try:
+                probe = getattr(self.backend, "probe", None)
+                if probe is not None:
+                    probe()
+                self._problem = ""
+            except Exception as exc:  # any failure to reach a tier makes placement skip it
+                self._problem = f"tier {self.name} ({self.spec.location}) unavailable: {exc}"
+        return self._problem or None
+
+
+def make_backend(spec: TierSpec, home: Path) -> Backend:
+    if spec.scheme == "file":
+        return PosixBackend(spec.path)
+    rest = spec.location.split("://", 1)[1]
+    if spec.scheme == "s3":
+        from .s3 import S3Backend, make_s3_client
+
+        bucket, _, prefix = rest.partition("/")
+        endpoint, key, secret, region = _s3_settings(home)
+        return S3Backend(make_s3_client(endpoint, key, secret, region), bucket, prefix.strip("/") + "/" if prefix else "")
+    if spec.scheme == "daos":
+        from .daos import DaosBackend
+
+        pool, cont, *name = rest.split("/")
+        return DaosBackend(pool, cont, dict_name=name[0] if name else "letl")
+    raise ValueError(f"tier {spec.name}: unsupported location {spec.location!r} (use a path, s3:// or daos://)")
+
+
+def _s3_settings(home: Path) -> tuple[str, str, str, str]:
+    """LETL_S3_* for a real CORTX/S3 endpoint, else the local server `letl objectstore up` started."""
+    env = os.environ
+    if env.get("LETL_S3_ENDPOINT"):
+        return (env["LETL_S3_ENDPOINT"], env.get("LETL_S3_ACCESS_KEY_ID", ""),
+                env.get("LETL_S3_SECRET_ACCESS_KEY", ""), env.get("LETL_S3_REGION", "us-east-1"))
+    state = json.loads(object_store_credentials(home).read_text())
+    return state["endpoint"], state["access_key"], state["secret_key"], "us-east-1"
 
 
 class NoTierWithRoom(RuntimeError):
@@ -41,7 +90,7 @@ class Lake:
         config.home.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(config.catalog_url)
         ranked = sorted(config.tiers, key=lambda t: t.rank)
-        self.tiers = {spec.name: Tier(spec, PosixBackend(spec.path)) for spec in ranked}
+        self.tiers = {spec.name: Tier(spec, config.home) for spec in ranked}
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Lake":
@@ -71,7 +120,7 @@ class Lake:
         used = self.tier_usage()
         for name in candidates:
             quota = self.tiers[name].spec.quota_bytes
-            if quota == 0 or used[name] + size <= quota:
+            if (quota == 0 or used[name] + size <= quota) and not self.tiers[name].unavailable():
                 reason = "hint" if name == hint else ("hint full, next colder" if hint else "hottest with room")
                 return name, reason
         raise NoTierWithRoom(f"no tier among {candidates} has room for {size} bytes")
@@ -167,8 +216,23 @@ class Lake:
         return self.catalog.latest_version(asset_key, partition or "", branch or self.branch)
 
     def local_path(self, version: Version) -> Path:
-        path = self.tiers[version.tier].backend.local_path(version.storage_key)
-        if path is None or not path.is_file():
+        """A local file holding the version: the tier's own file, or a cached copy for remote tiers.
+
+        The cache key is the sha256, so a cached copy is never stale.
+        """
+        backend = self.tiers[version.tier].backend
+        path = backend.local_path(version.storage_key)
+        if path is None:
+            path = self.config.home / "cache" / f"{version.sha256}.{version.format}"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cache = PosixBackend(path.parent)
+                with backend.open(version.storage_key) as stream:
+                    written = cache.put(path.name, stream)
+                if written.sha256 != version.sha256:
+                    cache.delete(path.name)
+                    raise IOError(f"version {version.version_id} on {version.tier} does not match its sha256")
+        if not path.is_file():
             raise FileNotFoundError(f"version {version.version_id} missing from tier {version.tier} at {version.storage_key}")
         return path
 

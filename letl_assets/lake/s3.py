@@ -10,6 +10,7 @@ boto3 is imported inside functions so that importing this module stays cheap.
 """
 
 import hashlib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
@@ -226,12 +227,16 @@ class S3Backend:
         for obj in self._objects(prefix):
             yield obj["Key"][len(self.prefix):]
 
-    def clean_temp(self) -> int:
-        """Abort multipart uploads left under the prefix by interrupted writes; returns how many."""
+    def clean_temp(self, older_than: float = 0) -> int:
+        """Abort multipart uploads left under the prefix by interrupted writes, started at least
+        older_than seconds ago (a younger one may belong to a live writer); returns how many."""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
         aborted = 0
         pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
         for page in pages:
             for upload in page.get("Uploads", []):
+                if upload.get("Initiated", cutoff) > cutoff:
+                    continue
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
                 aborted += 1
         return aborted
