@@ -174,6 +174,22 @@ def _ready(info: ObjectStoreInfo, ports: dict, deadline: float, proc: subprocess
                                  f"log tail:\n{_log_tail(info.root)}")
 
 
+def _command(weed: Path, root: Path, ports: dict) -> list[str]:
+    cmd = [str(weed), "-logtostderr",  # else glog scatters weed.* files in /tmp
+           "mini", f"-dir={root / 'data'}", f"-s3.config={root / 's3.json'}",
+           f"-ip={HOST}", f"-ip.bind={HOST}",  # -ip is what weed advertises; its default is a LAN address
+           "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",  # unused servers
+           "-master.telemetry=false", "-volume.preStopSeconds=0",
+           # The volume server's graceful stop waits for every open HTTP connection, and an
+           # unused keep-alive one holds it until this idle timeout (default 30 s; seen: 27 s).
+           "-idleTimeout=5"]
+    for name, port in ports.items():
+        cmd += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
+    if len(str(root)) < 90:  # unix socket paths are limited to 108 bytes; else weed uses /tmp
+        cmd += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
+    return cmd
+
+
 def up(home: str | Path, timeout: float = 60.0) -> ObjectStoreInfo:
     """Start the server (or find it running) and return how to reach it. Idempotent."""
     root = Path(home).absolute() / "objectstore"
@@ -181,13 +197,12 @@ def up(home: str | Path, timeout: float = 60.0) -> ObjectStoreInfo:
     with _locked(root):
         state = _load_state(root)
         pid = _pid(root)
-        if pid is not None and state.get("endpoint"):
+        if pid is not None:
             info = _info(root, state, pid)
             _ready(info, state["ports"], deadline)
             return info
         weed = weed_binary()
-        data = root / "data"
-        data.mkdir(exist_ok=True)
+        (root / "data").mkdir(exist_ok=True)
         state["ports"] = ports = _choose_ports(state.get("ports") or {})
         state["endpoint"] = f"http://{HOST}:{ports['s3']}"
         _write_private(root / "credentials.json", json.dumps(state, indent=2))
@@ -195,14 +210,7 @@ def up(home: str | Path, timeout: float = 60.0) -> ObjectStoreInfo:
             {"accessKey": state["access_key"], "secretKey": state["secret_key"]}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
         _write_private(root / "s3.json", json.dumps(identities))
-        # -logtostderr: glog would otherwise scatter weed.* files in /tmp.
-        cmd = [str(weed), "-logtostderr", "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-               f"-s3.config={root / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               "-webdav=false", "-admin.ui=false", "-master.telemetry=false", "-volume.preStopSeconds=0", "-idleTimeout=5"]
-        for name, port in ports.items():
-            cmd += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
-        if len(str(root)) < 90:  # unix socket paths are limited to 108 bytes; else weed uses /tmp
-            cmd += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
+        cmd = _command(weed, root, ports)
         with open(root / "weed.log", "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     cwd=root, start_new_session=True)
@@ -221,10 +229,11 @@ def _stop(root: Path, pid: int, timeout: float = 30.0) -> None:
 
     try:
         proc = psutil.Process(pid)
-        proc.send_signal(signal.SIGTERM)  # weed flushes volumes and filer metadata on TERM
+        proc.send_signal(signal.SIGTERM)  # weed stops S3, filer (flushing metadata), volumes, master
         try:
             proc.wait(timeout)  # reaps it too when it is our child
         except psutil.TimeoutExpired:
+            # Volume writes are already on disk (append-only .dat/.idx); a kill loses no object.
             proc.kill()
             proc.wait(10)
     except psutil.NoSuchProcess:

@@ -122,3 +122,21 @@ def test_fsck_removes_old_orphans_and_keeps_young_ones(lake, version):
     assert report["orphans"] == [f"ssd:{old_key}"] and report["kept_young"] == [f"ssd:{young_key}"]
     assert not ssd.exists(old_key) and ssd.exists(young_key)
     assert all(lake.tiers[v.tier].backend.exists(v.storage_key) for v in lake.catalog.list_versions())
+
+
+def test_write_brings_an_outside_file_in_exactly_once(lake, tmp_path):
+    source = tmp_path / "scan.png"
+    source.write_bytes(b"\x89PNG fake image bytes")
+    mover = Mover(lake)
+    first = mover.write(str(source), "imaging/scans", "hdd", "w-1")
+    version = lake.catalog.get(first.version_id)
+    assert (first.state, first.src_tier, first.dst_tier) == ("done", "external", "hdd")
+    assert (version.asset_key, version.tier, version.format, version.rows) == ("imaging/scans", "hdd", "png", None)
+    assert stored(lake, "hdd", version.storage_key) == source.read_bytes() and source.exists()
+    again = mover.write(str(source), "imaging/scans", "hdd", "w-1")
+    assert again.repeated and again.version_id == first.version_id
+    assert len(lake.catalog.list_versions("imaging/scans")) == 1
+    with pytest.raises(MoveConflict):
+        mover.write(str(source), "imaging/other", "hdd", "w-1")
+    with pytest.raises(FileNotFoundError, match="no such source"):
+        mover.write(str(tmp_path / "missing.csv"), "imaging/scans", "hdd", "w-2")

@@ -111,12 +111,15 @@ class Lake:
             used[version.tier] = used.get(version.tier, 0) + version.bytes
         return used
 
-    def choose_tier(self, size: int, hint: str | None = None) -> tuple[str, str]:
-        """Hinted tier if it has room, else the next colder one with room; hottest first without a hint."""
+    def choose_tier(self, size: int, hint: str | None = None, strict: bool = False) -> tuple[str, str]:
+        """Hinted tier if it has room, else the next colder one with room (never, if strict);
+        hottest first without a hint."""
         names = list(self.tiers)
         if hint is not None and hint not in self.tiers:
             raise ValueError(f"unknown tier {hint!r}; configured tiers: {', '.join(names)}")
         candidates = names[names.index(hint):] if hint else names
+        if strict and hint:
+            candidates = [hint]
         used = self.tier_usage()
         for name in candidates:
             quota = self.tiers[name].spec.quota_bytes
@@ -136,6 +139,8 @@ class Lake:
         upstream_ids: Iterable[str] = (),
         metadata: dict[str, Any] | None = None,
         branch: str | None = None,
+        strict_tier: bool = False,
+        fmt: str = "parquet",
     ) -> Version:
         """Store data as a new immutable Parquet version and commit it in one transaction.
 
@@ -144,18 +149,19 @@ class Lake:
 
         ``data`` is a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
         path of a Parquet file the caller wrote into ``staging_path()``; that file is
-        consumed. A crash before the commit leaves at most an orphan object.
+        consumed. With another ``fmt``, a path is stored as opaque bytes (an image, a
+        FASTA file). A crash before the commit leaves at most an orphan object.
         """
         started = time.perf_counter()
-        staged = self._stage(data)
+        staged = self._stage(data) if fmt == "parquet" else Path(data)
         branch = branch or self.branch
         part = partition or ""
         created_at = utcnow()
         version_id = new_version_id(created_at)
-        key = validate_key(f"{branch}/{asset_key}/{part or '_'}/{version_id}.parquet")
+        key = validate_key(f"{branch}/{asset_key}/{part or '_'}/{version_id}.{fmt}")
         try:
-            info = pq.read_metadata(staged)
-            tier_name, placement = self.choose_tier(staged.stat().st_size, tier_hint)
+            info = pq.read_metadata(staged) if fmt == "parquet" else None
+            tier_name, placement = self.choose_tier(staged.stat().st_size, tier_hint, strict_tier)
             written = self.tiers[tier_name].backend.put_file(key, staged)
         except BaseException:
             if not isinstance(data, (str, Path)):
@@ -176,11 +182,11 @@ class Lake:
             run_id=run_id,
             tier=tier_name,
             storage_key=key,
-            format="parquet",
+            format=fmt,
             bytes=written.size,
-            rows=info.num_rows,
+            rows=info.num_rows if info else None,
             sha256=written.sha256,
-            schema_fingerprint=schema_fingerprint(info.schema.to_arrow_schema()),
+            schema_fingerprint=schema_fingerprint(info.schema.to_arrow_schema()) if info else None,
             metadata={**(metadata or {}), "placement": placement, "write_seconds": round(seconds, 4)},
         )
         try:

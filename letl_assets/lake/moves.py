@@ -9,8 +9,10 @@ near memory speed, so a verified move costs little more than a copy.
 """
 
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -159,6 +161,36 @@ class Mover:
         src.delete(key)
         seconds = time.perf_counter() - started
         return self._set_state(request_id, "done", size=written.size, seconds=seconds)
+
+    def write(self, source: str, asset_key: str, tier: str, request_id: str, partition: str | None = None) -> MoveResult:
+        """Bring an outside file into the lake as a new version of asset_key on exactly this tier."""
+        first = self.get(request_id)
+        if first is not None:
+            version = self.lake.catalog.get(first.version_id)
+            if (first.src_tier, first.dst_tier, version.asset_key) != ("external", tier, asset_key):
+                raise MoveConflict(f"request {request_id!r} was for {version.asset_key} on {first.dst_tier}")
+            return MoveResult(**{**first.as_dict(), "repeated": True})
+        if tier not in self.lake.tiers:
+            raise ValueError(f"unknown tier {tier!r}; configured tiers: {', '.join(self.lake.tiers)}")
+        path = Path(source.removeprefix("file://"))
+        if not path.is_file():
+            raise FileNotFoundError(f"no such source file: {source}")
+        started = time.perf_counter()
+        staged = self.lake.staging_path(path.suffix)
+        shutil.copyfile(path, staged)  # the lake consumes what it stores; the caller keeps the original
+        fmt = path.suffix.lstrip(".").lower() or "bin"
+        version = self.lake.write_version(
+            asset_key, staged, partition=partition, tier_hint=tier, strict_tier=True, fmt=fmt,
+            metadata={"source": source, "writer": "external", "request_id": request_id},
+        )
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(moves.insert().values(
+                request_id=request_id, version_id=version.version_id, src_tier="external", dst_tier=version.tier,
+                state="done", bytes=version.bytes, seconds=time.perf_counter() - started, detail=source,
+                created_at=now, updated_at=now,
+            ))
+        return self.get(request_id)
 
     def _recover(self, move: MoveResult) -> str:
         """Finish a move that switched, roll back one that did not."""
