@@ -31,5 +31,6 @@ bench: venv
 
 # The pmem tier lives on /dev/shm, outside LETL_HOME: remove every tier directory first.
 clean:
+	-test -x $(BIN)/letl && $(BIN)/letl objectstore down
 	-test -x $(BIN)/python && $(BIN)/python -c "import shutil; from letl_assets.lake.config import LakeConfig; [shutil.rmtree(t.path, ignore_errors=True) for t in LakeConfig.resolve().tiers]"
 	rm -rf $(LETL_HOME)
