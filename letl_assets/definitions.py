@@ -7,6 +7,7 @@ from .resources.deid import PseudonymKey
 from .resources.io_manager import TieredIOManager
 from .resources.landing import LandingZone
 from .resources.tiers import LakeResource
+from .sensors import tiering
 from .sensors.landing import lab_drops_sensor
 
 lake = LakeResource()
@@ -25,10 +26,11 @@ labs_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary],
     asset_checks=[lab_checks.rows_reconcile, lab_checks.no_raw_identifiers, lab_checks.physiological_bounds],
-    jobs=[labs_job],
+    jobs=[labs_job, *tiering.jobs],
     executor=EXECUTOR,
     sensors=[
         lab_drops_sensor,
+        *tiering.sensors,
         dg.AutomationConditionSensorDefinition(
             "letl_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
         ),

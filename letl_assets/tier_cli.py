@@ -118,6 +118,58 @@ def cmd_objectstore(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """The tier policy's planned moves with reasons; with --apply, make them."""
+    from .lake.policy import ApplyError, apply, plan, plan_key
+    from .report import dumps, human_bytes, table
+
+    lake = _lake()
+    planned = plan(lake)
+    rows = [m.as_dict() for m in planned]
+    if args.apply and planned:
+        prefix = f"policy:{plan_key(lake, planned)}"
+        try:
+            results, failures = apply(lake, planned, prefix), []
+        except ApplyError as exc:
+            results, failures = exc.results, exc.failures
+        done = {r.version_id: r for r in results}
+        failed = {m.version_id: str(exc) for m, exc in failures}
+        for row in rows:
+            r = done.get(row["version_id"])
+            row.update({"request_id": r.request_id, "state": r.state, "repeated": r.repeated} if r else
+                       {"state": "failed", "error": failed.get(row["version_id"])})
+    if args.json:
+        print(dumps(rows))
+    elif not rows:
+        print("tier policy: nothing to move")
+    else:
+        for row in rows:
+            row["move"] = f"{row['src_tier']} -> {row['dst_tier']}"
+            row["bytes"] = human_bytes(row["bytes"])
+        print(table(rows, ["asset_key", "partition", "version_id", "move", "bytes", "reason"]
+                    + (["state"] if args.apply else [])))
+        print(f"{len(rows)} move(s) {'applied' if args.apply else 'planned; nothing moved (use --apply to move)'}")
+    return EXIT_CONFLICT if any(row.get("state") == "failed" for row in rows) else 0
+
+
+def cmd_serve(args) -> int:
+    """`letl serve`: the tiering service's HTTP API (letl_assets.api) on uvicorn."""
+    import os
+
+    if not os.environ.get("LETL_API_TOKEN"):
+        print("refusing to start: set LETL_API_TOKEN to the bearer token clients must send, e.g.\n"
+              "  export LETL_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+              file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .api import create_app
+
+    print(f"LETL API on http://{args.host}:{args.port} (bearer token: LETL_API_TOKEN)", file=sys.stderr)
+    uvicorn.run(create_app(), host=args.host, port=args.port)
+    return 0
+
+
 def add_commands(sub) -> None:
     store = sub.add_parser("objectstore", help="the local S3 server (SeaweedFS) behind the 'cortx' tier")
     store.add_argument("action", choices=["up", "down", "status"])
@@ -146,3 +198,13 @@ def add_commands(sub) -> None:
     fs.add_argument("--grace", type=float, default=3600, help="leave objects younger than this many seconds (default 3600)")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=cmd_fsck)
+
+    pl = tier.add_parser("plan", help="the tier policy's planned moves with reasons; --apply makes them")
+    pl.add_argument("--apply", action="store_true", help="apply the planned moves (default: only show them)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_plan)
+
+    srv = sub.add_parser("serve", help="the tiering service's HTTP API (needs LETL_API_TOKEN)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    srv.set_defaults(func=cmd_serve)
