@@ -1,8 +1,8 @@
 """A local S3 server the project starts itself: SeaweedFS ``weed mini``.
 
-Everything lives under ``LETL_HOME/objectstore/``: ``data/`` (SeaweedFS volumes and
-filer metadata), ``weed.log``, ``weed.pid``, ``credentials.json`` (0600: generated
-keys, ports, endpoint, bucket) and ``s3.json`` (0600: the identities file weed reads).
+Everything lives under ``LETL_HOME/objectstore/``: ``data/`` (volumes and filer
+metadata), ``weed.log``, ``weed.pid``, ``credentials.json`` (0600: generated keys,
+ports, endpoint, bucket) and ``s3.json`` (0600: the identities file weed reads).
 The server runs in its own session so it outlives the caller; it is stopped by PID.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 BUCKET = "letl"
 HOST = "127.0.0.1"  # never listen beyond this machine: the keys are the only protection
-# weed mini serves each of these over HTTP and gRPC. The embedded worker dials the admin
-# gRPC at admin.port + 10000 whatever -admin.port.grpc says, so every gRPC port is set
-# to its HTTP port + 10000 and HTTP ports are drawn below 55536.
+# weed mini serves each of these over HTTP and gRPC. Its embedded worker dials the admin
+# gRPC at admin.port + 10000 whatever -admin.port.grpc says, so every gRPC port is its
+# HTTP port + 10000 and HTTP ports are drawn below 55536.
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
 
@@ -55,66 +55,6 @@ def weed_binary() -> Path:
     return Path(found)
 
 
-def _write_private(path: Path, text: str) -> None:
-    # Created 0600 from the first byte (no chmod window), then renamed into place.
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _load_state(root: Path) -> dict:
-    path = root / "credentials.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    state = {"access_key": "LETL" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30),
-             "bucket": BUCKET, "ports": {}, "endpoint": None}
-    _write_private(path, json.dumps(state, indent=2))
-    return state
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listeners do
-        try:
-            s.bind((HOST, port))
-            return True
-        except OSError:
-            return False
-
-
-def _choose_ports(previous: dict) -> dict:
-    # Reuse the recorded ports when free, so a restarted server keeps its endpoint.
-    wanted = [previous.get(c) for c in COMPONENTS]
-    if all(wanted) and all(_port_free(p) and _port_free(p + GRPC_OFFSET) for p in wanted):
-        return dict(previous)
-    ports: dict = {}
-    while len(ports) < len(COMPONENTS):
-        p = random.randrange(20000, 65536 - GRPC_OFFSET)
-        if p not in ports.values() and _port_free(p) and _port_free(p + GRPC_OFFSET):
-            ports[COMPONENTS[len(ports)]] = p
-    return ports
-
-
-def _pid(root: Path) -> int | None:
-    """The PID of our weed, or None. Checks the command line, so a reused PID is never ours."""
-    import psutil
-
-    try:
-        pid = int((root / "weed.pid").read_text())
-        proc = psutil.Process(pid)
-        alive = proc.status() != psutil.STATUS_ZOMBIE
-        return pid if alive and f"-dir={root / 'data'}" in proc.cmdline() else None
-    except (OSError, ValueError, psutil.Error):
-        return None
-
-
-def _info(root: Path, state: dict, pid: int) -> ObjectStoreInfo:
-    return ObjectStoreInfo(state["endpoint"], state["access_key"], state["secret_key"], state["bucket"], pid, root)
-
-
 def client_for(info: ObjectStoreInfo, **kwargs):
     from .lake.s3 import make_s3_client
 
@@ -127,11 +67,55 @@ def backend_for(info: ObjectStoreInfo, prefix: str = "", **kwargs):
     return S3Backend(client_for(info), info.bucket, prefix, **kwargs)
 
 
-def _log_tail(root: Path, lines: int = 30) -> str:
+def _write_private(path: Path, data: dict) -> None:
+    # Created 0600 from the first byte (no chmod window), then renamed into place.
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _state(root: Path) -> dict:
+    path = root / "credentials.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"access_key": "LETL" + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30),
+            "bucket": BUCKET, "ports": {}, "endpoint": None}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listeners do
+        try:
+            s.bind((HOST, port))  # fails while anything listens there
+            return True
+        except OSError:
+            return False
+
+
+def _choose_ports(previous: dict) -> dict:
+    # Reuse the recorded ports when free, so a restarted server keeps its endpoint.
+    if set(previous) == set(COMPONENTS) and all(_free(p) and _free(p + GRPC_OFFSET) for p in previous.values()):
+        return previous
+    ports: dict = {}
+    while len(ports) < len(COMPONENTS):
+        p = random.randrange(20000, 65536 - GRPC_OFFSET)
+        if p not in ports.values() and _free(p) and _free(p + GRPC_OFFSET):
+            ports[COMPONENTS[len(ports)]] = p
+    return ports
+
+
+def _pid(root: Path) -> int | None:
+    """The PID of our weed, or None. Checks the command line, so a reused PID is never ours."""
+    import psutil
+
     try:
-        return "\n".join((root / "weed.log").read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        proc = psutil.Process(int((root / "weed.pid").read_text()))
+        ours = proc.status() != psutil.STATUS_ZOMBIE and f"-dir={root / 'data'}" in proc.cmdline()
+        return proc.pid if ours else None
+    except (OSError, ValueError, psutil.Error):
+        return None
 
 
 @contextlib.contextmanager
@@ -143,35 +127,32 @@ def _locked(root: Path):
         yield
 
 
-def _volumes_known(master_port: int, expected: int) -> bool:
-    # S3 answers before the volume server's first heartbeat reaches the master; until
-    # then reads of existing objects fail with "volume not found" (seen after restarts).
-    with urllib.request.urlopen(f"http://{HOST}:{master_port}/dir/status", timeout=2) as response:
-        topology = json.load(response)["Topology"]
-    nodes = [n for dc in topology.get("DataCenters") or [] for r in dc.get("Racks") or [] for n in r.get("DataNodes") or []]
-    return bool(nodes) and sum(n.get("Volumes", 0) for n in nodes) >= expected
-
-
-def _ready(info: ObjectStoreInfo, ports: dict, deadline: float, proc: subprocess.Popen | None = None) -> None:
-    """Wait until the master knows every volume on disk and S3 answers with our keys."""
+def _ready(info: ObjectStoreInfo, master: int, deadline: float, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the master knows every volume on disk and S3 answers our keys; make the bucket."""
     from .lake.s3 import S3Backend
 
     backend = S3Backend(client_for(info, max_attempts=1, connect_timeout=1), info.bucket)
-    expected = len(list((info.root / "data").glob("*.dat")))
-    error: Exception | None = None
+    expected, error = len(list((info.root / "data").glob("*.dat"))), None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ObjectStoreUnavailable(f"weed exited with code {proc.returncode}; log tail:\n{_log_tail(info.root)}")
+            error = f"weed exited with code {proc.returncode}"
+            break
         try:
-            if not _volumes_known(ports["master"], expected):
-                raise ObjectStoreUnavailable(f"master does not know all {expected} volumes yet")
+            # S3 answers before the volume server's first heartbeat reaches the master, and
+            # until then reads of existing objects fail with "volume not found".
+            with urllib.request.urlopen(f"http://{HOST}:{master}/dir/status", timeout=2) as response:
+                topology = json.load(response)["Topology"]
+            nodes = [n for dc in topology.get("DataCenters") or [] for r in dc.get("Racks") or []
+                     for n in r.get("DataNodes") or []]
+            if not nodes or sum(n.get("Volumes", 0) for n in nodes) < expected:
+                raise ObjectStoreUnavailable(f"the master does not know all {expected} volumes yet")
             backend.ensure_bucket()
             return
-        except Exception as e:  # not listening yet, or filer still starting
-            error = e
+        except Exception as e:  # not listening yet, or still starting
+            error = f"S3 endpoint {info.endpoint} not ready: {e}"
             time.sleep(0.2)
-    raise ObjectStoreUnavailable(f"S3 endpoint {info.endpoint} did not answer in time ({error}); "
-                                 f"log tail:\n{_log_tail(info.root)}")
+    log = (info.root / "weed.log").read_text(errors="replace").splitlines()[-30:]
+    raise ObjectStoreUnavailable(f"{error}; weed.log ends with:\n" + "\n".join(log))
 
 
 def _command(weed: Path, root: Path, ports: dict) -> list[str]:
@@ -195,29 +176,27 @@ def up(home: str | Path, timeout: float = 60.0) -> ObjectStoreInfo:
     root = Path(home).absolute() / "objectstore"
     deadline = time.monotonic() + timeout
     with _locked(root):
-        state = _load_state(root)
-        pid = _pid(root)
-        if pid is not None:
-            info = _info(root, state, pid)
-            _ready(info, state["ports"], deadline)
+        state = _state(root)
+        if (pid := _pid(root)) is not None:
+            info = ObjectStoreInfo(state["endpoint"], state["access_key"], state["secret_key"], state["bucket"], pid, root)
+            _ready(info, state["ports"]["master"], deadline)
             return info
         weed = weed_binary()
         (root / "data").mkdir(exist_ok=True)
-        state["ports"] = ports = _choose_ports(state.get("ports") or {})
+        state["ports"] = ports = _choose_ports(state["ports"])
         state["endpoint"] = f"http://{HOST}:{ports['s3']}"
-        _write_private(root / "credentials.json", json.dumps(state, indent=2))
-        identities = {"identities": [{"name": "letl", "credentials": [
-            {"accessKey": state["access_key"], "secretKey": state["secret_key"]}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-        _write_private(root / "s3.json", json.dumps(identities))
-        cmd = _command(weed, root, ports)
+        _write_private(root / "credentials.json", state)
+        _write_private(root / "s3.json", {"identities": [{
+            "name": "letl", "credentials": [{"accessKey": state["access_key"], "secretKey": state["secret_key"]}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]})
         with open(root / "weed.log", "ab") as log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=root, start_new_session=True)
+            proc = subprocess.Popen(_command(weed, root, ports), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=root, start_new_session=True)
         (root / "weed.pid").write_text(str(proc.pid))
-        info = _info(root, state, proc.pid)
+        info = ObjectStoreInfo(state["endpoint"], state["access_key"], state["secret_key"], state["bucket"],
+                               proc.pid, root)
         try:
-            _ready(info, ports, deadline, proc)
+            _ready(info, ports["master"], deadline, proc)
         except BaseException:
             _stop(root, proc.pid)
             raise
@@ -227,17 +206,15 @@ def up(home: str | Path, timeout: float = 60.0) -> ObjectStoreInfo:
 def _stop(root: Path, pid: int, timeout: float = 30.0) -> None:
     import psutil
 
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         proc = psutil.Process(pid)
         proc.send_signal(signal.SIGTERM)  # weed stops S3, filer (flushing metadata), volumes, master
         try:
             proc.wait(timeout)  # reaps it too when it is our child
         except psutil.TimeoutExpired:
-            # Volume writes are already on disk (append-only .dat/.idx); a kill loses no object.
+            # Acknowledged writes are already in the OS (append-only volumes, leveldb log).
             proc.kill()
             proc.wait(10)
-    except psutil.NoSuchProcess:
-        pass
     (root / "weed.pid").unlink(missing_ok=True)
 
 
@@ -247,8 +224,7 @@ def down(home: str | Path, timeout: float = 30.0) -> bool:
     if not root.is_dir():
         return False
     with _locked(root):
-        pid = _pid(root)
-        if pid is None:
+        if (pid := _pid(root)) is None:
             (root / "weed.pid").unlink(missing_ok=True)
             return False
         _stop(root, pid, timeout)
@@ -258,11 +234,10 @@ def down(home: str | Path, timeout: float = 30.0) -> bool:
 def status(home: str | Path) -> dict:
     root = Path(home).absolute() / "objectstore"
     state = json.loads((root / "credentials.json").read_text()) if (root / "credentials.json").is_file() else {}
-    data = root / "data"
     size = 0
-    for path in data.rglob("*") if data.is_dir() else ():
+    for path in (root / "data").rglob("*"):
         with contextlib.suppress(OSError):  # weed may compact a volume while we walk
             size += path.stat().st_size if path.is_file() else 0
-    pid = _pid(root) if root.is_dir() else None
+    pid = _pid(root)
     return {"running": pid is not None, "pid": pid, "endpoint": state.get("endpoint"),
             "bucket": state.get("bucket"), "data_bytes": size, "root": str(root), "log": str(root / "weed.log")}

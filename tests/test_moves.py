@@ -140,3 +140,17 @@ def test_write_brings_an_outside_file_in_exactly_once(lake, tmp_path):
         mover.write(str(source), "imaging/other", "hdd", "w-1")
     with pytest.raises(FileNotFoundError, match="no such source"):
         mover.write(str(tmp_path / "missing.csv"), "imaging/scans", "hdd", "w-2")
+
+
+def test_write_lands_on_the_named_tier_even_when_the_bytes_exist_elsewhere(lake, tmp_path):
+    source = tmp_path / "same.bin"
+    source.write_bytes(b"identical bytes")
+    mover = Mover(lake)
+    first = mover.write(str(source), "raw/blobs", "hdd", "w-a")
+    second = mover.write(str(source), "raw/blobs", "ssd", "w-b")
+    assert (first.dst_tier, second.dst_tier) == ("hdd", "ssd") and first.version_id != second.version_id
+    assert mover.write(str(source), "raw/blobs", "ssd", "w-b").repeated
+    assert list((lake.config.staging).glob("*")) == []
+    with pytest.raises(ValueError):
+        mover.write(str(source), "raw/blobs", "tape", "w-c")
+    assert list((lake.config.staging).glob("*")) == []

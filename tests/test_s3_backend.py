@@ -128,7 +128,7 @@ def test_if_none_match_on_complete_protects_the_key(s3_backend: S3Backend, monke
     backend = multipart_backend(s3_backend)
     first = os.urandom(7 * MiB)
     backend.put("big", io.BytesIO(first))
-    monkeypatch.setattr(backend, "exists_name", lambda name: False)
+    monkeypatch.setattr(backend, "_exists_name", lambda name: False)
     with pytest.raises(FileExistsError):
         backend.put("big", io.BytesIO(os.urandom(7 * MiB)))
     assert backend.open("big").read() == first

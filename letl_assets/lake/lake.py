@@ -141,6 +141,7 @@ class Lake:
         branch: str | None = None,
         strict_tier: bool = False,
         fmt: str = "parquet",
+        reuse_identical: bool = True,
     ) -> Version:
         """Store data as a new immutable Parquet version and commit it in one transaction.
 
@@ -168,7 +169,7 @@ class Lake:
                 staged.unlink(missing_ok=True)  # our own staging file; a caller's path is theirs
             raise
         seconds = time.perf_counter() - started
-        current = self.latest(asset_key, part, branch)
+        current = self.latest(asset_key, part, branch) if reuse_identical else None
         if current is not None and current.sha256 == written.sha256:
             # A rerun over unchanged input: keep the existing version, so reruns are idempotent.
             self.tiers[tier_name].backend.delete(key)

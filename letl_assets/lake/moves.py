@@ -179,10 +179,14 @@ class Mover:
         staged = self.lake.staging_path(path.suffix)
         shutil.copyfile(path, staged)  # the lake consumes what it stores; the caller keeps the original
         fmt = path.suffix.lstrip(".").lower() or "bin"
-        version = self.lake.write_version(
-            asset_key, staged, partition=partition, tier_hint=tier, strict_tier=True, fmt=fmt,
-            metadata={"source": source, "writer": "external", "request_id": request_id},
-        )
+        try:
+            # Always a new version on the named tier: the request id, not the bytes, makes it idempotent.
+            version = self.lake.write_version(
+                asset_key, staged, partition=partition, tier_hint=tier, strict_tier=True, fmt=fmt,
+                reuse_identical=False, metadata={"source": source, "writer": "external", "request_id": request_id},
+            )
+        finally:
+            staged.unlink(missing_ok=True)
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(moves.insert().values(

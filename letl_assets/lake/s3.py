@@ -141,7 +141,7 @@ class S3Backend:
                     break
             written = Written(size, digest.hexdigest())
             # Belt and braces for servers that ignore If-None-Match on complete.
-            if self.exists_name(name):
+            if self._exists_name(name):
                 self._abort(name, upload_id)
                 return self._same_or_raise(name, written)
             try:
@@ -200,7 +200,7 @@ class S3Backend:
     def local_path(self, key: str) -> Path | None:
         return None
 
-    def exists_name(self, name: str) -> bool:
+    def _exists_name(self, name: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=name)
             return True
@@ -210,7 +210,7 @@ class S3Backend:
             raise
 
     def exists(self, key: str) -> bool:
-        return self.exists_name(self._name(key))
+        return self._exists_name(self._name(key))
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._name(key))  # S3 deletes are idempotent
