@@ -75,6 +75,61 @@ def cmd_move(args) -> int:
     return 0
 
 
+def cmd_usage(args) -> int:
+    """Catalogued bytes against quota and watermarks, and what the backend itself holds (orphans included)."""
+    from .report import dumps, human_bytes, table
+
+    lake = _lake()
+    used = lake.tier_usage()
+    rows = []
+    for name, tier in lake.tiers.items():
+        problem = tier.unavailable()
+        quota = tier.spec.quota_bytes
+        rows.append({
+            "tier": name,
+            "catalogued": used.get(name, 0),
+            "stored": None if problem else tier.backend.usage(),
+            "quota": quota or None,
+            "percent_of_quota": round(100 * used.get(name, 0) / quota, 1) if quota else None,
+            "high_watermark": tier.spec.high_watermark,
+            "available": not problem,
+            "problem": problem,
+        })
+    if args.json:
+        print(dumps(rows))
+        return 0
+    shown = [{**r, "catalogued": human_bytes(r["catalogued"]),
+              "stored": "?" if r["stored"] is None else human_bytes(r["stored"]),
+              "quota": human_bytes(r["quota"]) if r["quota"] else "none",
+              "percent_of_quota": "-" if r["percent_of_quota"] is None else f"{r['percent_of_quota']}%"} for r in rows]
+    print(table(shown, ["tier", "catalogued", "stored", "quota", "percent_of_quota", "available"]))
+    for r in rows:
+        if r["problem"]:
+            print(r["problem"])
+    return 0
+
+
+def cmd_write(args) -> int:
+    from .lake.moves import MoveConflict, Mover
+    from .report import dumps
+
+    request_id = args.request_id or uuid.uuid4().hex
+    try:
+        result = Mover(_lake()).write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
+    except MoveConflict as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_CONFLICT
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.json:
+        print(dumps(result.as_dict()))
+    else:
+        note = " (repeated request: nothing done)" if result.repeated else ""
+        print(f"{result.request_id}: {args.source} -> {args.dataset} version {result.version_id} on {result.dst_tier}{note}")
+    return 0
+
+
 def cmd_fsck(args) -> int:
     from .lake.fsck import fsck
     from .report import dumps
@@ -192,6 +247,19 @@ def add_commands(sub) -> None:
     mv.add_argument("--request-id", help="idempotency key: repeating it returns the first result (default: new)")
     mv.add_argument("--json", action="store_true", help="machine-readable output")
     mv.set_defaults(func=cmd_move)
+
+    us = tier.add_parser("usage", help="bytes per tier: catalogued, stored, quota and watermark")
+    us.add_argument("--json", action="store_true", help="machine-readable output")
+    us.set_defaults(func=cmd_usage)
+
+    wr = tier.add_parser("write", help="bring an outside file into the lake as a new version on one tier")
+    wr.add_argument("source", help="a local file path or file:// URL")
+    wr.add_argument("dataset", help="the dataset, e.g. team.my_dataset or team/my_dataset")
+    wr.add_argument("--to", required=True, help="the tier to write to")
+    wr.add_argument("--partition", help="partition key, if the dataset is partitioned")
+    wr.add_argument("--request-id", help="idempotency key: repeating it returns the first result (default: new)")
+    wr.add_argument("--json", action="store_true", help="machine-readable output")
+    wr.set_defaults(func=cmd_write)
 
     fs = tier.add_parser("fsck", help="finish or roll back interrupted moves; remove orphans and temp leftovers")
     fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")

@@ -66,3 +66,19 @@ def test_objectstore_status_when_not_running(letl_env):
     status = letl("objectstore", "status", "--json")
     assert status.returncode == 1
     assert json.loads(status.stdout)["running"] is False
+
+
+def test_write_and_usage(lake, tmp_path):
+    source = tmp_path / "notes.txt"
+    source.write_text("field notes")
+    first = letl("tier", "write", str(source), "team.notes", "--to", "hdd", "--request-id", "w1", "--json")
+    assert first.returncode == 0, first.stderr
+    result = json.loads(first.stdout)
+    version = lake.catalog.get(result["version_id"])
+    assert (version.asset_key, version.tier, version.bytes) == ("team/notes", "hdd", len("field notes"))
+    again = letl("tier", "write", str(source), "team.notes", "--to", "hdd", "--request-id", "w1")
+    assert again.returncode == 0 and "repeated request" in again.stdout
+    assert letl("tier", "write", str(tmp_path / "nope"), "team.notes", "--to", "hdd").returncode == 4
+    usage = {row["tier"]: row for row in json.loads(letl("tier", "usage", "--json").stdout)}
+    assert usage["hdd"]["catalogued"] == usage["hdd"]["stored"] == len("field notes")
+    assert usage["pmem"]["percent_of_quota"] == 0.0 and usage["hdd"]["quota"] is None
