@@ -4,6 +4,7 @@ import json
 from collections import defaultdict
 
 from .lake.catalog import Version
+from .lake.config import format_size as human_bytes
 from .lake.lake import Lake
 
 
@@ -30,14 +31,6 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
-
-
-def human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def summary(lake: Lake) -> dict:

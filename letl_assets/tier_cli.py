@@ -12,6 +12,20 @@ def _lake():
     return Lake.from_env()
 
 
+def _answer(call):
+    """Run a move or a write; refusals become exit codes, as the API makes them statuses."""
+    from .lake.moves import MoveConflict, VerificationError
+
+    try:
+        return call(), 0
+    except (MoveConflict, VerificationError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return None, EXIT_CONFLICT
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, EXIT_NOT_FOUND
+
+
 def cmd_ls(args) -> int:
     from .report import dumps, human_bytes, table
 
@@ -42,7 +56,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_move(args) -> int:
-    from .lake.moves import MoveConflict, Mover, VerificationError
+    from .lake.moves import Mover
     from .report import dumps
 
     lake = _lake()
@@ -59,14 +73,10 @@ def cmd_move(args) -> int:
     mover, results = Mover(lake), []
     for version_id in targets:
         rid = request_id if len(targets) == 1 else f"{request_id}/{version_id}"
-        try:
-            results.append(mover.move(version_id, args.to, rid).as_dict())
-        except (MoveConflict, VerificationError) as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return EXIT_CONFLICT
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_NOT_FOUND
+        result, code = _answer(lambda: mover.move(version_id, args.to, rid))
+        if code:
+            return code
+        results.append(result.as_dict())
     if args.json:
         print(dumps(results))
     for r in [] if args.json else results:
@@ -110,18 +120,16 @@ def cmd_usage(args) -> int:
 
 
 def cmd_write(args) -> int:
-    from .lake.moves import MoveConflict, Mover
+    from .lake.moves import Mover
     from .report import dumps
 
     request_id = args.request_id or uuid.uuid4().hex
-    try:
-        result = Mover(_lake()).write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
-    except MoveConflict as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_CONFLICT
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+    mover = Mover(_lake())
+    result, code = _answer(
+        lambda: mover.write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
+    )
+    if code:
+        return code
     if args.json:
         print(dumps(result.as_dict()))
     else:

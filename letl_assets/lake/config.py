@@ -28,6 +28,15 @@ def parse_size(text: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+def format_size(n: float) -> str:
+    """Bytes for people: 1234567 -> '1.2 MB' (decimal units, as disks are sold)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
 @dataclass(frozen=True)
 class TierSpec:
     name: str

@@ -34,6 +34,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from .catalog import Version, access_log, utcnow
+from .config import format_size
 from .moves import MoveConflict, MoveResult, Mover, VerificationError, moves
 
 log = logging.getLogger("letl.policy")
@@ -170,7 +171,7 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
             continue
         low = spec.low_watermark * quota[name]
         reason = (f"{name} above high watermark ({used[name] / quota[name]:.0%} of "
-                  f"{_human_bytes(quota[name])}): least recently used")
+                  f"{format_size(quota[name])}): least recently used")
         lru = sorted((v for v in versions if v.tier == name and v.version_id not in moved),
                      key=lambda v: (last_used[v.version_id], v.version_id))
         for version in lru:
@@ -322,11 +323,3 @@ def _human_duration(seconds: float) -> str:
             text = f"{n:.0f}" if n >= 10 else f"{n:.1f}".removesuffix(".0")
             return f"{text} {unit}{'' if text == '1' else 's'}"
     return f"{seconds:.0f} seconds"
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
