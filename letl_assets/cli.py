@@ -117,6 +117,68 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def cmd_catalog_rebuild(args) -> int:
+    from .lake.manifests import CatalogNotEmpty, rebuild
+    from .report import dumps
+
+    try:
+        report = rebuild(_lake(), target_url=args.target, force=args.force)
+    except CatalogNotEmpty as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(dumps(report))
+        return 0
+    print(f"rebuilt {report['target']} from {report['manifests']} manifests on {', '.join(report['scanned_tiers'])}: "
+          f"{report['versions']} versions ({report['inserted']} new), {report['lineage_edges']} lineage edges, "
+          f"{report['latest_pointers']} latest pointers")
+    for name in ("moved", "missing_objects", "ambiguous", "dangling_upstreams", "edges_without_marker",
+                 "markers_without_edge", "invalid", "unavailable_tiers"):
+        if report[name]:
+            print(f"  {name}: {len(report[name])}")
+    return 0
+
+
+def cmd_lake_branches(args) -> int:
+    from .lake.manifests import branches
+    from .report import dumps
+
+    data = branches(_lake())
+    if args.json:
+        print(dumps(data))
+    else:
+        for branch, counts in data.items():
+            print(f"{branch}: {counts['versions']} versions, {counts['assets']} assets, {counts['latest']} latest partitions")
+    return 0
+
+
+def cmd_lake_diff(args) -> int:
+    from .lake.manifests import diff
+    from .report import dumps
+
+    try:
+        data = diff(_lake(), args.a, args.b)
+    except (LookupError, ValueError) as exc:
+        print(str(exc).strip("'\""), file=sys.stderr)
+        return 2
+    if args.json:
+        print(dumps(data))
+        return 0
+    print(f"a: {args.a}   b: {args.b}   " + ", ".join(f"{k} {v}" for k, v in data["summary"].items()))
+    for entry in data["partitions"]:
+        line = f"  {entry['partition'] or '-'}: {entry['status']}"
+        if "rows_delta" in entry:
+            line += f", rows {entry['a']['rows']} -> {entry['b']['rows']}"
+        cols = entry.get("columns") or {}
+        for label, key in (("only in a", "only_in_a"), ("only in b", "only_in_b")):
+            if cols.get(key):
+                line += f", {label}: " + ", ".join(f"{c['name']} {c['type']}" for c in cols[key])
+        if cols.get("type_changed"):
+            line += ", type changed: " + ", ".join(f"{c['name']} {c['a']}->{c['b']}" for c in cols["type_changed"])
+        print(line)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="letl",
@@ -153,6 +215,22 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("--branch", help="only this branch")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=cmd_lake_show)
+    br = lake.add_parser("branches", help="versions, assets and latest partitions per branch")
+    br.add_argument("--json", action="store_true", help="machine-readable output")
+    br.set_defaults(func=cmd_lake_branches)
+    df = lake.add_parser("diff", help="compare the latest versions of two branches, partition by partition")
+    df.add_argument("a", metavar="URI_A", help="e.g. gros://labs.lab_results/feature")
+    df.add_argument("b", metavar="URI_B", help="e.g. gros://labs.lab_results/main")
+    df.add_argument("--json", action="store_true", help="machine-readable output")
+    df.set_defaults(func=cmd_lake_diff)
+
+    cat = sub.add_parser("catalog", help="the catalog: rebuild it from the lineage manifests in the lake")
+    cat = cat.add_subparsers(dest="catalog_command", required=True)
+    rb = cat.add_parser("rebuild", help="rebuild versions, lineage and latest pointers from the manifests")
+    rb.add_argument("--target", help="catalog URL to rebuild into (default: the configured catalog)")
+    rb.add_argument("--force", action="store_true", help="merge into a catalog that already holds versions")
+    rb.add_argument("--json", action="store_true", help="machine-readable output")
+    rb.set_defaults(func=cmd_catalog_rebuild)
 
     tier_cli.add_commands(sub)
 

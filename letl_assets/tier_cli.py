@@ -139,10 +139,14 @@ def cmd_write(args) -> int:
 
 
 def cmd_fsck(args) -> int:
-    from .lake.fsck import fsck
+    from .lake.fsck import CatalogLooksLost, fsck
     from .report import dumps
 
-    report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace)
+    try:
+        report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
+    except CatalogLooksLost as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_CONFLICT
     if args.json:
         print(dumps(report))
     else:
@@ -272,6 +276,7 @@ def add_commands(sub) -> None:
     fs = tier.add_parser("fsck", help="finish or roll back interrupted moves; remove orphans and temp leftovers")
     fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     fs.add_argument("--grace", type=float, default=3600, help="leave objects younger than this many seconds (default 3600)")
+    fs.add_argument("--force", action="store_true", help="repair even when the catalog is empty")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=cmd_fsck)
 

@@ -154,3 +154,13 @@ def test_write_lands_on_the_named_tier_even_when_the_bytes_exist_elsewhere(lake,
     with pytest.raises(ValueError):
         mover.write(str(source), "raw/blobs", "tape", "w-c")
     assert list((lake.config.staging).glob("*")) == []
+
+
+def test_fsck_refuses_to_treat_everything_as_orphans_when_the_catalog_is_lost(letl_env, version):
+    catalog_file = letl_env["home"] / "catalog.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        catalog_file.with_name(catalog_file.name + suffix).unlink(missing_ok=True)
+    lake = Lake.from_env()
+    with pytest.raises(RuntimeError, match="catalog rebuild"):
+        fsck(lake, grace_seconds=0)
+    assert len(list(lake.tiers["pmem"].backend.keys())) == 2  # nothing was deleted

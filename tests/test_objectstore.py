@@ -1,4 +1,4 @@
-"""The local SeaweedFS server: lifecycle on the session server's own LETL_HOME."""
+"""The local SeaweedFS server: the session server, plus one of its own for the restart test."""
 
 import io
 import json
@@ -17,10 +17,9 @@ def home_of(info: store.ObjectStoreInfo):
 
 
 def test_up_is_idempotent(objectstore):
-    # Compared with a fresh up(), not the fixture's info: another test restarts the server.
-    first, again = store.up(home_of(objectstore)), store.up(home_of(objectstore))
+    again = store.up(home_of(objectstore))
     assert (again.pid, again.endpoint, again.access_key, again.secret_key) == (
-        first.pid, objectstore.endpoint, objectstore.access_key, objectstore.secret_key)
+        objectstore.pid, objectstore.endpoint, objectstore.access_key, objectstore.secret_key)
     assert again.endpoint.startswith("http://127.0.0.1:")
     assert again.bucket == "letl"
     assert "secret_key" not in repr(again)
@@ -29,7 +28,7 @@ def test_up_is_idempotent(objectstore):
 def test_status_while_running(objectstore):
     info = store.status(home_of(objectstore))
     assert info["running"] is True
-    assert info["pid"] == store.up(home_of(objectstore)).pid
+    assert info["pid"] == objectstore.pid
     assert info["endpoint"] == objectstore.endpoint
     assert info["bucket"] == "letl"
     assert info["data_bytes"] > 0
@@ -44,23 +43,27 @@ def test_credentials_are_private(objectstore):
         objectstore.access_key, objectstore.secret_key, objectstore.endpoint, "letl")
 
 
-def test_data_survives_restart_and_down_is_idempotent(objectstore):
-    home = home_of(objectstore)
-    before = store.up(home)
-    store.backend_for(objectstore, "restart").put("kept", io.BytesIO(b"still here"))
+def test_data_survives_restart_and_down_is_idempotent(tmp_path):
+    # Its own server: the session one is shared by other test files and must not restart.
+    home = tmp_path / "home"
+    try:
+        first = store.up(home)
+        store.backend_for(first, "restart").put("kept", io.BytesIO(b"still here"))
 
-    assert store.down(home) is True
-    stopped = store.status(home)
-    assert stopped["running"] is False and stopped["pid"] is None
-    assert not (objectstore.root / "weed.pid").exists()
-    assert store.down(home) is False  # second down: nothing to do, no error
+        assert store.down(home) is True
+        stopped = store.status(home)
+        assert stopped["running"] is False and stopped["pid"] is None
+        assert not (first.root / "weed.pid").exists()
+        assert store.down(home) is False  # second down: nothing to do, no error
 
-    restarted = store.up(home)
-    assert restarted.pid != before.pid
-    # The recorded ports were free again, so clients made before the restart still work.
-    assert restarted.endpoint == objectstore.endpoint
-    assert store.backend_for(restarted, "restart").open("kept").read() == b"still here"
-    assert store.status(home)["pid"] == restarted.pid
+        restarted = store.up(home)
+        assert restarted.pid != first.pid
+        # The recorded ports were free again, so clients made before the restart still work.
+        assert restarted.endpoint == first.endpoint
+        assert store.backend_for(restarted, "restart").open("kept").read() == b"still here"
+        assert store.status(home)["pid"] == restarted.pid
+    finally:
+        store.down(home)
 
 
 def test_down_on_a_home_that_never_ran(tmp_path):

@@ -178,6 +178,16 @@ def test_clean_temp_aborts_dangling_uploads(s3_backend: S3Backend, objectstore):
     client.abort_multipart_upload(Bucket=other.bucket, Key=other.prefix + "dangling", UploadId=theirs["UploadId"])
 
 
+def test_clean_temp_spares_young_uploads(s3_backend: S3Backend):
+    # A writer may still be uploading parts: a grace period keeps its upload alive.
+    key = s3_backend.prefix + "in-flight"
+    s3_backend.client.create_multipart_upload(Bucket=s3_backend.bucket, Key=key)
+    assert s3_backend.clean_temp(older_than=3600) == 0
+    assert open_uploads(s3_backend) == [key]
+    assert s3_backend.clean_temp(older_than=0) == 1
+    assert open_uploads(s3_backend) == []
+
+
 def test_probe_ok(s3_backend: S3Backend):
     s3_backend.probe()
     assert s3_backend.ensure_bucket() is False

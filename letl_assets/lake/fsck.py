@@ -20,7 +20,18 @@ def key_created_at(key: str) -> datetime | None:
         return None
 
 
-def fsck(lake, dry_run: bool = False, grace_seconds: float = 3600) -> dict:
+class CatalogLooksLost(RuntimeError):
+    """Every stored object would look orphaned: rebuild the catalog before repairing anything."""
+
+
+def fsck(lake, dry_run: bool = False, grace_seconds: float = 3600, force: bool = False) -> dict:
+    if not force and not dry_run and not lake.catalog.list_versions():
+        stored = [name for name, tier in lake.tiers.items() if not tier.unavailable() and next(tier.backend.keys(), None)]
+        if stored:
+            raise CatalogLooksLost(
+                f"the catalog is empty but tiers {', '.join(stored)} hold objects: run 'letl catalog rebuild' "
+                "first (fsck would delete them all as orphans), or pass --force if they really are garbage"
+            )
     mover = Mover(lake)
     report: dict = {"moves": {}, "orphans": [], "kept_young": [], "temp_removed": 0, "missing": []}
     if not dry_run:

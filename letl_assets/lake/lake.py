@@ -195,6 +195,9 @@ class Lake:
         except BaseException:
             self.tiers[tier_name].backend.delete(key)
             raise
+        from .manifests import record_version  # lineage audit in GROS layout; logs, never raises
+
+        record_version(self, version)
         return version
 
     def _stage(self, data: Any) -> Path:
