@@ -11,6 +11,8 @@ from ..lake.catalog import Version
 from .tiers import LakeResource
 
 TIER_HINT = "letl/tier"
+# Input metadata holding a gros:// URI with a tag: load that exact version instead of the latest.
+PIN = "letl/pin"
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,17 @@ class VersionFile:
 
     version: Version
     path: Path
+
+
+def _pinned_version(lake, uri: str, partition: str | None):
+    """The version a pinned gros:// URI names for this partition, to reproduce an old result."""
+    from ..lake.uri import parse, resolve
+
+    ref = parse(uri)
+    chosen = [v for v in resolve(lake, ref) if partition is None or v.partition == partition]
+    if len(chosen) != 1:
+        raise LookupError(f"pin {uri} selects {len(chosen)} versions for partition {partition!r}, not one")
+    return chosen[0]
 
 
 def _plain(metadata) -> dict:
@@ -82,8 +95,15 @@ class TieredIOManager(dg.ConfigurableIOManager):
         key = asset_key_str(context.asset_key)
         partitions = context.asset_partition_keys if context.has_asset_partitions else [None]
         found = []
+        pin = context.definition_metadata.get(PIN)
+        notes = []
         for partition in partitions:
-            version = lake.latest(key, partition)
+            version = _pinned_version(lake, pin, partition) if pin else lake.latest(key, partition)
+            if version is None and not pin and lake.branch != "main":
+                # A feature branch reads main's data until it writes its own, and says so.
+                version = lake.latest(key, partition, branch="main")
+                if version is not None:
+                    notes.append(f"{key}{f' {partition}' if partition else ''}: read from main")
             if version is None:
                 raise FileNotFoundError(
                     f"no version of {key}{f' partition {partition}' if partition else ''} on branch "
@@ -92,7 +112,10 @@ class TieredIOManager(dg.ConfigurableIOManager):
             access_id = lake.record_access(version, "load", step_key=context.op_def.name)
             self._loaded.setdefault(context.op_def.name, {})[version.version_id] = access_id
             found.append(version)
-        context.add_input_metadata({"versions": ", ".join(v.version_id for v in found)})
+        context.add_input_metadata(
+            {"versions": ", ".join(v.version_id for v in found), "pinned": pin or "no",
+             "branch_fallback": "; ".join(notes) or "none"}
+        )
         wanted = context.dagster_type.typing_type
         if wanted is VersionFile:
             if len(found) != 1:
