@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import tier_cli
+from . import lineage_cli, tier_cli
 
 
 def _lake():
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     rb.set_defaults(func=cmd_catalog_rebuild)
 
     tier_cli.add_commands(sub)
+    lineage_cli.add_commands(sub)
 
     sm = sub.add_parser("summary", help="datasets, versions, rows and tiers of the latest versions")
     sm.add_argument("--json", action="store_true", help="machine-readable output")
