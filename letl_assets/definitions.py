@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from .assets import lab_checks, labs
+from .assets import external, lab_checks, labs
 from .resources.deid import PseudonymKey
 from .resources.io_manager import TieredIOManager
 from .resources.landing import LandingZone
 from .resources.tiers import LakeResource
+from .sensors import external as external_sensors
 from .sensors import tiering
 from .sensors.landing import lab_drops_sensor
 
@@ -24,13 +25,14 @@ labs_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary],
+    assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary, *external.assets],
     asset_checks=[lab_checks.rows_reconcile, lab_checks.no_raw_identifiers, lab_checks.physiological_bounds],
     jobs=[labs_job, *tiering.jobs],
     executor=EXECUTOR,
     sensors=[
         lab_drops_sensor,
         *tiering.sensors,
+        *external_sensors.sensors,
         dg.AutomationConditionSensorDefinition(
             "letl_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
         ),

@@ -215,6 +215,9 @@ def _stop(root: Path, pid: int, timeout: float = 30.0) -> None:
             # Acknowledged writes are already in the OS (append-only volumes, leveldb log).
             proc.kill()
             proc.wait(10)
+            # weed removes its gRPC unix sockets (hard-coded in /tmp) only on a clean stop.
+            for name, port in _state(root)["ports"].items():
+                Path(f"/tmp/seaweedfs-{name}-grpc-{port + GRPC_OFFSET}.sock").unlink(missing_ok=True)
     (root / "weed.pid").unlink(missing_ok=True)
 
 

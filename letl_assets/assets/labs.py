@@ -1,5 +1,7 @@
 """Hospital lab results: monthly drops -> validated, de-identified results, rejects and a summary."""
 
+from datetime import timedelta
+
 import dagster as dg
 
 from ..labs.drops import month_of_partition
@@ -18,6 +20,9 @@ LAB_SUMMARY = dg.AssetKey(["labs", "lab_results_summary"])
 
 # Late historic months must propagate too: plain eager() only looks at the latest month.
 ON_UPSTREAM_CHANGE = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+
+# Monthly data: older than 35 days means a month was missed.
+MONTHLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=35))
 
 lab_drops = dg.AssetSpec(
     LAB_DROPS,
@@ -87,6 +92,7 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     ins={"results": dg.AssetIn(key=LAB_RESULTS)},
     partitions_def=MONTHLY,
     automation_condition=ON_UPSTREAM_CHANGE,
+    freshness_policy=MONTHLY_FRESHNESS,
     metadata={TIER_HINT: "pmem", ACCESS: "deidentified"},
     group_name="labs",
     kinds={"parquet", "duckdb"},
