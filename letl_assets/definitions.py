@@ -8,6 +8,7 @@ from .resources.io_manager import TieredIOManager
 from .resources.landing import LandingZone
 from .resources.tiers import LakeResource
 from .sensors import external as external_sensors
+from .sensors import freshness
 from .sensors import tiering
 from .sensors.landing import lab_drops_sensor
 
@@ -33,6 +34,7 @@ defs = dg.Definitions(
         lab_drops_sensor,
         *tiering.sensors,
         *external_sensors.sensors,
+        *freshness.sensors,
         dg.AutomationConditionSensorDefinition(
             "letl_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
         ),

@@ -22,7 +22,8 @@ LAB_SUMMARY = dg.AssetKey(["labs", "lab_results_summary"])
 ON_UPSTREAM_CHANGE = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
 
 # Monthly data: older than 35 days means a month was missed.
-MONTHLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=35))
+MONTHLY_WINDOW = timedelta(days=35)
+MONTHLY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=MONTHLY_WINDOW)
 
 lab_drops = dg.AssetSpec(
     LAB_DROPS,
