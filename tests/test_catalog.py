@@ -187,7 +187,9 @@ def test_concurrent_writers_from_two_processes(tmp_path):
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for name in ("w1", "w2")
     ]
-    assert [proc.stdout.readline().strip() for proc in procs] == ["READY", "READY"]
+    ready = [proc.stdout.readline().strip() for proc in procs]
+    if ready != ["READY", "READY"]:  # a writer died before committing: show why
+        raise AssertionError([proc.communicate(timeout=60)[1] for proc in procs])
     go.touch()  # both start committing at once
     outputs = [proc.communicate(timeout=300) for proc in procs]
     for proc, (_, err) in zip(procs, outputs):
