@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import dagster as dg
-import pandas as pd
 
 from ..lake.uri import parse
 from ..resources.io_manager import PIN, VersionFile
@@ -93,11 +92,11 @@ MONTHLY_COUNTS_SUMMARY = dg.AssetKey(["team", "monthly_counts_summary"])
 
 SNAPSHOT_PIN = "gros://team.my_dataset:latest"
 
-# A summary older than a monthly cycle plus slack is stale.
 
-
-def _describe(df: pd.DataFrame) -> pd.DataFrame:
+def _describe(df):
     """One row per column: non-null count and, for numeric columns, mean/min/max."""
+    import pandas as pd  # loads with the step, not with the code location
+
     rows = []
     for name in df.columns:
         column = df[name]
@@ -123,7 +122,7 @@ def _describe(df: pd.DataFrame) -> pd.DataFrame:
     group_name=GROUP,
     kinds={"parquet"},
 )
-def my_dataset_summary(source: pd.DataFrame) -> pd.DataFrame:
+def my_dataset_summary(source):
     """Per-column profile of the latest version of team/my_dataset; follows every new version."""
     return _describe(source)
 
@@ -135,7 +134,7 @@ def my_dataset_summary(source: pd.DataFrame) -> pd.DataFrame:
     group_name=GROUP,
     kinds={"parquet"},
 )
-def my_dataset_snapshot(source: pd.DataFrame) -> pd.DataFrame:
+def my_dataset_snapshot(source):
     """A frozen copy of team/my_dataset as of when it is materialized by hand (pinned read)."""
     return source
 
@@ -148,7 +147,7 @@ def my_dataset_snapshot(source: pd.DataFrame) -> pd.DataFrame:
     group_name=GROUP,
     kinds={"parquet", "duckdb"},
 )
-def monthly_counts_summary(context: dg.AssetExecutionContext, source: VersionFile) -> pd.DataFrame:
+def monthly_counts_summary(context: dg.AssetExecutionContext, source: VersionFile):
     """Per-column profile of one month of team/monthly_counts; late months propagate too."""
     import pyarrow.parquet as pq
 
