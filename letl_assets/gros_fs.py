@@ -79,6 +79,9 @@ def current_lake():
         return lake
 
 
+PARQUET_SIDECARS = ("_metadata", "_common_metadata")
+
+
 class GrosFileSystem(AbstractFileSystem):
     protocol = "gros"
     root_marker = ""
@@ -155,6 +158,9 @@ class GrosFileSystem(AbstractFileSystem):
 
     def info(self, path, **kwargs):
         name = self._strip_protocol(path)
+        if name.rpartition("/")[2] in PARQUET_SIDECARS:
+            # pyarrow probes a dataset directory for these; a lake directory never has them.
+            raise FileNotFoundError(name)
         _, versions, is_dir = self._select(name)
         if is_dir:
             return {"name": name, "size": 0, "type": "directory", "versions": len(versions)}

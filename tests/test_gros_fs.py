@@ -9,6 +9,7 @@ import textwrap
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -30,6 +31,17 @@ def stocked(lake):
     csv.write_text("c,d\n1,x\n2,y\n")
     notes = lake.write_version("team/notes", csv, fmt="csv")
     return {"old": old, "p1": p1, "p2": p2, "u": u, "notes": notes}
+
+
+def test_dataset_written_without_pandas_metadata_reads_as_one_frame(lake):
+    # DuckDB and pyarrow writers leave no pandas metadata, so pyarrow probes for _common_metadata.
+    for partition, values in ((P1, [1, 2]), (P2, [3])):
+        lake.write_version("labs/plain", pa.table({"a": values}), partition=partition)
+    out = run("""
+        df = pd.read_parquet("gros://labs.plain")
+        print(json.dumps({"a": sorted(df["a"].tolist())}))
+    """)
+    assert out["a"] == [1, 2, 3]
 
 
 def run(code: str) -> dict:
