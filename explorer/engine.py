@@ -1,0 +1,148 @@
+"""Locked, in-memory DuckDB connections for the explorer, and a guarded
+query runner (single SELECT, row cap, time limit)."""
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from explorer.sql_guard import UnsafeSQL, check_sql
+
+__all__ = [
+    "QueryError",
+    "QueryTimeout",
+    "locked_connection",
+    "run_query",
+    "is_truncated",
+    "TRUNCATED_KEY",
+]
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z", re.IGNORECASE)
+TRUNCATED_KEY = b"letl.truncated"
+
+
+class QueryError(RuntimeError):
+    """A query failed while running (after passing the SQL guard)."""
+
+
+class QueryTimeout(QueryError, TimeoutError):
+    """A query ran past its time limit and was interrupted."""
+
+
+def _sql_string(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL character in path")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def locked_connection(
+    views: Mapping[str, Sequence[str]],
+    allowed_dirs: Sequence[str],
+    memory_limit: str = "1GB",
+    threads: int = 2,
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with one VIEW per dataset over its Parquet
+    files, locked to ``allowed_dirs`` with external access, extension
+    auto-install/auto-load and further configuration changes disabled."""
+    if not _MEMORY.match(str(memory_limit).strip()):
+        raise ValueError(f"invalid memory_limit {memory_limit!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"invalid threads {threads!r}")
+    for name, files in views.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"invalid dataset name {name!r}: must match [a-z_][a-z0-9_]*")
+        if isinstance(files, str) or not files:
+            raise ValueError(f"dataset {name!r} needs a non-empty list of Parquet paths")
+
+    con = duckdb.connect(":memory:")
+    try:
+        # Extension behaviour first, so creating the views cannot pull anything in.
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        for name, files in views.items():
+            file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+            con.execute(
+                f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({file_list})'
+            )
+        con.execute(
+            "SET allowed_directories = "
+            + "[" + ", ".join(_sql_string(str(d)) for d in allowed_dirs) + "]"
+        )
+        con.execute("SET enable_external_access = false")
+        con.execute(f"SET memory_limit = {_sql_string(str(memory_limit).strip())}")
+        con.execute(f"SET threads = {int(threads)}")
+        con.execute("SET lock_configuration = true")
+    except Exception:
+        con.close()
+        raise
+    return con
+
+
+def is_truncated(table: pa.Table) -> bool:
+    """True when ``run_query`` cut the result at its row cap."""
+    md = table.schema.metadata or {}
+    return md.get(TRUNCATED_KEY) == b"true"
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    row_cap: int = 1_000_000,
+    timeout_s: float = 10,
+    *,
+    check: bool = True,
+) -> pa.Table:
+    """Run one guarded SELECT and return at most ``row_cap`` rows.
+
+    The result's schema metadata carries ``letl.truncated`` = ``true``/``false``
+    (see :func:`is_truncated`). Raises :class:`UnsafeSQL` for refused SQL,
+    :class:`QueryTimeout` past ``timeout_s`` and :class:`QueryError` for other
+    failures. ``check=False`` is for SQL the query builder generated itself.
+    """
+    if not isinstance(row_cap, int) or row_cap < 0:
+        raise ValueError(f"invalid row_cap {row_cap!r}")
+    if timeout_s <= 0:
+        raise ValueError(f"invalid timeout_s {timeout_s!r}")
+    inner = check_sql(sql) if check else sql.strip().rstrip(";")
+    # Newlines so a trailing "-- comment" cannot swallow the closing paren.
+    wrapped = f"SELECT * FROM (\n{inner}\n) AS _letl_q LIMIT {row_cap + 1}"
+    if check:
+        # The wrapped text must still be one safe SELECT (defends against
+        # input that only parses safely on its own).
+        try:
+            check_sql(wrapped, max_length=len(wrapped))
+        except UnsafeSQL as e:
+            raise UnsafeSQL(f"query cannot be run as a sub-query: {e}") from None
+
+    timed_out = threading.Event()
+
+    def _interrupt() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout_s, _interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
+        table = rel.to_arrow_table()
+    except duckdb.Error as e:
+        if timed_out.is_set() or isinstance(e, duckdb.InterruptException):
+            raise QueryTimeout(
+                f"query exceeded the time limit of {timeout_s:g} s and was stopped"
+            ) from None
+        raise QueryError(f"query failed: {e}") from e
+    finally:
+        timer.cancel()
+
+    truncated = table.num_rows > row_cap
+    if truncated:
+        table = table.slice(0, row_cap)
+    md = dict(table.schema.metadata or {})
+    md[TRUNCATED_KEY] = b"true" if truncated else b"false"
+    return table.replace_schema_metadata(md)

@@ -1,0 +1,177 @@
+"""Parser-level guard for free SQL typed into the explorer's SQL tab.
+
+The guard uses DuckDB's own parser (``extract_statements`` and
+``json_serialize_sql``) rather than regular expressions. It accepts exactly
+one read-only ``SELECT`` (a ``WITH`` query, ``VALUES`` and set operations
+parse as ``SELECT`` too) whose every table reference is a plain, unqualified
+name: users query the views the explorer creates, nothing else.
+
+It is one layer of two: the connection the query runs on is also locked
+(see ``explorer.engine.locked_connection``).
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+
+import duckdb
+
+__all__ = ["UnsafeSQL", "check_sql", "DENIED_FUNCTIONS"]
+
+MAX_LENGTH = 20_000
+
+# Table references a user query may contain. Anything else (TABLE_FUNCTION,
+# SHOW_REF from DESCRIBE/SUMMARIZE, and any node type a future DuckDB adds)
+# is rejected: the check fails closed.
+_ALLOWED_TABLE_REFS = {"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT"}
+
+# Scalar functions that reveal the environment or settings, or touch
+# files or state. Table functions are rejected wholesale, but their names
+# are listed too in case one is ever reachable in a scalar position.
+DENIED_FUNCTIONS = frozenset(
+    {
+        "getenv",
+        "current_setting",
+        "read_text",
+        "read_blob",
+        "read_csv",
+        "read_csv_auto",
+        "read_parquet",
+        "parquet_scan",
+        "read_json",
+        "read_json_auto",
+        "read_ndjson",
+        "read_json_objects",
+        "glob",
+        "sniff_csv",
+        "query",
+        "query_table",
+        "setseed",
+        "nextval",
+        "currval",
+        "sql_auto_complete",
+        "json_serialize_sql",
+        "json_deserialize_sql",
+        "json_execute_serialized_sql",
+        "enable_logging",
+        "disable_logging",
+        "checkpoint",
+        "force_checkpoint",
+    }
+)
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class UnsafeSQL(ValueError):
+    """The SQL is not a single, read-only SELECT over the explorer's views."""
+
+
+def _check_characters(sql: str) -> None:
+    for i, ch in enumerate(sql):
+        if ch in "\t\n\r":
+            continue
+        cat = unicodedata.category(ch)
+        # Cc: control characters (NUL...), Cf: format characters (zero-width
+        # spaces, bidi overrides used for "Trojan source" tricks).
+        if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise UnsafeSQL(
+                f"SQL contains a disallowed invisible or control character "
+                f"U+{ord(ch):04X} at position {i}"
+            )
+
+
+def _walk(node, path="$"):
+    """Yield every dict in the parsed tree."""
+    if isinstance(node, dict):
+        yield node, path
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+def _is_table_ref(d: dict) -> bool:
+    # Table references carry "alias" and "sample" but, unlike query nodes,
+    # no "modifiers", and unlike expressions, no "class".
+    return "sample" in d and "alias" in d and "modifiers" not in d and "class" not in d
+
+
+def _check_tree(tree: dict) -> None:
+    for d, _path in _walk(tree):
+        if _is_table_ref(d):
+            kind = d.get("type")
+            if kind == "TABLE_FUNCTION":
+                fn = (d.get("function") or {}).get("function_name", "?")
+                raise UnsafeSQL(
+                    f"table function {fn}() is not allowed; query the dataset views by name"
+                )
+            if kind not in _ALLOWED_TABLE_REFS:
+                raise UnsafeSQL(f"table reference of type {kind} is not allowed")
+            if kind == "BASE_TABLE":
+                name = d.get("table_name", "")
+                if d.get("schema_name") or d.get("catalog_name"):
+                    raise UnsafeSQL(
+                        f"qualified table names are not allowed: "
+                        f"{d.get('catalog_name') or ''}.{d.get('schema_name') or ''}.{name}".lstrip(".")
+                    )
+                if not _IDENT.match(name):
+                    # e.g. FROM '/etc/passwd' (a replacement scan on a file)
+                    raise UnsafeSQL(f"table name {name!r} is not a plain identifier")
+                if d.get("at_clause"):
+                    raise UnsafeSQL("time-travel AT clauses are not allowed")
+        if d.get("class") == "FUNCTION" or ("function_name" in d and "class" in d):
+            fn = str(d.get("function_name", "")).lower()
+            if d.get("schema") or d.get("catalog"):
+                raise UnsafeSQL(f"qualified function names are not allowed: {fn}")
+            if fn in DENIED_FUNCTIONS:
+                raise UnsafeSQL(f"function {fn}() is not allowed")
+
+
+def _strip(sql: str) -> str:
+    s = sql.strip()
+    while s.endswith(";"):
+        s = s[:-1].rstrip()
+    return s
+
+
+def check_sql(sql: str, max_length: int = MAX_LENGTH) -> str:
+    """Return the single SELECT statement in ``sql`` (stripped, without a
+    trailing ``;``) or raise :class:`UnsafeSQL` saying why it was refused."""
+    if not isinstance(sql, str):
+        raise UnsafeSQL("SQL must be a string")
+    if len(sql) > max_length:
+        raise UnsafeSQL(f"SQL is too long ({len(sql)} characters; the limit is {max_length})")
+    _check_characters(sql)
+    text = _strip(sql)
+    if not text:
+        raise UnsafeSQL("SQL is empty")
+
+    con = duckdb.connect(":memory:")
+    try:
+        try:
+            statements = con.extract_statements(text)
+        except duckdb.Error as e:
+            raise UnsafeSQL(f"SQL does not parse: {e}") from None
+        if len(statements) != 1:
+            raise UnsafeSQL(
+                f"exactly one statement is allowed, found {len(statements)}"
+            )
+        stype = statements[0].type
+        if stype != duckdb.StatementType.SELECT:
+            raise UnsafeSQL(
+                f"only SELECT/WITH queries are allowed, not {stype.name}"
+            )
+        raw = con.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
+    finally:
+        con.close()
+
+    tree = json.loads(raw)
+    if tree.get("error"):
+        raise UnsafeSQL(f"SQL was refused by the parser: {tree.get('error_message')}")
+    if len(tree.get("statements", [])) != 1:
+        raise UnsafeSQL("exactly one statement is allowed")
+    _check_tree(tree)
+    return text
