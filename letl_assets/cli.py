@@ -70,7 +70,8 @@ def cmd_lake_ls(args) -> int:
     from .report import dumps, table, version_record
 
     lake = _lake()
-    records = [version_record(lake, v) for v in lake.catalog.list_versions(args.asset, None, args.branch)]
+    latest = lake.catalog.latest_ids()
+    records = [version_record(lake, v, latest) for v in lake.catalog.list_versions(args.asset, None, args.branch)]
     if args.json:
         print(dumps(records))
     else:
@@ -88,9 +89,10 @@ def cmd_lake_show(args) -> int:
         print(f"no versions of {args.asset!r}{' partition ' + args.partition if args.partition else ''}; "
               f"known datasets: {', '.join(known) or 'none'}", file=sys.stderr)
         return 2
+    latest = lake.catalog.latest_ids()
     records = []
     for v in versions:
-        record = version_record(lake, v)
+        record = version_record(lake, v, latest)
         record["uri"] = lake.uri(v)
         record["upstreams"] = [f"{u.asset_key}@{u.partition or '-'}:{u.version_id}" for u in lake.catalog.upstreams(v.version_id)]
         record["downstreams"] = [f"{d.asset_key}@{d.partition or '-'}:{d.version_id}" for d in lake.catalog.downstreams(v.version_id)]

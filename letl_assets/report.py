@@ -8,7 +8,7 @@ from .lake.config import format_size as human_bytes
 from .lake.lake import Lake
 
 
-def version_record(lake: Lake, v: Version) -> dict:
+def version_record(lake: Lake, v: Version, latest: set[str]) -> dict:
     return {
         "asset": v.asset_key,
         "branch": v.branch,
@@ -19,7 +19,7 @@ def version_record(lake: Lake, v: Version) -> dict:
         "bytes": v.bytes,
         "sha256": v.sha256,
         "created_at": v.created_at.isoformat(),
-        "latest": v.version_id in lake.catalog.latest_ids(),
+        "latest": v.version_id in latest,
     }
 
 

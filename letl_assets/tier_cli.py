@@ -63,8 +63,9 @@ def cmd_move(args) -> int:
     if args.version:
         targets = [args.version]
     else:
+        latest = lake.catalog.latest_ids()
         targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
-                   if v.version_id in lake.catalog.latest_ids()]
+                   if v.version_id in latest]
         if not targets:
             print(f"no latest version of {args.asset!r}{' partition ' + args.partition if args.partition else ''} "
                   f"on branch {lake.branch!r}", file=sys.stderr)
