@@ -6,12 +6,12 @@ import dagster as dg
 
 from ..labs.drops import month_of_partition
 from ..resources.deid import PseudonymKey
-from ..resources.io_manager import TIER_HINT, VersionFile
+from ..resources.io_manager import ACCESS, TIER_HINT, VersionFile
 from ..resources.landing import LandingZone
 from ..resources.tiers import LakeResource
 
+LAB_TEAM = "team:lab-data"
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2020-01-01")
-ACCESS = "letl/access"
 
 LAB_DROPS = dg.AssetKey(["labs", "lab_drops"])
 LAB_RESULTS = dg.AssetKey(["labs", "lab_results"])
@@ -40,12 +40,14 @@ lab_drops = dg.AssetSpec(
             key=LAB_RESULTS,
             description="Validated, de-identified lab results, one version per month.",
             metadata={TIER_HINT: "ssd", ACCESS: "deidentified"},
+            owners=[LAB_TEAM],
             kinds={"parquet", "duckdb"},
         ),
         "lab_results_rejects": dg.AssetOut(
             key=LAB_REJECTS,
             description="Quarantined drop rows with source file, line and reason; holds raw identifiers.",
             metadata={TIER_HINT: "hdd", ACCESS: "restricted"},
+            owners=[LAB_TEAM],
             kinds={"parquet"},
         ),
     },
@@ -95,6 +97,7 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     automation_condition=ON_UPSTREAM_CHANGE,
     freshness_policy=MONTHLY_FRESHNESS,
     metadata={TIER_HINT: "pmem", ACCESS: "deidentified"},
+    owners=[LAB_TEAM],
     group_name="labs",
     kinds={"parquet", "duckdb"},
 )

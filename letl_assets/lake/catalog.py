@@ -64,6 +64,9 @@ access_log = sa.Table(
     sa.Column("step_key", sa.String(255)),
     sa.Column("user", sa.String(128)),
     sa.Column("host", sa.String(255)),
+    # Explorer queries: which query read the version and how many rows it returned.
+    sa.Column("sql_hash", sa.String(64)),
+    sa.Column("rows", sa.BigInteger),
     sa.Index("ix_access_run_step", "run_id", "step_key"),
     sa.Index("ix_access_version", "version_id", "accessed_at"),
 )
@@ -132,6 +135,18 @@ class Catalog:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Catalogs created by an older release lack newer nullable columns; add them in place."""
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns(access_log.name)}
+        missing = [c for c in access_log.columns if c.name not in present]
+        if not missing:
+            return
+        with self.engine.begin() as conn:
+            for column in missing:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {access_log.name} ADD COLUMN "{column.name}" {kind}')
 
     def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
         """Insert a version, its lineage edges and move the latest pointer, atomically."""
@@ -211,6 +226,17 @@ class Catalog:
         with self.engine.begin() as conn:
             row = conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
             return row.inserted_primary_key[0]
+
+    def record_query(self, version_ids: Iterable[str], sql_hash: str, rows: int, **who: str | None) -> None:
+        """One access row per version an explorer query read, all stamped with the query's hash."""
+        at = utcnow()
+        entries = [
+            {"version_id": v, "kind": "query", "accessed_at": at, "sql_hash": sql_hash, "rows": rows, **who}
+            for v in sorted(set(version_ids))
+        ]
+        if entries:
+            with self.engine.begin() as conn:
+                conn.execute(access_log.insert(), entries)
 
     def stamp_run(self, access_ids: Iterable[int], run_id: str) -> None:
         """Name the run behind accesses recorded before the run id was known."""

@@ -13,6 +13,8 @@ from .tiers import LakeResource
 TIER_HINT = "letl/tier"
 # Input metadata holding a gros:// URI with a tag: load that exact version instead of the latest.
 PIN = "letl/pin"
+# Who may see a dataset in the explorer: "deidentified" (everyone) or "restricted" (stewards).
+ACCESS = "letl/access"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,23 @@ def _pinned_version(lake, uri: str, partition: str | None):
     if len(chosen) != 1:
         raise LookupError(f"pin {uri} selects {len(chosen)} versions for partition {partition!r}, not one")
     return chosen[0]
+
+
+def _dataset(context: dg.OutputContext) -> dict:
+    """What the explorer shows about a dataset, kept with each version so the catalog describes itself."""
+    try:
+        spec = context.asset_spec
+    except dg.DagsterInvariantViolationError:  # contexts built by hand in tests carry no spec
+        return {"access": context.definition_metadata.get(ACCESS, "restricted")}
+    fail_window = getattr(spec.freshness_policy, "fail_window", None)
+    return {
+        "description": spec.description or "",
+        "group": spec.group_name,
+        "owners": list(spec.owners),
+        # Undeclared datasets stay hidden from analysts: exposure is opted into, never assumed.
+        "access": context.definition_metadata.get(ACCESS, "restricted"),
+        "fresh_within_s": fail_window.to_timedelta().total_seconds() if fail_window is not None else None,
+    }
 
 
 def _plain(metadata) -> dict:
@@ -73,7 +92,11 @@ class TieredIOManager(dg.ConfigurableIOManager):
             tier_hint=context.definition_metadata.get(TIER_HINT),
             run_id=context.run_id,
             upstream_ids=loaded.keys(),
-            metadata={"step_key": context.step_key, "output": _plain(context.output_metadata)},
+            metadata={
+                "step_key": context.step_key,
+                "output": _plain(context.output_metadata),
+                "dataset": _dataset(context),
+            },
         )
         seconds = version.metadata["write_seconds"]
         context.add_output_metadata(
