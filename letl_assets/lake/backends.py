@@ -131,6 +131,12 @@ class PosixBackend:
     def open(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object, fewer if it ends sooner."""
+        with open(self._path(key), "rb") as f:
+            f.seek(start)
+            return f.read(max(0, end - start))
+
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
