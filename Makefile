@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LETL_HOME ?= $(CURDIR)/.letl
 export DAGSTER_HOME ?= $(LETL_HOME)/dagster
 
-.PHONY: run test ui venv bench clean
+.PHONY: run test ui explorer venv bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The explorer on 127.0.0.1 only: put a proxy with sign-in in front before sharing it.
+explorer: venv
+	$(BIN)/streamlit run explorer/app.py --server.address 127.0.0.1 --server.headless true \
+		--browser.gatherUsageStats false
 
 bench: venv
 	$(BIN)/python bench/ingest.py

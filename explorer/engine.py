@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from explorer.sql_guard import UnsafeSQL, check_sql
 
@@ -16,6 +19,7 @@ __all__ = [
     "QueryTimeout",
     "locked_connection",
     "run_query",
+    "export_csv",
     "is_truncated",
     "TRUNCATED_KEY",
 ]
@@ -44,10 +48,17 @@ def locked_connection(
     allowed_dirs: Sequence[str],
     memory_limit: str = "1GB",
     threads: int = 2,
+    *,
+    hive: Sequence[str] = (),
+    filesystems: Sequence[Any] = (),
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one VIEW per dataset over its Parquet
     files, locked to ``allowed_dirs`` with external access, extension
-    auto-install/auto-load and further configuration changes disabled."""
+    auto-install/auto-load and further configuration changes disabled.
+
+    Views named in ``hive`` read their ``key=value`` directories as columns,
+    so filters on them skip whole files. ``filesystems`` are fsspec
+    filesystems to register before the lock (for ``letlobj://`` paths)."""
     if not _MEMORY.match(str(memory_limit).strip()):
         raise ValueError(f"invalid memory_limit {memory_limit!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -63,10 +74,15 @@ def locked_connection(
         # Extension behaviour first, so creating the views cannot pull anything in.
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        # Warm queries then skip re-reading every file footer.
+        con.execute("SET parquet_metadata_cache = true")
+        for fs in filesystems:
+            con.register_filesystem(fs)
         for name, files in views.items():
             file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
+            options = ", hive_partitioning = true" if name in hive else ""
             con.execute(
-                f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({file_list})'
+                f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({file_list}{options})'
             )
         con.execute(
             "SET allowed_directories = "
@@ -86,6 +102,77 @@ def is_truncated(table: pa.Table) -> bool:
     """True when ``run_query`` cut the result at its row cap."""
     md = table.schema.metadata or {}
     return md.get(TRUNCATED_KEY) == b"true"
+
+
+def _wrapped(sql: str, limit: int, check: bool) -> str:
+    inner = check_sql(sql) if check else sql.strip().rstrip(";")
+    # Newlines so a trailing "-- comment" cannot swallow the closing paren.
+    wrapped = f"SELECT * FROM (\n{inner}\n) AS _letl_q LIMIT {int(limit)}"
+    if check:
+        # The wrapped text must still be one safe SELECT (defends against
+        # input that only parses safely on its own).
+        try:
+            check_sql(wrapped, max_length=len(wrapped))
+        except UnsafeSQL as e:
+            raise UnsafeSQL(f"query cannot be run as a sub-query: {e}") from None
+    return wrapped
+
+
+@contextmanager
+def _time_limit(con: duckdb.DuckDBPyConnection, timeout_s: float):
+    """Interrupt the connection past ``timeout_s``; DuckDB errors become QueryError/QueryTimeout."""
+    timed_out = threading.Event()
+
+    def _interrupt() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout_s, _interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.Error as e:
+        if timed_out.is_set() or isinstance(e, duckdb.InterruptException):
+            raise QueryTimeout(
+                f"query exceeded the time limit of {timeout_s:g} s and was stopped"
+            ) from None
+        raise QueryError(f"query failed: {e}") from e
+    finally:
+        timer.cancel()
+
+
+def export_csv(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    path: str | Path,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    row_cap: int = 1_000_000,
+    timeout_s: float = 60,
+    *,
+    check: bool = True,
+) -> int:
+    """Write at most ``row_cap`` rows of one guarded SELECT to ``path`` as CSV; return the rows.
+
+    Record batches stream from DuckDB to the file, so neither the result nor the CSV is ever
+    whole in memory. The file appears complete or not at all (temp file, then rename).
+    """
+    wrapped = _wrapped(sql, row_cap, check)
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp")
+    rows = 0
+    try:
+        with _time_limit(con, timeout_s):
+            rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
+            reader = rel.fetch_record_batch(65_536)
+            with pa_csv.CSVWriter(temp, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return rows
 
 
 def run_query(
@@ -108,37 +195,10 @@ def run_query(
         raise ValueError(f"invalid row_cap {row_cap!r}")
     if timeout_s <= 0:
         raise ValueError(f"invalid timeout_s {timeout_s!r}")
-    inner = check_sql(sql) if check else sql.strip().rstrip(";")
-    # Newlines so a trailing "-- comment" cannot swallow the closing paren.
-    wrapped = f"SELECT * FROM (\n{inner}\n) AS _letl_q LIMIT {row_cap + 1}"
-    if check:
-        # The wrapped text must still be one safe SELECT (defends against
-        # input that only parses safely on its own).
-        try:
-            check_sql(wrapped, max_length=len(wrapped))
-        except UnsafeSQL as e:
-            raise UnsafeSQL(f"query cannot be run as a sub-query: {e}") from None
-
-    timed_out = threading.Event()
-
-    def _interrupt() -> None:
-        timed_out.set()
-        con.interrupt()
-
-    timer = threading.Timer(timeout_s, _interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
+    wrapped = _wrapped(sql, row_cap + 1, check)
+    with _time_limit(con, timeout_s):
         rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
         table = rel.to_arrow_table()
-    except duckdb.Error as e:
-        if timed_out.is_set() or isinstance(e, duckdb.InterruptException):
-            raise QueryTimeout(
-                f"query exceeded the time limit of {timeout_s:g} s and was stopped"
-            ) from None
-        raise QueryError(f"query failed: {e}") from e
-    finally:
-        timer.cancel()
 
     truncated = table.num_rows > row_cap
     if truncated:

@@ -175,3 +175,16 @@ def check_sql(sql: str, max_length: int = MAX_LENGTH) -> str:
         raise UnsafeSQL("exactly one statement is allowed")
     _check_tree(tree)
     return text
+
+
+def referenced_tables(sql: str) -> set[str]:
+    """Plain table names a (checked) query reads: the views whose versions it touches."""
+    con = duckdb.connect(":memory:")
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [_strip(sql)]).fetchone()[0])
+    finally:
+        con.close()
+    return {
+        d["table_name"] for d, _path in _walk(tree)
+        if _is_table_ref(d) and d.get("type") == "BASE_TABLE" and d.get("table_name")
+    }

@@ -55,3 +55,15 @@ def s3_backend(objectstore):
     from letl_assets.objectstore import client_for
 
     return S3Backend(client_for(objectstore), objectstore.bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def lab_lake(letl_env) -> Lake:
+    """Three months of sample drops from three hospitals, through the real labs_job."""
+    from letl_assets.labs.sample import generate_drops
+    from letl_assets.local_run import run_months
+
+    generate_drops(letl_env["landing"], months=3, hospitals=3, rows_per_file=400, seed=5)
+    outcomes = run_months(None, force=False, log=lambda _line: None)
+    assert [o["status"] for o in outcomes] == ["ok", "ok", "ok"], outcomes
+    return Lake.from_env()

@@ -1,0 +1,84 @@
+"""Who is looking, and what they may see.
+
+Production: put OIDC in front with ``st.login`` (configure ``[auth]`` in ``.streamlit/secrets.toml``);
+the signed-in e-mail is the user, and ``LETL_EXPLORER_STEWARDS`` (comma-separated e-mails) get the
+steward role. The embedded default: optional passwords, ``LETL_EXPLORER_PASSWORD`` for analysts and
+``LETL_EXPLORER_STEWARD_PASSWORD`` for stewards (or ``password`` / ``steward_password`` under
+``[explorer]`` in ``st.secrets``). With no password set, everyone is an analyst, and only
+de-identified datasets are shown.
+"""
+
+import getpass
+import hmac
+import os
+from dataclasses import dataclass
+
+import streamlit as st
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user: str
+    role: str
+
+
+def _setting(env: str, secret: str) -> str | None:
+    value = os.environ.get(env)
+    if value:
+        return value
+    try:
+        return st.secrets.get("explorer", {}).get(secret)
+    except FileNotFoundError:  # no secrets.toml at all
+        return None
+
+
+def role_for_password(entered: str, analyst: str | None, steward: str | None) -> str | None:
+    """The role a password opens, compared in constant time; None when it opens nothing."""
+    if steward and hmac.compare_digest(entered.encode(), steward.encode()):
+        return "steward"
+    if analyst and hmac.compare_digest(entered.encode(), analyst.encode()):
+        return "analyst"
+    return None
+
+
+def _oidc_viewer() -> Viewer | None:
+    try:
+        if not st.user.is_logged_in:
+            return None
+    except (AttributeError, KeyError):
+        return None
+    email = str(st.user.get("email") or st.user.get("sub") or "unknown")
+    stewards = {e.strip().lower() for e in os.environ.get("LETL_EXPLORER_STEWARDS", "").split(",") if e.strip()}
+    return Viewer(email, "steward" if email.lower() in stewards else "analyst")
+
+
+def viewer() -> Viewer:
+    """The signed-in viewer; shows the password form and stops the page until one is given."""
+    signed_in = _oidc_viewer()
+    if signed_in:
+        return signed_in
+    analyst = _setting("LETL_EXPLORER_PASSWORD", "password")
+    steward = _setting("LETL_EXPLORER_STEWARD_PASSWORD", "steward_password")
+    local_user = os.environ.get("LETL_EXPLORER_USER") or _os_user()
+    if not analyst and not steward:
+        return Viewer(local_user, "analyst")
+    if "letl_role" in st.session_state:
+        return Viewer(local_user, st.session_state["letl_role"])
+    st.title("LETL explorer")
+    with st.form("sign_in"):
+        entered = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in"):
+            role = role_for_password(entered, analyst, steward)
+            if role:
+                st.session_state["letl_role"] = role
+                st.rerun()
+            st.error("Wrong password.")
+    st.caption("For production, put single sign-on in front with st.login (OIDC); see explorer/README.md.")
+    st.stop()
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -1,0 +1,150 @@
+"""Query builder: pick a dataset, columns, typed filters, group-by and aggregates; see the SQL; run."""
+
+from datetime import date
+
+import streamlit as st
+
+from explorer import state, ui
+from explorer.query_builder import Aggregate, Filter, OrderBy, Query, from_url_params, to_url_params
+from explorer.views import PARTITION_COLUMN
+
+NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT", "UINTEGER")
+TEMPORAL = ("DATE", "TIMESTAMP")
+NUMERIC_AGGS = (("sum", None), ("avg", None), ("min", None), ("max", None), ("median", None), ("quantile", 0.9))
+
+
+def kind(duck_type: str) -> str:
+    base = duck_type.split("(")[0].upper()
+    return "number" if base in NUMERIC else "time" if base.startswith(TEMPORAL) else "text"
+
+
+def agg_label(a: Aggregate) -> str:
+    if a.func == "quantile":
+        return f"p{round(a.param * 100)}({a.column})"
+    return f"{a.func}({a.column or '*'})"
+
+
+def agg_options(schema: dict) -> dict[str, Aggregate]:
+    options = [Aggregate("count")]
+    for col, typ in schema.items():
+        options.append(Aggregate("count_distinct", col))
+        if kind(typ) == "number":
+            options += [Aggregate(f, col, param=p) for f, p in NUMERIC_AGGS]
+        elif kind(typ) == "time":
+            options += [Aggregate("min", col), Aggregate("max", col)]
+    return {agg_label(a): a for a in options}
+
+
+def seed_from_url(views: list[str]) -> None:
+    """A shared link fills the widgets once; afterwards the widgets own the state."""
+    if st.session_state.get("qb_seeded") or "q" not in st.query_params:
+        return
+    st.session_state["qb_seeded"] = True
+    try:
+        q = from_url_params(st.query_params)
+    except ValueError as e:
+        st.warning(f"The shared query in this link could not be read: {e}")
+        return
+    if q.dataset not in views:
+        st.warning(f"The shared query names a dataset you cannot see: {q.dataset}")
+        return
+    st.session_state.update(qb_dataset=q.dataset, qb_columns=q.columns, qb_group=q.group_by,
+                            qb_aggs=[agg_label(a) for a in q.aggregates], qb_limit=q.limit or 1000,
+                            qb_filter_cols=[f.column for f in q.filters], qb_autorun=True,
+                            qb_tag=st.query_params.get("tag", ""))
+    for f in q.filters:
+        st.session_state[f"qb_f_{f.column}"] = list(f.value) if f.op in ("between", "in") else f.value
+
+
+def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
+    key = f"qb_f_{col}"
+    if kind(typ) == "number":
+        low, high = st.session_state.get(key) or (None, None)
+        a, b = st.columns(2)
+        low = a.number_input(f"{col} from", value=low, key=f"{key}_lo")
+        high = b.number_input(f"{col} to", value=high, key=f"{key}_hi")
+        st.session_state[key] = (low, high)
+        if low is not None and high is not None:
+            return Filter(col, "between", (low, high))
+        if low is not None:
+            return Filter(col, ">=", low)
+        return Filter(col, "<=", high) if high is not None else None
+    if kind(typ) == "time":
+        seeded = st.session_state.get(key)
+        default = tuple(date.fromisoformat(str(v)[:10]) for v in seeded) if seeded else ()
+        picked = st.date_input(f"{col} between", value=default, key=f"{key}_dates")
+        if isinstance(picked, (list, tuple)) and len(picked) == 2:
+            return Filter(col, "between", (picked[0], picked[1]))
+        return None
+    values = ex.distinct(view, col)
+    if values is None:
+        text = st.text_input(f"{col} contains", key=f"{key}_text")
+        return Filter(col, "contains", text) if text else None
+    picked = st.multiselect(f"{col} is one of", values, default=[v for v in st.session_state.get(key) or []
+                                                                   if v in values], key=f"{key}_in")
+    return Filter(col, "in", picked) if picked else None
+
+
+viewer = st.session_state["viewer"]
+st.title("Query builder")
+views = [d.view for d in state.datasets(viewer.role)]
+if not views:
+    st.info("No datasets visible to you yet.")
+    st.stop()
+seed_from_url(views)
+view = st.selectbox("Dataset", views, key="qb_dataset")
+tag = st.text_input("Version (gros:// tag; empty = latest)", key="qb_tag",
+                    help="`latest`, a date YYYY-MM-DD (the last version on or before it) or an index (0, -1).")
+dataset = next(d for d in state.datasets(viewer.role) if d.view == view)
+try:
+    ex = state.explorer(viewer.role, (dataset.key, tag) if tag else None)
+except (LookupError, ValueError) as e:
+    st.error(f"Version tag {tag!r}: {e}")
+    st.stop()
+schema = ex.schema(view)
+
+columns = st.multiselect("Columns (none = all)", list(schema), key="qb_columns")
+filter_cols = st.multiselect("Filter on", list(schema), key="qb_filter_cols",
+                             help=f"A filter on {PARTITION_COLUMN} skips whole partitions.")
+filters = [f for col in filter_cols if (f := filter_widget(ex, view, col, schema[col])) is not None]
+left, mid, right = st.columns([2, 2, 1])
+group_by = left.multiselect("Group by", list(schema), key="qb_group")
+aggs = agg_options(schema)
+picked_aggs = mid.multiselect("Aggregates", list(aggs), key="qb_aggs")
+limit = right.number_input("Row limit", min_value=1, value=1000, step=100, key="qb_limit")
+
+aggregates = [aggs[label] for label in picked_aggs]
+query = Query(dataset=view, columns=[c for c in columns if not (group_by or aggregates) or c in group_by],
+              filters=filters, group_by=group_by, aggregates=aggregates,
+              order_by=[OrderBy(c) for c in group_by], limit=int(limit))
+try:
+    sql, params = ex.build(query)
+except ValueError as e:
+    st.error(str(e))
+    st.stop()
+st.code(sql, language="sql")
+if params:
+    st.caption("Parameters: " + ", ".join(f"${i} = {v!r}" for i, v in enumerate(params, 1)))
+est = ex.estimate(query)
+confirmed = ui.scan_ok(ex, est, "qb")
+run = st.button("Run query", type="primary", key="qb_run") or st.session_state.pop("qb_autorun", False)
+if run and confirmed:
+    st.query_params.from_dict({**to_url_params(query), **({"tag": tag} if tag else {})})
+    try:
+        result = ex.run(sql, params, trusted=True, read=est, user=viewer.user)
+    except Exception as e:  # QueryError/QueryTimeout carry a readable reason
+        st.error(str(e))
+        st.stop()
+    st.session_state["qb_last"] = (sql, params, tag, result)
+last = st.session_state.get("qb_last")
+if last and last[:3] == (sql, params, tag):
+    result = last[3]
+    chart = None
+    if aggregates and 1 <= len(group_by) <= 2:
+        time_col = next((c for c in group_by if kind(schema[c]) == "time"), None)
+        other = next((c for c in group_by if c != time_col), None)
+        y = aggregates[0].alias or result.table.schema.names[len(group_by)]
+        chart = {"type": "line" if time_col else "bar", "x": time_col or group_by[0], "y": y,
+                 "color": other if time_col and len(group_by) == 2 else None}
+    ui.show(result, chart)
+    ui.downloads(ex, result, sql, params, trusted=True, read=est, user=viewer.user, key="qb")

@@ -1,0 +1,66 @@
+"""Datasets: what is in the lake, where each version sits, how fresh it is and where it came from."""
+
+import pandas as pd
+import streamlit as st
+
+from explorer import state
+from explorer.datasets import history, lineage
+from explorer.ui import size
+
+viewer = st.session_state["viewer"]
+found = state.datasets(viewer.role)
+st.title("Datasets")
+if not found:
+    st.info("No datasets visible to you yet. Run `make run` to build the sample lab data.")
+    st.stop()
+
+st.dataframe(
+    pd.DataFrame([{
+        "dataset": d.key, "view": d.view, "description": d.description, "owners": ", ".join(d.owners) or d.group,
+        "access": d.access, "partitions": len(d.partitions) or "-", "rows": d.rows, "size": size(d.bytes),
+        "tiers": ", ".join(f"{t} ({n})" for t, n in sorted(d.tiers.items())), "freshness": d.freshness(),
+    } for d in found]),
+    width="stretch", hide_index=True,
+)
+
+names = [d.key for d in found]
+chosen = st.selectbox("Dataset", names, index=names.index(st.query_params.get("dataset", names[0]))
+                      if st.query_params.get("dataset") in names else 0, key="ds_pick")
+st.query_params["dataset"] = chosen
+dataset = next(d for d in found if d.key == chosen)
+lake = state.lake()
+
+st.subheader(dataset.key)
+st.write(dataset.description or "_No description._")
+cols = st.columns(4)
+cols[0].metric("Rows (latest)", f"{dataset.rows:,}")
+cols[1].metric("Size (latest)", size(dataset.bytes))
+cols[2].metric("Partitions", len(dataset.partitions) or "unpartitioned")
+cols[3].metric("Access", dataset.access)
+st.caption(f"Owners: {', '.join(dataset.owners) or '-'} · group {dataset.group or '-'} · {dataset.freshness()} · "
+           f"query it as `{dataset.view}` · read it as `{dataset.uri}`")
+
+ups, downs = lineage(lake, dataset)
+left, right = st.columns(2)
+left.markdown("**Built from**\n\n" + ("\n".join(f"- `{u}`" for u in ups) or "_nothing in the lake (a source)_"))
+right.markdown("**Feeds**\n\n" + ("\n".join(f"- `{d}`" for d in downs) or "_no downstream datasets yet_"))
+
+st.markdown("**Versions** (every version stays readable through its `gros://` URI)")
+rows = history(lake, dataset)
+latest_ids = {v.version_id for v in dataset.latest}
+st.dataframe(
+    pd.DataFrame([{
+        "gros uri": uri, "partition": v.partition or "-", "created": v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "tier": v.tier, "rows": v.rows, "size": size(v.bytes), "latest": v.version_id in latest_ids,
+        "version id": v.version_id, "sha256": v.sha256[:16],
+    } for v, uri in rows]),
+    width="stretch", hide_index=True,
+)
+
+st.markdown("**Time travel**: query the dataset as it was, with a `gros://` tag.")
+tag = st.text_input("Tag: `latest`, a date (YYYY-MM-DD) or an index (0 = first, -1 = newest)", key="ds_tag")
+if st.button("Open in the query builder", key="ds_open"):
+    from explorer.query_builder import Query, to_url_params
+
+    st.switch_page("pages/builder.py", query_params={**to_url_params(Query(dataset=dataset.view, limit=1000)),
+                                                     **({"tag": tag} if tag else {})})

@@ -1,0 +1,40 @@
+"""SQL: a read-only editor over the dataset views (one SELECT/WITH, time limit, row cap)."""
+
+import streamlit as st
+
+from explorer import state, ui
+from explorer.engine import QueryError
+from explorer.sql_guard import UnsafeSQL, check_sql
+
+viewer = st.session_state["viewer"]
+st.title("SQL")
+ex = state.explorer(viewer.role)
+if not ex.snapshot.views:
+    st.info("No datasets visible to you yet.")
+    st.stop()
+with st.expander("Views you can query", expanded=False):
+    for name in sorted(ex.snapshot.views):
+        st.markdown(f"- `{name}`: " + ", ".join(f"`{c}` {t.lower()}" for c, t in ex.schema(name).items()))
+st.caption(f"One SELECT or WITH query; it stops after {ex.settings.timeout_s:g} s, and the page shows at most "
+           f"{ex.settings.row_cap:,} rows (the CSV download up to {ex.settings.download_cap:,}).")
+first = sorted(ex.snapshot.views)[0]
+sql = st.text_area("Query", value=st.query_params.get("sql", f"SELECT * FROM {first} LIMIT 100"), height=180,
+                   key="sql_text")
+try:
+    text = check_sql(sql)
+except UnsafeSQL as e:
+    st.error(f"Refused: {e}")
+    st.stop()
+est = ex.estimate_sql(text)
+confirmed = ui.scan_ok(ex, est, "sql")
+if st.button("Run", type="primary", key="sql_run") and confirmed:
+    st.query_params["sql"] = text
+    try:
+        st.session_state["sql_last"] = (text, ex.run(text, user=viewer.user))
+    except (QueryError, UnsafeSQL) as e:
+        st.error(str(e))
+        st.stop()
+last = st.session_state.get("sql_last")
+if last and last[0] == text:
+    ui.show(last[1])
+    ui.downloads(ex, last[1], text, None, trusted=False, read=est, user=viewer.user, key="sql")

@@ -1,0 +1,53 @@
+"""Streamlit-side caches: the lake, and one query service per (role, catalog state, pin)."""
+
+import hashlib
+import os
+
+import streamlit as st
+
+from letl_assets.lake.lake import Lake
+
+from .datasets import Dataset, at_tag, load_datasets, visible
+from .service import Explorer, Settings
+
+
+@st.cache_resource
+def lake() -> Lake:
+    return Lake.from_env()
+
+
+def settings() -> Settings:
+    env = os.environ.get
+    return Settings(
+        row_cap=int(env("LETL_EXPLORER_ROW_CAP", 10_000)),
+        download_cap=int(env("LETL_EXPLORER_DOWNLOAD_CAP", 1_000_000)),
+        timeout_s=float(env("LETL_EXPLORER_TIMEOUT_S", 30)),
+        confirm_bytes=int(env("LETL_EXPLORER_CONFIRM_BYTES", 512 * 1024**2)),
+        memory_limit=env("LETL_EXPLORER_MEMORY_LIMIT", "1GB"),
+        threads=int(env("LETL_EXPLORER_THREADS", 2)),
+    )
+
+
+def datasets(role: str) -> list[Dataset]:
+    """Read on every rerun (one catalog query), so a new version shows up at once."""
+    return visible(load_datasets(lake()), role)
+
+
+def _state_key(found: list[Dataset]) -> str:
+    parts = sorted(f"{v.version_id}@{v.tier}" for d in found for v in d.latest)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+@st.cache_resource(max_entries=8)
+def _explorer(role: str, state: str, pin: tuple[str, str] | None, _found: list[Dataset]) -> Explorer:
+    pinned = None
+    if pin:
+        dataset = next(d for d in _found if d.key == pin[0])
+        pinned = {dataset.key: at_tag(lake(), dataset, pin[1])}
+    return Explorer(lake(), role, settings(), datasets=_found, pinned=pinned)
+
+
+def explorer(role: str, pin: tuple[str, str] | None = None) -> Explorer:
+    """The service for the catalog as it is now; a new version or a move gives a new one."""
+    found = datasets(role)
+    return _explorer(role, _state_key(found), pin, found)

@@ -1,0 +1,77 @@
+"""Pieces every query page shares: the scan estimate, the result, the chart and the downloads."""
+
+import io
+import tempfile
+from pathlib import Path
+
+import pyarrow.csv as pa_csv
+import streamlit as st
+
+from .service import Explorer, Result
+from .views import Estimate
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def scan_ok(ex: Explorer, est: Estimate, key: str) -> bool:
+    """Show what the query will read; above the threshold without a partition filter, ask first."""
+    parts = f"{len(est.versions)} of {est.total} partition(s)" if est.total else "no files"
+    st.caption(f"Estimated scan: {parts}, {size(est.bytes)} (from the catalog)"
+               + ("" if est.partition_filter else " · no partition filter"))
+    if not ex.needs_confirmation(est):
+        return True
+    st.warning(f"This query scans {size(est.bytes)} without a partition filter "
+               f"(threshold {size(ex.settings.confirm_bytes)}). Add a filter on partition_key, or confirm.")
+    return st.checkbox("Scan everything anyway", key=f"{key}_confirm")
+
+
+def show(result: Result, chart: dict | None = None) -> None:
+    table = result.table
+    note = f"{table.num_rows:,} row(s) in {result.seconds * 1000:.0f} ms" + (" (cached)" if result.cached else "")
+    if result.truncated:
+        note += f" · showing the first {table.num_rows:,}; the CSV download has the full result up to its cap"
+    st.caption(note)
+    frame = table.to_pandas()
+    if chart and chart.get("x") in frame and chart.get("y") in frame and len(frame):
+        draw = st.line_chart if chart.get("type") == "line" else st.bar_chart
+        draw(frame, x=chart["x"], y=chart["y"], color=chart.get("color"), width="stretch")
+    st.dataframe(frame, width="stretch", hide_index=True)
+
+
+def downloads(ex: Explorer, result: Result, sql: str, params, *, trusted: bool, read: Estimate | None,
+              user: str, key: str) -> None:
+    left, right = st.columns(2)
+    if result.truncated:
+        def full_csv() -> bytes:
+            # Streamed by DuckDB into a file; Streamlit only sees the finished file when clicked.
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "result.csv"
+                ex.export(sql, params, path, trusted=trusted, read=read, user=user)
+                return path.read_bytes()
+        data = full_csv
+        label = f"Download CSV (full result, up to {ex.settings.download_cap:,} rows)"
+    else:
+        data, label = csv_bytes(result), f"Download CSV ({result.table.num_rows:,} rows)"
+    left.download_button(label, data, file_name="letl_result.csv", mime="text/csv", key=f"{key}_csv",
+                         on_click="ignore")
+    right.download_button("Download SQL", _sql_file(sql, params), file_name="letl_query.sql",
+                          mime="application/sql", key=f"{key}_sql", on_click="ignore")
+
+
+def csv_bytes(result: Result) -> bytes:
+    buffer = io.BytesIO()
+    pa_csv.write_csv(result.table, buffer)
+    return buffer.getvalue()
+
+
+def _sql_file(sql: str, params) -> str:
+    if not params:
+        return sql + "\n"
+    shown = params.items() if isinstance(params, dict) else enumerate(params, 1)
+    values = "\n".join(f"--   {k}: {v!r}" for k, v in shown)
+    return f"-- parameters:\n{values}\n{sql}\n"
