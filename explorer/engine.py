@@ -164,7 +164,7 @@ def export_csv(
     try:
         with _time_limit(con, timeout_s):
             rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
-            reader = rel.fetch_record_batch(65_536)
+            reader = rel.to_arrow_reader(65_536)
             with pa_csv.CSVWriter(temp, reader.schema) as writer:
                 for batch in reader:
                     writer.write_batch(batch)

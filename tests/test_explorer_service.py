@@ -1,0 +1,176 @@
+"""The explorer's query service on a lake built by the real labs_job: views, pruning, cache, roles, audit."""
+
+from datetime import date
+
+import duckdb
+import pyarrow.csv as pa_csv
+import pytest
+import sqlalchemy as sa
+
+from explorer.datasets import at_tag, history, lineage, load_datasets, view_names, visible
+from explorer.engine import QueryError
+from explorer.query_builder import Aggregate, Filter, Query
+from explorer.service import Explorer, Settings
+from explorer.sql_guard import UnsafeSQL
+from letl_assets.lake.catalog import access_log
+
+RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
+
+
+def raw(lake, key, sql, partitions=None):
+    """The same question asked of plain DuckDB over the latest version files."""
+    files = [str(lake.local_path(v)) for v in lake.catalog.list_versions(asset_key=key)
+             if v.version_id in lake.catalog.latest_ids() and (partitions is None or v.partition in partitions)]
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r})")
+    return con.sql(sql).fetchall()
+
+
+@pytest.fixture
+def ex(lab_lake):
+    service = Explorer(lab_lake, "analyst")
+    yield service
+    service.close()
+
+
+def query_log(lake):
+    with lake.catalog.engine.begin() as conn:
+        return conn.execute(sa.select(access_log).where(access_log.c.kind == "query")).mappings().all()
+
+
+def test_datasets_describe_themselves(lab_lake):
+    found = {d.key: d for d in load_datasets(lab_lake)}
+    assert set(found) == {RESULTS, REJECTS, SUMMARY}
+    results = found[RESULTS]
+    assert results.access == "deidentified" and found[REJECTS].access == "restricted"
+    assert results.owners == ("team:lab-data",) and results.group == "labs"
+    assert results.partitions == ["2024-01-01", "2024-02-01", "2024-03-01"]
+    assert results.rows == sum(v.rows for v in results.latest) > 0
+    assert found[SUMMARY].fresh_within is not None and found[SUMMARY].freshness().startswith("fresh")
+    assert lineage(lab_lake, found[SUMMARY]) == ([RESULTS], [])
+    assert lineage(lab_lake, results)[1] == [SUMMARY]
+    assert [d.key for d in visible(list(found.values()), "analyst")] == [RESULTS, SUMMARY]
+    assert len(visible(list(found.values()), "steward")) == 3
+
+
+def test_view_names_are_short_unless_they_clash():
+    assert view_names(["labs/lab_results", "team/x-y"]) == {"labs/lab_results": "lab_results", "team/x-y": "x_y"}
+    assert view_names(["a/data", "b/data", "c/9lives"]) == {"a/data": "a_data", "b/data": "b_data", "c/9lives": "_9lives"}
+
+
+def test_views_answer_like_raw_duckdb(ex, lab_lake):
+    ours = ex.run("SELECT hospital_id, count(*) AS n, round(avg(result_value), 6) AS m FROM lab_results "
+                  "GROUP BY ALL ORDER BY ALL").table
+    theirs = raw(lab_lake, RESULTS, "SELECT hospital_id, count(*), round(avg(result_value), 6) FROM t "
+                 "GROUP BY ALL ORDER BY ALL")
+    assert [tuple(r.values()) for r in ours.to_pylist()] == theirs
+    assert set(ex.snapshot.views) == {"lab_results", "lab_results_summary"}  # no rejects for analysts
+
+
+def test_partition_filter_reads_only_that_months_file(ex):
+    """DuckDB's own profile: the one-month query opens 1 of the 3 month files."""
+    cur = ex.con.cursor()
+    plan = cur.sql("EXPLAIN ANALYZE SELECT count(*) FROM lab_results WHERE partition_key = DATE '2024-02-01'").fetchall()
+    text = plan[0][1]
+    assert "Total Files Read: 1" in text and "partition_key=2024-02-01" in text
+    everything = cur.sql("EXPLAIN ANALYZE SELECT count(*) FROM lab_results").fetchall()[0][1]
+    assert "Total Files Read: 3" in everything
+    est = ex.estimate(Query("lab_results", filters=[Filter("partition_key", "=", date(2024, 2, 1))]))
+    assert [v.partition for v in est.versions] == ["2024-02-01"] and est.total == 3 and est.partition_filter
+    between = ex.estimate(Query("lab_results", filters=[Filter("partition_key", "between",
+                                                                (date(2024, 2, 1), date(2024, 3, 1)))]))
+    assert [v.partition for v in between.versions] == ["2024-02-01", "2024-03-01"]
+    assert between.bytes == sum(v.bytes for v in between.versions)
+
+
+def test_full_scan_above_threshold_needs_confirmation(lab_lake):
+    small = Explorer(lab_lake, "analyst", Settings(confirm_bytes=1))
+    whole = small.estimate(Query("lab_results"))
+    month = small.estimate(Query("lab_results", filters=[Filter("partition_key", "=", date(2024, 1, 1))]))
+    assert small.needs_confirmation(whole) and not small.needs_confirmation(month)
+    assert not Explorer(lab_lake, "analyst").needs_confirmation(whole)  # default threshold: 512 MiB
+
+
+def test_builder_query_matches_raw_duckdb_and_is_logged(ex, lab_lake):
+    q = Query("lab_results", filters=[Filter("partition_key", "=", date(2024, 3, 1)), Filter("hospital_id", "in", ["H002"])],
+              group_by=["test_code"], aggregates=[Aggregate("count"), Aggregate("max", "result_value")],
+              order_by=["test_code"])
+    sql, params = ex.build(q)
+    assert "?" in sql and "H002" not in sql  # values travel as parameters
+    est = ex.estimate(q)
+    result = ex.run(sql, params, trusted=True, read=est, user="ana")
+    theirs = raw(lab_lake, RESULTS, "SELECT test_code, count(*), max(result_value) FROM t WHERE hospital_id = 'H002' "
+                 "GROUP BY ALL ORDER BY ALL", partitions={"2024-03-01"})
+    assert [tuple(r.values()) for r in result.table.to_pylist()] == theirs
+    logged = query_log(lab_lake)
+    assert len(logged) == 1 and logged[0]["user"] == "ana" and logged[0]["rows"] == len(theirs)
+    assert logged[0]["sql_hash"] == result.sql_hash and logged[0]["version_id"] == est.versions[0].version_id
+
+
+def test_result_cache_is_keyed_by_versions(lab_lake):
+    sql = "SELECT count(*) AS n FROM lab_results_summary"
+    first = Explorer(lab_lake, "analyst")
+    a, b = first.run(sql), first.run(sql)
+    assert not a.cached and b.cached and a.table.equals(b.table)
+    assert len(query_log(lab_lake)) == 2 * 3  # cached answers are audited too: 3 versions each time
+    # A new version of one month: a new snapshot key, so the same SQL is answered afresh.
+    version = lab_lake.latest(SUMMARY, "2024-01-01")
+    table = lab_lake.read_table(version).slice(0, 1)
+    lab_lake.write_version(SUMMARY, table, partition="2024-01-01", metadata=version.metadata)
+    second = Explorer(lab_lake, "analyst")
+    assert second.snapshot.key != first.snapshot.key
+    fresh = second.run(sql)
+    assert not fresh.cached and fresh.table.column("n")[0].as_py() == a.table.column("n")[0].as_py() - len(
+        lab_lake.read_table(version)) + 1
+
+
+def test_sql_is_guarded_capped_and_errors_are_clear(lab_lake):
+    ex = Explorer(lab_lake, "analyst", Settings(row_cap=5))
+    capped = ex.run("SELECT * FROM lab_results")
+    assert capped.truncated and capped.table.num_rows == 5
+    for bad in ("COPY lab_results TO '/tmp/x.csv'", "SELECT * FROM read_csv('/etc/passwd')",
+                "ATTACH '/tmp/x.db'", "SELECT 1; SELECT 2", "INSTALL httpfs"):
+        with pytest.raises(UnsafeSQL):
+            ex.run(bad)
+    with pytest.raises(QueryError, match="lab_results_rejects"):
+        ex.run("SELECT * FROM lab_results_rejects")  # restricted: no such view for analysts
+    assert query_log(lab_lake)[0]["rows"] == 5
+
+
+def test_steward_sees_rejects(lab_lake):
+    ex = Explorer(lab_lake, "steward")
+    n = ex.run("SELECT count(*) AS n FROM lab_results_rejects").table.column("n")[0].as_py()
+    assert n == sum(v.rows for v in lab_lake.catalog.list_versions(asset_key=REJECTS)) > 0
+
+
+def test_export_streams_the_full_result_up_to_the_cap(lab_lake, tmp_path):
+    ex = Explorer(lab_lake, "analyst", Settings(row_cap=10, download_cap=700))
+    path = tmp_path / "out.csv"
+    rows = ex.export("SELECT hospital_id, result_value FROM lab_results ORDER BY ALL", None, path, user="ana")
+    assert rows == 700
+    written = pa_csv.read_csv(path)
+    expected = raw(lab_lake, RESULTS, "SELECT hospital_id, result_value FROM t ORDER BY ALL LIMIT 700")
+    assert list(zip(*[written.column(i).to_pylist() for i in range(2)])) == expected
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(UnsafeSQL):
+        ex.export("COPY lab_results TO 'x.csv'", None, tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_time_travel_by_tag(lab_lake):
+    dataset = next(d for d in load_datasets(lab_lake) if d.key == SUMMARY)
+    old = lab_lake.latest(SUMMARY, "2024-01-01")
+    lab_lake.write_version(SUMMARY, lab_lake.read_table(old).slice(0, 2), partition="2024-01-01", metadata=old.metadata)
+    dataset = next(d for d in load_datasets(lab_lake) if d.key == SUMMARY)
+    first = at_tag(lab_lake, dataset, "0")
+    assert old.version_id in {v.version_id for v in first}
+    pinned = Explorer(lab_lake, "analyst", pinned={SUMMARY: first})
+    now = Explorer(lab_lake, "analyst")
+    sql = "SELECT count(*) AS n FROM lab_results_summary WHERE partition_key = DATE '2024-01-01'"
+    assert pinned.run(sql).table.column("n")[0].as_py() == old.rows
+    assert now.run(sql).table.column("n")[0].as_py() == 2
+    uris = [uri for v, uri in history(lab_lake, dataset) if v.partition == "2024-01-01"]
+    assert uris == ["gros://labs.lab_results_summary/main:1?partition=2024-01-01",
+                    "gros://labs.lab_results_summary/main:0?partition=2024-01-01"]
+    with pytest.raises(LookupError):
+        at_tag(lab_lake, dataset, "1999-01-01")
