@@ -174,3 +174,26 @@ def test_time_travel_by_tag(lab_lake):
                     "gros://labs.lab_results_summary/main:0?partition=2024-01-01"]
     with pytest.raises(LookupError):
         at_tag(lab_lake, dataset, "1999-01-01")
+
+
+def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objectstore, monkeypatch):
+    from letl_assets.lake.lake import Lake
+    from letl_assets.lake.moves import Mover
+
+    from test_object_tier import use_object_store
+
+    use_object_store(monkeypatch, objectstore)
+    lake = Lake.from_env()
+    before = raw(lake, RESULTS, "SELECT hospital_id, count(*), round(sum(result_value), 6) FROM t GROUP BY ALL ORDER BY ALL")
+    moved = lake.latest(RESULTS, "2024-02-01")
+    assert Mover(lake).move(moved.version_id, "cortx", "explorer-1").state == "done"
+    ex = Explorer(lake, "analyst")
+    files = ex.snapshot.views["lab_results"].files
+    assert [f.startswith("letlobj://") for f in files] == [False, True, False]
+    assert "letlobj://" in ex.snapshot.allowed_dirs
+    ours = ex.run("SELECT hospital_id, count(*), round(sum(result_value), 6) FROM lab_results GROUP BY ALL ORDER BY ALL")
+    assert [tuple(r.values()) for r in ours.table.to_pylist()] == before
+    plan = ex.con.cursor().sql(
+        "EXPLAIN ANALYZE SELECT count(*) FROM lab_results WHERE partition_key = DATE '2024-02-01'").fetchall()[0][1]
+    assert "Total Files Read: 1" in plan and "letlobj://" in plan
+    assert not (lake.config.home / "cache").exists() or not any((lake.config.home / "cache").iterdir())
