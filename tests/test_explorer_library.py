@@ -1,0 +1,79 @@
+"""The named-query library, the password roles and the catalog's in-place upgrade for query logging."""
+
+import sqlite3
+from datetime import date
+
+import pytest
+
+from explorer import library
+from explorer.auth import role_for_password
+from letl_assets.lake.catalog import Catalog
+
+
+def write(tmp_path, text):
+    path = tmp_path / "queries.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_queries_load_and_pass_the_guard():
+    named = library.load([library.BUILTIN])
+    assert {q.name for q in named} >= {"Abnormal-rate trend by hospital", "Test volume by month"}
+    trend = next(q for q in named if q.name == "Abnormal-rate trend by hospital")
+    assert trend.values() == {"from_month": date(2024, 1, 1), "to_month": date(2024, 12, 1)}
+    assert trend.values({"to_month": "2024-06-01"})["to_month"] == date(2024, 6, 1)
+    assert trend.chart["type"] == "line"
+
+
+def test_user_file_extends_and_replaces_by_name(tmp_path, monkeypatch):
+    path = write(tmp_path, """
+- name: Test volume by month
+  sql: SELECT 1 AS one
+- name: Mine
+  sql: SELECT * FROM lab_results WHERE hospital_id = $hospital
+  params: [{name: hospital, type: choice, choices: [H001, H002], default: H001}]
+""")
+    monkeypatch.setenv("LETL_EXPLORER_QUERIES", str(path))
+    named = {q.name: q for q in library.load()}
+    assert named["Test volume by month"].sql == "SELECT 1 AS one"
+    assert named["Mine"].values() == {"hospital": "H001"}
+    with pytest.raises(ValueError, match="must be one of H001, H002"):
+        named["Mine"].values({"hospital": "H009"})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- name: x\n  sql: DELETE FROM lab_results", "only SELECT"),
+    ("- name: x\n  sql: SELECT * FROM read_csv('/etc/passwd')", "read_csv"),
+    ("- name: x\n  sql: SELECT $a", "uses \\$a but declares no parameters"),
+    ("- name: x\n  sql: SELECT 1\n  params: [{name: a, type: text}]", "declares a"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: blob}]", "unknown type 'blob'"),
+    ("- sql: SELECT 1", "needs a name and sql"),
+    ("name: x", "expected a list"),
+])
+def test_bad_library_entries_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        library.load([write(tmp_path, text)])
+
+
+def test_passwords_open_roles():
+    assert role_for_password("s3cret", "s3cret", "boss") == "analyst"
+    assert role_for_password("boss", "s3cret", "boss") == "steward"
+    assert role_for_password("nope", "s3cret", "boss") is None
+    assert role_for_password("", None, "boss") is None
+    assert role_for_password("s3cret", None, None) is None
+
+
+def test_old_catalog_gains_query_columns_in_place(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE access_log (id INTEGER PRIMARY KEY, version_id VARCHAR(64) NOT NULL, "
+                "accessed_at DATETIME NOT NULL, kind VARCHAR(32) NOT NULL, run_id VARCHAR(64), "
+                "step_key VARCHAR(255), user VARCHAR(128), host VARCHAR(255))")
+    con.execute("INSERT INTO access_log (version_id, accessed_at, kind) VALUES ('v1', '2024-01-01', 'load')")
+    con.commit()
+    con.close()
+    catalog = Catalog(f"sqlite:///{path}")
+    catalog.record_query(["v1", "v1", "v2"], "abc", 7, user="ana", host="h")
+    rows = sqlite3.connect(path).execute("SELECT version_id, kind, sql_hash, rows FROM access_log ORDER BY id").fetchall()
+    assert rows == [("v1", "load", None, None), ("v1", "query", "abc", 7), ("v2", "query", "abc", 7)]
+    Catalog(f"sqlite:///{path}")  # a second open finds nothing to add
