@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LETL_HOME ?= $(CURDIR)/.letl
 export DAGSTER_HOME ?= $(LETL_HOME)/dagster
 
-.PHONY: run test ui explorer venv bench clean
+.PHONY: run test ui explorer venv bench bench-explorer clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ explorer: venv
 
 bench: venv
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/explorer.py
+
+bench-explorer: venv
+	$(BIN)/python bench/explorer.py
 
 # The pmem tier lives on /dev/shm, outside LETL_HOME: remove every tier directory first.
 clean:

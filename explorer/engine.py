@@ -6,7 +6,7 @@ import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -104,18 +104,28 @@ def is_truncated(table: pa.Table) -> bool:
     return md.get(TRUNCATED_KEY) == b"true"
 
 
-def _wrapped(sql: str, limit: int, check: bool) -> str:
-    inner = check_sql(sql) if check else sql.strip().rstrip(";")
-    # Newlines so a trailing "-- comment" cannot swallow the closing paren.
-    wrapped = f"SELECT * FROM (\n{inner}\n) AS _letl_q LIMIT {int(limit)}"
-    if check:
-        # The wrapped text must still be one safe SELECT (defends against
-        # input that only parses safely on its own).
-        try:
-            check_sql(wrapped, max_length=len(wrapped))
-        except UnsafeSQL as e:
-            raise UnsafeSQL(f"query cannot be run as a sub-query: {e}") from None
-    return wrapped
+def _checked(sql: str, check: bool) -> str:
+    return check_sql(sql) if check else sql.strip().rstrip(";")
+
+
+def _stream(con: duckdb.DuckDBPyConnection, sql: str, params, limit: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The result's schema and its record batches, stopping after ``limit`` rows.
+
+    No ``LIMIT`` is spliced around the caller's SQL: it runs exactly as checked, and DuckDB
+    keeps the scan parallel (a limit over a sub-query makes it preserve insertion order)."""
+    rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
+    reader = rel.to_arrow_reader(65_536)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        left = limit
+        for batch in reader:
+            if batch.num_rows >= left:
+                yield batch.slice(0, left)
+                return
+            left -= batch.num_rows
+            yield batch
+
+    return reader.schema, batches()
 
 
 @contextmanager
@@ -157,16 +167,15 @@ def export_csv(
     Record batches stream from DuckDB to the file, so neither the result nor the CSV is ever
     whole in memory. The file appears complete or not at all (temp file, then rename).
     """
-    wrapped = _wrapped(sql, row_cap, check)
+    inner = _checked(sql, check)
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp")
     rows = 0
     try:
         with _time_limit(con, timeout_s):
-            rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
-            reader = rel.to_arrow_reader(65_536)
-            with pa_csv.CSVWriter(temp, reader.schema) as writer:
-                for batch in reader:
+            schema, batches = _stream(con, inner, params, row_cap)
+            with pa_csv.CSVWriter(temp, schema) as writer:
+                for batch in batches:
                     writer.write_batch(batch)
                     rows += batch.num_rows
         temp.replace(path)
@@ -195,10 +204,11 @@ def run_query(
         raise ValueError(f"invalid row_cap {row_cap!r}")
     if timeout_s <= 0:
         raise ValueError(f"invalid timeout_s {timeout_s!r}")
-    wrapped = _wrapped(sql, row_cap + 1, check)
+    inner = _checked(sql, check)
     with _time_limit(con, timeout_s):
-        rel = con.sql(wrapped, params=params) if params is not None else con.sql(wrapped)
-        table = rel.to_arrow_table()
+        # One row past the cap tells a cut result from one that fits exactly.
+        schema, batches = _stream(con, inner, params, row_cap + 1)
+        table = pa.Table.from_batches(list(batches), schema=schema)
 
     truncated = table.num_rows > row_cap
     if truncated:

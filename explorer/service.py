@@ -23,7 +23,7 @@ from . import query_builder as qb
 from .datasets import Dataset, load_datasets, visible
 from .engine import export_csv, is_truncated, locked_connection, run_query
 from .objectfs import LakeObjectFileSystem
-from .sql_guard import check_sql, referenced_tables
+from .sql_guard import analyze
 from .views import Estimate, Snapshot, View, estimate, snapshot
 
 
@@ -110,7 +110,10 @@ class Explorer:
 
     def estimate_sql(self, sql: str) -> Estimate:
         """For hand-written SQL: every file of every view it names (no pruning is assumed)."""
-        versions = tuple(v for name in sorted(referenced_tables(sql) & set(self.snapshot.views))
+        return self._reads(analyze(sql)[1])
+
+    def _reads(self, tables: set[str]) -> Estimate:
+        versions = tuple(v for name in sorted(tables & set(self.snapshot.views))
                          for v in self.snapshot.views[name].versions)
         return Estimate(versions, len(versions), False)
 
@@ -121,7 +124,8 @@ class Explorer:
             user: str | None = None, log: bool = True, use_cache: bool = True) -> Result:
         """Run a query. ``trusted`` is only for SQL from :meth:`build`; anything else is checked."""
         if not trusted:
-            sql = check_sql(sql)
+            sql, tables = analyze(sql)
+            read = read or self._reads(tables)
         digest = sql_hash(sql, params)
         key = (digest, self.snapshot.key, self.settings.row_cap)
         started = time.perf_counter()
