@@ -58,6 +58,8 @@ def snapshot(lake: Lake, datasets: list[Dataset], pinned: dict[str, tuple[Versio
     views = {}
     for dataset in datasets:
         versions = (pinned or {}).get(dataset.key) or dataset.latest
+        if any(v.format != "parquet" for v in versions):
+            continue  # CSV written through gros:// is listed on the Datasets page, not queried
         files = []
         for version in versions:
             path = _local_file(lake, version)

@@ -86,10 +86,13 @@ class GrosFileSystem(AbstractFileSystem):
     protocol = "gros"
     root_marker = ""
 
-    def __init__(self, *args: Any, run_id: str | None = None, step_key: str | None = None, lake: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, run_id: str | None = None, step_key: str | None = None, lake: Any = None,
+                 access: str | None = None, description: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.run_id, self.step_key = run_id, step_key
         self._lake = lake
+        # What the explorer shows and to whom; a dataset that declares nothing stays restricted.
+        self.dataset = {k: v for k, v in (("access", access), ("description", description)) if v}
 
     @property
     def lake(self):
@@ -255,7 +258,7 @@ class GrosFileSystem(AbstractFileSystem):
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
         name = self._strip_protocol(path)
         if mode in ("wb", "xb"):
-            return GrosWriteFile(self.lake, self._ref(name), name)
+            return GrosWriteFile(self.lake, self._ref(name), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
         _, versions, is_dir = self._select(name)
@@ -282,7 +285,7 @@ class GrosWriteFile(io.RawIOBase):
     unclosed leaves nothing in the catalog.
     """
 
-    def __init__(self, lake, ref: GrosRef, name: str):
+    def __init__(self, lake, ref: GrosRef, name: str, dataset: dict | None = None):
         super().__init__()
         if ref.tag_kind != "realtime":
             raise PermissionError(
@@ -291,7 +294,7 @@ class GrosWriteFile(io.RawIOBase):
             )
         if ref.partition == "*":
             raise PermissionError(f"{SCHEME}{name}: write one partition at a time (?partition=P), not '*'")
-        self.lake, self.ref, self.name = lake, ref, name
+        self.lake, self.ref, self.name, self.dataset = lake, ref, name, dataset or {}
         self.staged: Path = lake.staging_path(".part")
         self._fh = open(self.staged, "wb")
         self.version = None
@@ -360,6 +363,7 @@ class GrosWriteFile(io.RawIOBase):
                 "uri": format_uri(self.ref),
                 "user": _user(),
                 "host": socket.gethostname(),
+                **({"dataset": self.dataset} if self.dataset else {}),
             },
         )
 

@@ -197,3 +197,29 @@ def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objects
         "EXPLAIN ANALYZE SELECT count(*) FROM lab_results WHERE partition_key = DATE '2024-02-01'").fetchall()[0][1]
     assert "Total Files Read: 1" in plan and "letlobj://" in plan
     assert not (lake.config.home / "cache").exists() or not any((lake.config.home / "cache").iterdir())
+
+
+def test_notebook_writes_declare_their_access_and_csv_is_listed_not_queried(lab_lake):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from letl_assets.gros_fs import GrosFileSystem
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"site": ["a", "b"], "n": [1, 2]}), buffer)
+    open_fs = GrosFileSystem(lake=lab_lake, access="deidentified", description="Counts per site.")
+    with open_fs.open("gros://team.site_counts", "wb") as f:
+        f.write(buffer.getvalue())
+    with GrosFileSystem(lake=lab_lake).open("gros://team.undeclared", "wb") as f:
+        f.write(buffer.getvalue())
+    with GrosFileSystem(lake=lab_lake, access="deidentified").open("gros://team.notes", "wb") as f:
+        f.write(b"site,n\na,1\n")
+    found = {d.key: d for d in load_datasets(lab_lake)}
+    assert (found["team/site_counts"].access, found["team/site_counts"].description) == ("deidentified", "Counts per site.")
+    assert found["team/undeclared"].access == "restricted" and found["team/notes"].access == "deidentified"
+    ex = Explorer(lab_lake, "analyst")
+    assert {d.key for d in ex.datasets} >= {"team/site_counts", "team/notes"}
+    assert "notes" not in ex.snapshot.views and "undeclared" not in ex.snapshot.views
+    assert ex.run("SELECT sum(n) AS n FROM site_counts").table.to_pylist() == [{"n": 3}]

@@ -87,7 +87,7 @@ def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
 
 viewer = st.session_state["viewer"]
 st.title("Query builder")
-views = [d.view for d in state.datasets(viewer.role)]
+views = list(state.explorer(viewer.role).snapshot.views)
 if not views:
     st.info("No datasets visible to you yet.")
     st.stop()
@@ -95,7 +95,7 @@ seed_from_url(views)
 view = st.selectbox("Dataset", views, key="qb_dataset")
 tag = st.text_input("Version (gros:// tag; empty = latest)", key="qb_tag",
                     help="`latest`, a date YYYY-MM-DD (the last version on or before it) or an index (0, -1).")
-dataset = next(d for d in state.datasets(viewer.role) if d.view == view)
+dataset = state.explorer(viewer.role).view(view).dataset
 try:
     ex = state.explorer(viewer.role, (dataset.key, tag) if tag else None)
 except (LookupError, ValueError) as e:

@@ -18,7 +18,8 @@ st.dataframe(
     pd.DataFrame([{
         "dataset": d.key, "view": d.view, "description": d.description, "owners": ", ".join(d.owners) or d.group,
         "access": d.access, "partitions": len(d.partitions) or "-", "rows": d.rows, "size": size(d.bytes),
-        "tiers": ", ".join(f"{t} ({n})" for t, n in sorted(d.tiers.items())), "freshness": d.freshness(),
+        "tiers": ", ".join(f"{t} ({n})" for t, n in sorted(d.tiers.items())),
+        "latest version": max(d.latest, key=lambda v: v.created_at).version_id, "freshness": d.freshness(),
     } for d in found]),
     width="stretch", hide_index=True,
 )
