@@ -10,7 +10,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from explorer.query_builder import Filter, Query, to_url_params
+from explorer.query_builder import Aggregate, Filter, Query, to_url_params
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
@@ -154,3 +154,22 @@ def test_pages_say_so_when_nothing_is_visible(letl_env, page):
     at.switch_page(page).run()
     ok(at)
     assert at.info and ("No datasets visible" in at.info[0].value or "not visible" in at.info[0].value)
+
+
+def test_shared_link_with_number_and_date_filters(lab_lake):
+    q = Query("lab_results", filters=[Filter("result_value", ">=", 100.0),
+                                      Filter("partition_key", "between", (date(2024, 2, 1), date(2024, 3, 1)))],
+              group_by=["hospital_id"], aggregates=[Aggregate("count")], columns=["hospital_id"])
+    at = app(**to_url_params(q))
+    at.switch_page("pages/builder.py").run()
+    ok(at)
+    assert at.number_input(key="qb_f_result_value_lo").value == 100.0
+    assert at.number_input(key="qb_f_result_value_hi").value is None
+    assert at.date_input(key="qb_f_partition_key_dates").value == (date(2024, 2, 1), date(2024, 3, 1))
+    files = latest_files(lab_lake, "labs/lab_results")
+    expected = duckdb.sql(
+        f"SELECT hospital_id, count(*) FROM read_parquet({files!r}) WHERE result_value >= 100 "
+        "AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-04-01' GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    shown = at.dataframe[0].value
+    assert list(zip(shown["hospital_id"], shown["count_all"])) == expected

@@ -53,26 +53,37 @@ def seed_from_url(views: list[str]) -> None:
                             qb_filter_cols=[f.column for f in q.filters], qb_autorun=True,
                             qb_tag=st.query_params.get("tag", ""))
     for f in q.filters:
-        st.session_state[f"qb_f_{f.column}"] = list(f.value) if f.op in ("between", "in") else f.value
+        key = f"qb_f_{f.column}"
+        if f.op == "between" and all(isinstance(v, (int, float)) for v in f.value):
+            st.session_state[f"{key}_lo"], st.session_state[f"{key}_hi"] = f.value
+        elif f.op == "between":
+            st.session_state[f"{key}_dates"] = tuple(date.fromisoformat(str(v)[:10]) for v in f.value)
+        elif f.op in (">=", "<="):
+            st.session_state[f"{key}_{'lo' if f.op == '>=' else 'hi'}"] = f.value
+        elif f.op == "in":
+            st.session_state[f"{key}_in"] = list(f.value)
+        elif f.op == "contains":
+            st.session_state[f"{key}_text"] = f.value
+
+
+def _initial(key: str, value) -> dict:
+    """A widget default only when the session (a shared link) has not set the widget already."""
+    return {} if key in st.session_state else {"value": value}
 
 
 def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
     key = f"qb_f_{col}"
     if kind(typ) == "number":
-        low, high = st.session_state.get(key) or (None, None)
         a, b = st.columns(2)
-        low = a.number_input(f"{col} from", value=low, key=f"{key}_lo")
-        high = b.number_input(f"{col} to", value=high, key=f"{key}_hi")
-        st.session_state[key] = (low, high)
+        low = a.number_input(f"{col} from", key=f"{key}_lo", **_initial(f"{key}_lo", None))
+        high = b.number_input(f"{col} to", key=f"{key}_hi", **_initial(f"{key}_hi", None))
         if low is not None and high is not None:
             return Filter(col, "between", (low, high))
         if low is not None:
             return Filter(col, ">=", low)
         return Filter(col, "<=", high) if high is not None else None
     if kind(typ) == "time":
-        seeded = st.session_state.get(key)
-        default = tuple(date.fromisoformat(str(v)[:10]) for v in seeded) if seeded else ()
-        picked = st.date_input(f"{col} between", value=default, key=f"{key}_dates")
+        picked = st.date_input(f"{col} between", key=f"{key}_dates", **_initial(f"{key}_dates", ()))
         if isinstance(picked, (list, tuple)) and len(picked) == 2:
             return Filter(col, "between", (picked[0], picked[1]))
         return None
@@ -80,8 +91,9 @@ def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
     if values is None:
         text = st.text_input(f"{col} contains", key=f"{key}_text")
         return Filter(col, "contains", text) if text else None
-    picked = st.multiselect(f"{col} is one of", values, default=[v for v in st.session_state.get(key) or []
-                                                                   if v in values], key=f"{key}_in")
+    if f"{key}_in" in st.session_state:
+        st.session_state[f"{key}_in"] = [v for v in st.session_state[f"{key}_in"] if v in values]
+    picked = st.multiselect(f"{col} is one of", values, key=f"{key}_in")
     return Filter(col, "in", picked) if picked else None
 
 
