@@ -173,3 +173,29 @@ def test_shared_link_with_number_and_date_filters(lab_lake):
     ).fetchall()
     shown = at.dataframe[0].value
     assert list(zip(shown["hospital_id"], shown["count_all"])) == expected
+
+
+def test_time_travel_from_datasets_into_the_builder(lab_lake):
+    summary = "labs/lab_results_summary"
+    old = lab_lake.latest(summary, "2024-01-01")
+    lab_lake.write_version(summary, lab_lake.read_table(old).slice(0, 1), partition="2024-01-01", metadata=old.metadata)
+    at = ok(app())
+    at.selectbox(key="ds_pick").select(summary).run()
+    at.selectbox(key="ds_tag_pick").select("other…").run()
+    at.text_input(key="ds_tag").input("0").run()
+    ok(at)
+    picked = at.dataframe[2].value
+    assert old.version_id in list(picked["version id"]) and len(picked) == 3
+    at.button(key="ds_open").click().run()
+    ok(at)
+    assert at.text_input(key="qb_tag").value == "0"
+    at.multiselect(key="qb_group").select("partition_key").run()
+    at.multiselect(key="qb_aggs").select("count(*)").run()
+    at.button(key="qb_run").click().run()
+    ok(at)
+    counts = dict(zip(at.dataframe[0].value["partition_key"].astype(str), at.dataframe[0].value["count_all"]))
+    assert counts["2024-01-01"] == old.rows  # the first version, not the one-row latest
+    at.text_input(key="qb_tag").input("").run()
+    at.button(key="qb_run").click().run()
+    counts = dict(zip(at.dataframe[0].value["partition_key"].astype(str), at.dataframe[0].value["count_all"]))
+    assert counts["2024-01-01"] == 1

@@ -37,9 +37,10 @@ def agg_options(schema: dict) -> dict[str, Aggregate]:
 
 def seed_from_url(views: list[str]) -> None:
     """A shared link fills the widgets once; afterwards the widgets own the state."""
-    if st.session_state.get("qb_seeded") or "q" not in st.query_params:
+    link = (st.query_params.get("q"), st.query_params.get("tag", ""))
+    if link[0] is None or st.session_state.get("qb_link") == link:
         return
-    st.session_state["qb_seeded"] = True
+    st.session_state["qb_link"] = link
     try:
         q = from_url_params(st.query_params)
     except ValueError as e:
@@ -141,7 +142,9 @@ est = ex.estimate(query)
 confirmed = ui.scan_ok(ex, est, "qb")
 run = st.button("Run query", type="primary", key="qb_run") or st.session_state.pop("qb_autorun", False)
 if run and confirmed:
-    st.query_params.from_dict({**to_url_params(query), **({"tag": tag} if tag else {})})
+    shared = to_url_params(query)
+    st.query_params.from_dict({**shared, **({"tag": tag} if tag else {})})
+    st.session_state["qb_link"] = (shared["q"], tag)
     try:
         result = ex.run(sql, params, trusted=True, read=est, user=viewer.user)
     except Exception as e:  # QueryError/QueryTimeout carry a readable reason

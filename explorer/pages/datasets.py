@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from explorer import state
-from explorer.datasets import history, lineage
+from explorer.datasets import at_tag, history, lineage
+from explorer.query_builder import Query, to_url_params
 from explorer.ui import size
 
 viewer = st.session_state["viewer"]
@@ -58,10 +59,24 @@ st.dataframe(
     width="stretch", hide_index=True,
 )
 
-st.markdown("**Time travel**: query the dataset as it was, with a `gros://` tag.")
-tag = st.text_input("Tag: `latest`, a date (YYYY-MM-DD) or an index (0 = first, -1 = newest)", key="ds_tag")
-if st.button("Open in the query builder", key="ds_open"):
-    from explorer.query_builder import Query, to_url_params
-
-    st.switch_page("pages/builder.py", query_params={**to_url_params(Query(dataset=dataset.view, limit=1000)),
-                                                     **({"tag": tag} if tag else {})})
+st.markdown("**Time travel**: pick a `gros://` tag to see, and query, the dataset as it was.")
+dates = sorted({v.created_at.date().isoformat() for v, _ in rows}, reverse=True)
+left, right = st.columns(2)
+picked = left.selectbox("Tag", ["latest", *dates, "other…"], key="ds_tag_pick",
+                        help="A date selects the last version created on or before it, in every partition.")
+tag = right.text_input("Other tag: a date (YYYY-MM-DD) or an index (0 = first, -1 = newest)", key="ds_tag") \
+    if picked == "other…" else picked
+if tag:
+    try:
+        chosen_versions = at_tag(lake, dataset, tag)
+    except (LookupError, ValueError) as e:
+        st.error(f"Tag {tag!r}: {e}")
+        st.stop()
+    st.dataframe(pd.DataFrame([{
+        "partition": v.partition or "-", "version id": v.version_id, "created": v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "tier": v.tier, "rows": v.rows,
+    } for v in chosen_versions]), width="stretch", hide_index=True)
+    st.caption(f"As `{dataset.uri}/{dataset.latest[0].branch}:{tag}`")
+    if st.button("Open in the query builder", key="ds_open"):
+        st.switch_page("pages/builder.py", query_params={**to_url_params(Query(dataset=dataset.view, limit=1000)),
+                                                         **({"tag": tag} if tag != "latest" else {})})
