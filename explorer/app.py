@@ -10,10 +10,10 @@ from explorer.auth import viewer
 st.set_page_config(page_title="LETL explorer", page_icon=":material/database:", layout="wide")
 st.session_state["viewer"] = viewer()
 pages = [
-    st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:", default=True),
-    st.Page("pages/builder.py", title="Query builder", icon=":material/tune:", url_path="query"),
-    st.Page("pages/predefined.py", title="Predefined queries", icon=":material/bookmarks:", url_path="predefined"),
-    st.Page("pages/sql.py", title="SQL", icon=":material/code:", url_path="sql"),
+    st.Page("app_pages/datasets.py", title="Datasets", icon=":material/dataset:", default=True),
+    st.Page("app_pages/builder.py", title="Query builder", icon=":material/tune:", url_path="query"),
+    st.Page("app_pages/predefined.py", title="Predefined queries", icon=":material/bookmarks:", url_path="predefined"),
+    st.Page("app_pages/sql.py", title="SQL", icon=":material/code:", url_path="sql"),
 ]
 with st.sidebar:
     who = st.session_state["viewer"]

@@ -18,11 +18,14 @@ def size(n: int) -> str:
         n /= 1024
 
 
-def scan_ok(ex: Explorer, est: Estimate, key: str) -> bool:
+def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -> bool:
     """Show what the query will read; above the threshold without a partition filter, ask first."""
     parts = f"{len(est.versions)} of {est.total} partition(s)" if est.total else "no files"
-    st.caption(f"Estimated scan: {parts}, {size(est.bytes)} (from the catalog)"
-               + ("" if est.partition_filter else " · no partition filter"))
+    if hand_written:
+        note = " · at most: a partition_key filter in the SQL reads fewer files"
+    else:
+        note = "" if est.partition_filter else " · no partition filter"
+    st.caption(f"Estimated scan: {parts}, {size(est.bytes)} (from the catalog){note}")
     if not ex.needs_confirmation(est):
         return True
     st.warning(f"This query scans {size(est.bytes)} without a partition filter "

@@ -26,7 +26,7 @@ except UnsafeSQL as e:
     st.error(f"Refused: {e}")
     st.stop()
 est = ex.estimate_sql(text)
-confirmed = ui.scan_ok(ex, est, "sql")
+confirmed = ui.scan_ok(ex, est, "sql", hand_written=True)
 if st.button("Run", type="primary", key="sql_run") and confirmed:
     st.query_params["sql"] = text
     try:

@@ -35,7 +35,7 @@ est = ex.estimate_sql(query.sql)
 if not est.versions:
     st.info("The datasets this query reads are not visible to you, or hold no data yet.")
     st.stop()
-confirmed = ui.scan_ok(ex, est, "pq")
+confirmed = ui.scan_ok(ex, est, "pq", hand_written=True)
 values = query.values(given)
 if st.button("Run", type="primary", key="pq_run") and confirmed:
     try:

@@ -78,5 +78,5 @@ if tag:
     } for v in chosen_versions]), width="stretch", hide_index=True)
     st.caption(f"As `{dataset.uri}/{dataset.latest[0].branch}:{tag}`")
     if st.button("Open in the query builder", key="ds_open"):
-        st.switch_page("pages/builder.py", query_params={**to_url_params(Query(dataset=dataset.view, limit=1000)),
+        st.switch_page("app_pages/builder.py", query_params={**to_url_params(Query(dataset=dataset.view, limit=1000)),
                                                          **({"tag": tag} if tag != "latest" else {})})
