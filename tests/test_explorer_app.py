@@ -76,7 +76,7 @@ def test_password_gate_and_steward_role(lab_lake, monkeypatch):
 
 def test_query_builder_filters_runs_and_downloads(lab_lake):
     at = ok(app())
-    at.switch_page("pages/builder.py").run()
+    at.switch_page("app_pages/builder.py").run()
     ok(at)
     at.selectbox(key="qb_dataset").select("lab_results").run()
     at.multiselect(key="qb_filter_cols").select("partition_key").select("hospital_id").run()
@@ -109,7 +109,7 @@ def test_shared_link_restores_and_runs_the_query(lab_lake):
     q = Query("lab_results_summary", filters=[Filter("hospital_id", "in", ["H001", "H003"])],
               group_by=["hospital_id"], aggregates=[], columns=["hospital_id"])
     at = app(**to_url_params(q))
-    at.switch_page("pages/builder.py").run()
+    at.switch_page("app_pages/builder.py").run()
     ok(at)
     assert at.selectbox(key="qb_dataset").value == "lab_results_summary"
     assert at.multiselect(key="qb_f_hospital_id_in").value == ["H001", "H003"]
@@ -118,7 +118,7 @@ def test_shared_link_restores_and_runs_the_query(lab_lake):
 
 def test_predefined_query_runs_with_parameters(lab_lake):
     at = ok(app())
-    at.switch_page("pages/predefined.py").run()
+    at.switch_page("app_pages/predefined.py").run()
     ok(at)
     at.selectbox(key="pq_name").select("Test volume by month").run()
     at.button(key="pq_run").click().run()
@@ -133,7 +133,7 @@ def test_predefined_query_runs_with_parameters(lab_lake):
 
 def test_sql_page_refuses_unsafe_sql_and_runs_selects(lab_lake):
     at = ok(app())
-    at.switch_page("pages/sql.py").run()
+    at.switch_page("app_pages/sql.py").run()
     ok(at)
     at.text_area(key="sql_text").input("SELECT * FROM read_csv('/etc/passwd')").run()
     assert at.error and at.error[0].value.startswith("Refused: table function read_csv()")
@@ -147,7 +147,7 @@ def test_sql_page_refuses_unsafe_sql_and_runs_selects(lab_lake):
     assert data.proto.label == "Download CSV (3 rows)"
 
 
-@pytest.mark.parametrize("page", ["pages/builder.py", "pages/predefined.py", "pages/sql.py"])
+@pytest.mark.parametrize("page", ["app_pages/builder.py", "app_pages/predefined.py", "app_pages/sql.py"])
 def test_pages_say_so_when_nothing_is_visible(letl_env, page):
     at = ok(app())
     assert "No datasets visible" in at.info[0].value
@@ -161,7 +161,7 @@ def test_shared_link_with_number_and_date_filters(lab_lake):
                                       Filter("partition_key", "between", (date(2024, 2, 1), date(2024, 3, 1)))],
               group_by=["hospital_id"], aggregates=[Aggregate("count")], columns=["hospital_id"])
     at = app(**to_url_params(q))
-    at.switch_page("pages/builder.py").run()
+    at.switch_page("app_pages/builder.py").run()
     ok(at)
     assert at.number_input(key="qb_f_result_value_lo").value == 100.0
     assert at.number_input(key="qb_f_result_value_hi").value is None
