@@ -61,21 +61,49 @@ def load(paths: list[Path] | None = None) -> list[Named]:
     return list(found.values())
 
 
-def _parse(entry: dict, path: Path) -> Named:
+def _parse(entry, path: Path) -> Named:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: each query must be a mapping with a name and sql, got {entry!r}")
     where = f"{path}: query {entry.get('name', '?')!r}"
-    if not isinstance(entry, dict) or not entry.get("name") or not entry.get("sql"):
+    if not entry.get("name") or not entry.get("sql"):
         raise ValueError(f"{where}: needs a name and sql")
     try:
         sql = check_sql(entry["sql"])
     except UnsafeSQL as e:
         raise ValueError(f"{where}: {e}") from None
-    params = []
-    for p in entry.get("params") or []:
-        if p.get("type", "text") not in TYPES:
-            raise ValueError(f"{where}: parameter {p.get('name')!r} has unknown type {p.get('type')!r}")
-        params.append(Param(p["name"], p.get("type", "text"), p.get("default"), tuple(p.get("choices") or ())))
-    used, declared = set(_PARAM.findall(sql)), {p.name for p in params}
+    params = [_param(p, where) for p in entry.get("params") or []]
+    names = [p.name for p in params]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where}: parameter {', '.join(map(repr, repeated))} is declared twice")
+    used, declared = set(_PARAM.findall(sql)), set(names)
     if used != declared:
         raise ValueError(f"{where}: SQL uses ${', $'.join(sorted(used)) or '-'} but declares "
                          f"{', '.join(sorted(declared)) or 'no parameters'}")
     return Named(entry["name"], sql, entry.get("description", ""), tuple(params), entry.get("chart") or {})
+
+
+def _param(p, where: str) -> Param:
+    """Check a parameter here, so a bad file fails at load and not when the page draws its widget."""
+    if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"]:
+        raise ValueError(f"{where}: each parameter needs a name, got {p!r}")
+    name, kind, default = p["name"], p.get("type", "text"), p.get("default")
+    bad = f"{where}: parameter {name!r}"
+    if kind not in TYPES:
+        raise ValueError(f"{bad} has unknown type {kind!r}")
+    choices = p.get("choices")
+    if kind == "date":
+        try:
+            date.fromisoformat(str(default))
+        except ValueError:
+            raise ValueError(f"{bad} needs an ISO date default (YYYY-MM-DD), got {default!r}") from None
+    elif kind == "number" and default is not None and type(default) not in (int, float):  # bool is no number
+        raise ValueError(f"{bad} has a default that is not a number: {default!r}")
+    elif kind == "choice":
+        if not isinstance(choices, list) or not choices:
+            raise ValueError(f"{bad} needs a non-empty list of choices")
+        if default is None:
+            default = choices[0]  # what the page's selectbox shows first
+        elif default not in choices:
+            raise ValueError(f"{bad} has default {default!r}, not one of its choices")
+    return Param(name, kind, default, tuple(choices or ()))

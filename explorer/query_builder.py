@@ -95,8 +95,6 @@ def _coerce_order(item: Any) -> OrderBy:
     raise ValueError(f"invalid order_by entry: {item!r} (use a column name, (column, 'asc'|'desc') or OrderBy)")
 
 
-# --------------------------------------------------------------------------- identifiers
-
 def _check_name_chars(kind: str, name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"invalid {kind} name: {name!r}")
@@ -130,8 +128,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
 
 
-# --------------------------------------------------------------------------- build
-
 def build(query: Query, schema: Mapping[str, str],
           allowed_datasets: Iterable[str] | None = None) -> tuple[str, list]:
     """Return ``(sql, params)`` for ``query`` over a view whose columns are ``schema``.
@@ -149,7 +145,6 @@ def build(query: Query, schema: Mapping[str, str],
         raise ValueError(f"unknown dataset {query.dataset!r}")
     params: list = []
 
-    # SELECT list
     aggregating = bool(query.aggregates or query.group_by)
     select: list[str] = []
     output_names: set[str] = set()
@@ -180,7 +175,6 @@ def build(query: Query, schema: Mapping[str, str],
 
     sql = f"SELECT {', '.join(select)}\nFROM {quote_ident(query.dataset)}"
 
-    # WHERE
     where: list[str] = []
     for flt in query.filters:
         clause, values = _filter(flt, schema)
@@ -192,7 +186,6 @@ def build(query: Query, schema: Mapping[str, str],
     if group_cols:
         sql += "\nGROUP BY " + ", ".join(group_cols)
 
-    # ORDER BY: schema columns (or, when aggregating, group-by columns and aggregate aliases)
     order_parts = []
     for item in query.order_by:
         item = _coerce_order(item)
@@ -263,13 +256,11 @@ def _filter(flt: Filter, schema: Mapping[str, str]) -> tuple[str, list]:
         if value is not None:
             raise ValueError(f"{op} takes no value")
         return f"{col} IS {'NOT ' if op == 'not_null' else ''}NULL", []
-    # contains: substring match on the text form of the column, value is a parameter
+    # contains: the CAST lets a substring match numbers and dates by their text form
     if not isinstance(value, str) or not value:
         raise ValueError("contains needs a non-empty string")
     return f"contains(CAST({col} AS VARCHAR), ?)", [value]
 
-
-# --------------------------------------------------------------------------- URL sharing
 
 def _encode_value(value: Any) -> Any:
     if isinstance(value, _dt.datetime):

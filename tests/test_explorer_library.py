@@ -4,6 +4,7 @@ import sqlite3
 from datetime import date
 
 import pytest
+import sqlalchemy as sa
 
 from explorer import library
 from explorer.auth import role_for_password
@@ -49,10 +50,36 @@ def test_user_file_extends_and_replaces_by_name(tmp_path, monkeypatch):
     ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: blob}]", "unknown type 'blob'"),
     ("- sql: SELECT 1", "needs a name and sql"),
     ("name: x", "expected a list"),
+    ("- just a string", "must be a mapping"),
+    ("- name: x\n  sql: SELECT $a\n  params: [a]", "each parameter needs a name"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{type: text}]", "each parameter needs a name"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: date}]", "'a' needs an ISO date default"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: date, default: May}]", "ISO date default"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: number, default: ten}]", "not a number"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: number, default: true}]", "not a number"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: choice}]", "non-empty list of choices"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: choice, choices: []}]", "non-empty list"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: choice, choices: ab}]", "non-empty list"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a, type: choice, choices: [p, q], default: r}]",
+     "default 'r', not one of its choices"),
+    ("- name: x\n  sql: SELECT $a\n  params: [{name: a}, {name: a, type: number}]", "'a' is declared twice"),
 ])
 def test_bad_library_entries_are_refused_with_the_reason(tmp_path, text, message):
     with pytest.raises(ValueError, match=message):
         library.load([write(tmp_path, text)])
+
+
+def test_parameter_defaults_that_the_page_can_draw(tmp_path):
+    path = write(tmp_path, """
+- name: x
+  sql: SELECT $d, $n, $c
+  params:
+    - {name: d, type: date, default: 2024-03-01}
+    - {name: n, type: number}
+    - {name: c, type: choice, choices: [p, q]}
+""")
+    (named,) = library.load([path])
+    assert named.values({"n": 2}) == {"d": date(2024, 3, 1), "n": 2.0, "c": "p"}
 
 
 def test_passwords_open_roles():
@@ -63,7 +90,7 @@ def test_passwords_open_roles():
     assert role_for_password("s3cret", None, None) is None
 
 
-def test_old_catalog_gains_query_columns_in_place(tmp_path):
+def old_catalog(tmp_path):
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE access_log (id INTEGER PRIMARY KEY, version_id VARCHAR(64) NOT NULL, "
@@ -72,8 +99,51 @@ def test_old_catalog_gains_query_columns_in_place(tmp_path):
     con.execute("INSERT INTO access_log (version_id, accessed_at, kind) VALUES ('v1', '2024-01-01', 'load')")
     con.commit()
     con.close()
+    return path
+
+
+def test_old_catalog_gains_query_columns_in_place(tmp_path):
+    path = old_catalog(tmp_path)
     catalog = Catalog(f"sqlite:///{path}")
     catalog.record_query(["v1", "v1", "v2"], "abc", 7, user="ana", host="h")
     rows = sqlite3.connect(path).execute("SELECT version_id, kind, sql_hash, rows FROM access_log ORDER BY id").fetchall()
     assert rows == [("v1", "load", None, None), ("v1", "query", "abc", 7), ("v2", "query", "abc", 7)]
     Catalog(f"sqlite:///{path}")  # a second open finds nothing to add
+
+
+def columns(path):
+    return [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(access_log)")]
+
+
+def stale_inspection(monkeypatch, old, calls):
+    """The first ``calls`` inspections report ``old`` columns, as one taken before another process's ALTER."""
+    real = sa.inspect
+    left = [calls]
+
+    class Stale:
+        def get_columns(self, table):
+            return [{"name": name} for name in old]
+
+    def inspect(engine):
+        left[0] -= 1
+        return Stale() if left[0] >= 0 else real(engine)
+
+    monkeypatch.setattr(sa, "inspect", inspect)
+
+
+def test_two_processes_upgrading_one_old_catalog_both_succeed(tmp_path, monkeypatch):
+    path = old_catalog(tmp_path)
+    old = columns(path)
+    first = Catalog(f"sqlite:///{path}")
+    stale_inspection(monkeypatch, old, calls=1)
+    first._add_missing_columns()  # the second process: its look predates the first's ALTER
+    assert columns(path).count("sql_hash") == 1 and columns(path).count("rows") == 1
+
+
+def test_upgrade_failure_is_raised_when_the_column_is_still_missing(tmp_path, monkeypatch):
+    path = old_catalog(tmp_path)
+    old = columns(path)
+    Catalog(f"sqlite:///{path}")
+    stale_inspection(monkeypatch, old, calls=99)
+    with pytest.raises(sa.exc.DBAPIError, match="duplicate column"):
+        Catalog(f"sqlite:///{path}")

@@ -139,14 +139,21 @@ class Catalog:
 
     def _add_missing_columns(self) -> None:
         """Catalogs created by an older release lack newer nullable columns; add them in place."""
-        present = {c["name"] for c in sa.inspect(self.engine).get_columns(access_log.name)}
-        missing = [c for c in access_log.columns if c.name not in present]
-        if not missing:
-            return
-        with self.engine.begin() as conn:
-            for column in missing:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE {access_log.name} ADD COLUMN "{column.name}" {kind}')
+
+        def missing() -> list[str]:
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(access_log.name)}
+            return [c.name for c in access_log.columns if c.name not in present]
+
+        for name in missing():
+            try:
+                with self.engine.begin() as conn:
+                    quote = conn.dialect.identifier_preparer.quote
+                    kind = access_log.c[name].type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(access_log.name)} ADD COLUMN {quote(name)} {kind}")
+            except sa.exc.DBAPIError:
+                # Another process opening the same old catalog may have added it since we looked.
+                if name in missing():
+                    raise
 
     def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
         """Insert a version, its lineage edges and move the latest pointer, atomically."""
@@ -191,6 +198,17 @@ class Catalog:
             row = conn.execute(query).first()
         return Version.from_row(row) if row else None
 
+    def latest_versions(self, branch: str) -> list[Version]:
+        """The version each latest pointer names on a branch, by asset and partition."""
+        query = (
+            versions.select()
+            .join(latest, latest.c.version_id == versions.c.version_id)
+            .where(latest.c.branch == branch)
+            .order_by(versions.c.asset_key, versions.c.partition)
+        )
+        with self.engine.begin() as conn:
+            return [Version.from_row(r) for r in conn.execute(query)]
+
     def list_versions(
         self, asset_key: str | None = None, partition: str | None = None, branch: str | None = None
     ) -> list[Version]:
@@ -227,11 +245,12 @@ class Catalog:
             row = conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
             return row.inserted_primary_key[0]
 
-    def record_query(self, version_ids: Iterable[str], sql_hash: str, rows: int, **who: str | None) -> None:
+    def record_query(self, version_ids: Iterable[str], sql_hash: str, rows: int | None,
+                     kind: str = "query", **who: str | None) -> None:
         """One access row per version an explorer query read, all stamped with the query's hash."""
         at = utcnow()
         entries = [
-            {"version_id": v, "kind": "query", "accessed_at": at, "sql_hash": sql_hash, "rows": rows, **who}
+            {"version_id": v, "kind": kind, "accessed_at": at, "sql_hash": sql_hash, "rows": rows, **who}
             for v in sorted(set(version_ids))
         ]
         if entries:
