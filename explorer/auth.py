@@ -63,16 +63,18 @@ def viewer() -> Viewer:
     if not analyst and not steward:
         return Viewer(local_user, "analyst")
     if "letl_role" in st.session_state:
-        return Viewer(local_user, st.session_state["letl_role"])
+        return Viewer(st.session_state["letl_user"], st.session_state["letl_role"])
     st.title("LETL explorer")
     with st.form("sign_in"):
         entered = st.text_input("Password", type="password")
+        # A shared password says nothing about who ran a query: the audit log needs a name.
+        name = st.text_input("Your name (for the access log)", max_chars=64)
         if st.form_submit_button("Sign in"):
             role = role_for_password(entered, analyst, steward)
-            if role:
-                st.session_state["letl_role"] = role
+            if role and name.strip():
+                st.session_state["letl_role"], st.session_state["letl_user"] = role, name.strip()
                 st.rerun()
-            st.error("Wrong password.")
+            st.error("Wrong password." if not role else "Give your name: every query is logged with it.")
     st.caption("For production, put single sign-on in front with st.login (OIDC); see explorer/README.md.")
     st.stop()
 

@@ -81,14 +81,22 @@ def view_names(keys: list[str]) -> dict[str, str]:
     return {k: n if re.match(r"[a-z_]", n) else f"_{n}" for k, n in names.items()}
 
 
+def version_access(version: Version) -> str:
+    """A version's own access level; one that declares nothing is treated as the most sensitive."""
+    access = (version.metadata.get("dataset") or {}).get("access")
+    return access if access in ACCESS_LEVELS else "restricted"
+
+
+def strictest(versions) -> str:
+    levels = {version_access(v) for v in versions}
+    return "restricted" if "restricted" in levels or not levels else "deidentified"
+
+
 def load_datasets(lake: Lake, branch: str | None = None) -> list[Dataset]:
     """Every dataset with a latest version on the branch, sorted by key."""
-    branch = branch or lake.branch
-    latest_ids = lake.catalog.latest_ids()
     by_key: dict[str, list[Version]] = {}
-    for version in lake.catalog.list_versions(branch=branch):
-        if version.version_id in latest_ids:
-            by_key.setdefault(version.asset_key, []).append(version)
+    for version in lake.catalog.latest_versions(branch or lake.branch):
+        by_key.setdefault(version.asset_key, []).append(version)
     names = view_names(sorted(by_key))
     return [_dataset(key, names[key], sorted(by_key[key], key=lambda v: v.partition)) for key in sorted(by_key)]
 
@@ -96,15 +104,15 @@ def load_datasets(lake: Lake, branch: str | None = None) -> list[Dataset]:
 def _dataset(key: str, view: str, latest: list[Version]) -> Dataset:
     about = max(latest, key=lambda v: v.created_at).metadata.get("dataset") or {}
     fresh = about.get("fresh_within_s")
-    access = about.get("access")
     return Dataset(
         key=key,
         view=view,
         description=about.get("description") or "",
         group=about.get("group"),
         owners=tuple(about.get("owners") or ()),
-        # A dataset that never declared its access level is treated as the most sensitive.
-        access=access if access in ACCESS_LEVELS else "restricted",
+        # The strictest level among the versions served: one writer declaring a single partition
+        # "deidentified" cannot open the other partitions of a restricted dataset.
+        access=strictest(latest),
         fresh_within=timedelta(seconds=fresh) if fresh else None,
         latest=tuple(latest),
     )

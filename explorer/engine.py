@@ -76,6 +76,8 @@ def locked_connection(
         con.execute("SET autoload_known_extensions = false")
         # Warm queries then skip re-reading every file footer.
         con.execute("SET parquet_metadata_cache = true")
+        # A bare name must never resolve to a Python variable of the process (a DataFrame in scope).
+        con.execute("SET python_enable_replacements = false")
         for fs in filesystems:
             con.register_filesystem(fs)
         for name, files in views.items():
@@ -102,6 +104,14 @@ def is_truncated(table: pa.Table) -> bool:
     """True when ``run_query`` cut the result at its row cap."""
     md = table.schema.metadata or {}
     return md.get(TRUNCATED_KEY) == b"true"
+
+
+def describe(con: duckdb.DuckDBPyConnection, view: str, timeout_s: float) -> dict[str, str]:
+    """Column name -> DuckDB type of a view, under the same time limit and error mapping as a query."""
+    if not _NAME.match(view):
+        raise ValueError(f"invalid view name {view!r}")
+    with _time_limit(con, timeout_s):
+        return {name: typ for name, typ, *_ in con.execute(f'DESCRIBE "{view}"').fetchall()}
 
 
 def _checked(sql: str, check: bool) -> str:
@@ -147,6 +157,9 @@ def _time_limit(con: duckdb.DuckDBPyConnection, timeout_s: float):
             raise QueryTimeout(
                 f"query exceeded the time limit of {timeout_s:g} s and was stopped"
             ) from None
+        if isinstance(e, duckdb.IOException) and "No files found" in str(e):
+            # A version moved tier or was removed after the views were built.
+            raise QueryError("a file behind this dataset moved since the page was opened: reload the page") from e
         raise QueryError(f"query failed: {e}") from e
     finally:
         timer.cancel()

@@ -1,7 +1,7 @@
 """Lake versions as a read-only fsspec filesystem, so DuckDB can query object-tier Parquet.
 
 DuckDB here has no httpfs (it is not installed offline), so it cannot read s3:// itself.
-Registered through ``register(con, lake)``, ``letlobj://`` paths reach the versions on
+Registered in a DuckDB connection (``con.register_filesystem``), ``letlobj://`` paths reach the versions on
 any tier with ranged reads: a query that needs one column of one row group fetches
 that column chunk and the footer, not the whole object.
 
@@ -28,25 +28,24 @@ def object_path(version: Version) -> str:
     return f"{PROTOCOL}://{version.asset_key}/{partition}{version.version_id}.{version.format}"
 
 
-def register(con: Any, lake: Any) -> LakeObjectFileSystem:
-    fs = LakeObjectFileSystem(lake=lake)
-    con.register_filesystem(fs)
-    return fs
-
-
 class LakeObjectFileSystem(AbstractFileSystem):
     protocol = PROTOCOL
     # fsspec would otherwise keep every instance (and its lake) alive in a class-level cache.
     cachable = False
 
-    def __init__(self, lake: Any, **kwargs: Any):
+    def __init__(self, lake: Any, allowed: frozenset[str] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.lake = lake
+        # The explorer passes the versions its views serve: nothing else in the catalog (say a
+        # restricted dataset's) is reachable through this filesystem, whatever SQL gets through.
+        self.allowed = allowed
         self._versions: dict[str, Version] = {}
 
     def version(self, path: str) -> Version:
         path = self._strip_protocol(path)
         version_id = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if self.allowed is not None and version_id not in self.allowed:
+            raise FileNotFoundError(f"{PROTOCOL}://{path}: not a version this connection serves")
         version = self._versions.get(version_id) or self.lake.catalog.get(version_id)
         if version is None or object_path(version) != f"{PROTOCOL}://{path}":
             raise FileNotFoundError(f"{PROTOCOL}://{path}: no such version in the catalog")

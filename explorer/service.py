@@ -20,11 +20,12 @@ import pyarrow as pa
 from letl_assets.lake.lake import Lake
 
 from . import query_builder as qb
-from .datasets import Dataset, load_datasets, visible
-from .engine import export_csv, is_truncated, locked_connection, run_query
+from .datasets import ROLES, Dataset, load_datasets, visible
+from .engine import QueryError, describe, export_csv, is_truncated, locked_connection, run_query
 from .objectfs import LakeObjectFileSystem
-from .sql_guard import analyze
-from .views import Estimate, Snapshot, View, estimate, snapshot
+from .scan import Estimate, partitions_kept, whole
+from .sql_guard import Parsed, UnsafeSQL, analyze
+from .views import PARTITION_COLUMN, Snapshot, View, snapshot
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ class Result:
     cached: bool
 
 
+def _typed(value) -> str:
+    # A date and the string of the same date are different parameters to DuckDB.
+    return f"{type(value).__name__}:{value}"
+
+
 def sql_hash(sql: str, params) -> str:
-    payload = json.dumps([sql, params if params is not None else []], default=str, sort_keys=True)
+    payload = json.dumps([sql, params if params is not None else []], default=_typed, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -58,7 +64,7 @@ class Explorer:
         self.lake, self.role = lake, role
         self.settings = settings or Settings()
         self.datasets = visible(datasets if datasets is not None else load_datasets(lake), role)
-        self.snapshot: Snapshot = snapshot(lake, self.datasets, pinned)
+        self.snapshot: Snapshot = snapshot(lake, self.datasets, ROLES.get(role, ROLES["analyst"]), pinned)
         views = self.snapshot.views
         self.con = locked_connection(
             {name: view.files for name, view in views.items()},
@@ -66,8 +72,14 @@ class Explorer:
             memory_limit=self.settings.memory_limit,
             threads=self.settings.threads,
             hive=[name for name, view in views.items() if view.hive],
-            filesystems=[LakeObjectFileSystem(lake=lake)],
+            filesystems=[LakeObjectFileSystem(lake=lake, allowed=self.snapshot.object_versions)],
         )
+        # Names DuckDB itself resolves (pg_settings, duckdb_views, pragma_* ...): they reveal paths
+        # and settings, so neither a query nor a WITH name may use them.
+        self._reserved = {r[0].lower() for r in self.con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE internal UNION SELECT table_name FROM duckdb_tables() "
+            "WHERE internal UNION SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'"
+        ).fetchall()} - set(views)
         self._schemas: dict[str, dict[str, str]] = {}
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
@@ -75,7 +87,6 @@ class Explorer:
     def close(self) -> None:
         self.con.close()
 
-    # --- catalog side --------------------------------------------------------------------
     def view(self, name: str) -> View:
         if name not in self.snapshot.views:
             raise KeyError(f"no dataset {name!r} for role {self.role!r}")
@@ -84,48 +95,61 @@ class Explorer:
     def schema(self, name: str) -> dict[str, str]:
         """Column name -> DuckDB type of a dataset's view."""
         if name not in self._schemas:
-            view = self.view(name)
             cur = self.con.cursor()
             try:
-                rows = cur.execute(f"DESCRIBE {qb.quote_ident(view.name)}").fetchall()
+                self._schemas[name] = describe(cur, self.view(name).name, self.settings.timeout_s)
             finally:
                 cur.close()
-            self._schemas[name] = {r[0]: r[1] for r in rows}
         return self._schemas[name]
 
-    def distinct(self, name: str, column: str, limit: int = 200) -> list:
+    def distinct(self, name: str, column: str, user: str | None = None, limit: int = 200) -> list | None:
         """Values for a category filter widget (None when the column has more than ``limit``)."""
         query = qb.Query(dataset=name, columns=[column], group_by=[column], order_by=[qb.OrderBy(column)],
                          limit=limit + 1)
         sql, params = self.build(query)
-        values = self.run(sql, params, trusted=True, log=False).table.column(0).to_pylist()
+        values = self.run(sql, params, trusted=True, read=whole([self.view(name)]), user=user)
+        values = values.table.column(0).to_pylist()
         return None if len(values) > limit else values
 
-    # --- queries ---------------------------------------------------------------------------
     def build(self, query: qb.Query) -> tuple[str, list]:
         return qb.build(query, self.schema(query.dataset), allowed_datasets=self.snapshot.views)
 
     def estimate(self, query: qb.Query) -> Estimate:
-        return estimate(self.view(query.dataset), query.filters)
+        view = self.view(query.dataset)
+        partition_type = self.schema(view.name).get(PARTITION_COLUMN, "")
+        cur = self.con.cursor()
+        try:
+            return partitions_kept(cur, view, partition_type, query.filters)
+        finally:
+            cur.close()
 
     def estimate_sql(self, sql: str) -> Estimate:
-        """For hand-written SQL: every file of every view it names (no pruning is assumed)."""
-        return self._reads(analyze(sql)[1])
+        """For hand-written SQL: every file of every view it names (an upper bound; pruning may read less)."""
+        return self._reads(self._check(sql))
 
-    def _reads(self, tables: set[str]) -> Estimate:
-        versions = tuple(v for name in sorted(tables & set(self.snapshot.views))
-                         for v in self.snapshot.views[name].versions)
-        return Estimate(versions, len(versions), False)
+    def _check(self, sql: str) -> Parsed:
+        parsed = analyze(sql)
+        unknown = parsed.tables - set(self.snapshot.views) - parsed.ctes
+        if unknown:
+            raise UnsafeSQL(f"unknown dataset(s) {', '.join(sorted(unknown))}; "
+                            f"query one of: {', '.join(sorted(self.snapshot.views)) or '(none)'}")
+        reserved = (parsed.ctes | parsed.tables) & self._reserved
+        if reserved:
+            raise UnsafeSQL(f"{', '.join(sorted(reserved))} is a DuckDB system name; use another name")
+        return parsed
+
+    def _reads(self, parsed: Parsed) -> Estimate:
+        return whole([self.snapshot.views[n] for n in sorted(parsed.tables & set(self.snapshot.views))])
 
     def needs_confirmation(self, est: Estimate) -> bool:
-        return not est.partition_filter and est.bytes > self.settings.confirm_bytes
+        return est.bytes > self.settings.confirm_bytes
 
     def run(self, sql: str, params=None, *, trusted: bool = False, read: Estimate | None = None,
             user: str | None = None, log: bool = True, use_cache: bool = True) -> Result:
         """Run a query. ``trusted`` is only for SQL from :meth:`build`; anything else is checked."""
         if not trusted:
-            sql, tables = analyze(sql)
-            read = read or self._reads(tables)
+            parsed = self._check(sql)
+            sql, read = parsed.text, read or self._reads(parsed)
         digest = sql_hash(sql, params)
         key = (digest, self.snapshot.key, self.settings.row_cap)
         started = time.perf_counter()
@@ -133,11 +157,16 @@ class Explorer:
             hit = self._cache.get(key) if use_cache else None
             if hit is not None:
                 self._cache.move_to_end(key)
+        table = hit
         if hit is None:
             cur = self.con.cursor()
             try:
                 table = run_query(cur, sql, params, row_cap=self.settings.row_cap,
                                   timeout_s=self.settings.timeout_s, check=not trusted)
+            except QueryError:
+                if log:
+                    self._log(read, digest, None, user, failed=True)
+                raise
             finally:
                 cur.close()
             if use_cache:
@@ -145,27 +174,30 @@ class Explorer:
                     self._cache[key] = table
                     while len(self._cache) > self.settings.cache_entries:
                         self._cache.popitem(last=False)
-        table = hit if hit is not None else table
         if log:
-            self._log(read or self.estimate_sql(sql), digest, table.num_rows, user)
+            self._log(read, digest, table.num_rows, user)
         return Result(table, is_truncated(table), digest, time.perf_counter() - started, hit is not None)
 
     def export(self, sql: str, params, path: Path, *, trusted: bool = False, read: Estimate | None = None,
                user: str | None = None) -> int:
         """The full result, up to the download cap, as a CSV file at ``path``."""
+        if not trusted:
+            parsed = self._check(sql)
+            sql, read = parsed.text, read or self._reads(parsed)
         cur = self.con.cursor()
         try:
             rows = export_csv(cur, sql, path, params, row_cap=self.settings.download_cap,
                               timeout_s=max(self.settings.timeout_s, 120), check=not trusted)
         finally:
             cur.close()
-        self._log(read or self.estimate_sql(sql), sql_hash(sql, params), rows, user)
+        self._log(read, sql_hash(sql, params), rows, user)
         return rows
 
-    def _log(self, read: Estimate, digest: str, rows: int, user: str | None) -> None:
+    def _log(self, read: Estimate | None, digest: str, rows: int | None, user: str | None,
+             failed: bool = False) -> None:
         self.lake.catalog.record_query(
-            [v.version_id for v in read.versions], digest, rows,
-            user=user or _os_user(), host=socket.gethostname(),
+            [v.version_id for v in read.versions] if read else [], digest, rows,
+            user=user or _os_user(), host=socket.gethostname(), kind="query-failed" if failed else "query",
         )
 
 

@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import unicodedata
+from typing import NamedTuple
 
 import duckdb
 
@@ -138,19 +139,20 @@ def _strip(sql: str) -> str:
     return s
 
 
-_parsers = threading.local()
+# One parse-only connection for the process: opening one costs ~20 ms, more than the query it
+# guards, and Streamlit runs every rerun on a new thread. Parsing takes ~1 ms under the lock.
+_parser = duckdb.connect(":memory:")
+_parser_lock = threading.Lock()
 
 
-def _parser() -> duckdb.DuckDBPyConnection:
-    """One parse-only connection per thread: opening one costs ~20 ms, more than a query."""
-    con = getattr(_parsers, "con", None)
-    if con is None:
-        con = _parsers.con = duckdb.connect(":memory:")
-    return con
+class Parsed(NamedTuple):
+    text: str
+    tables: frozenset[str]  # every plain table name referenced, lower-cased, CTE references included
+    ctes: frozenset[str]  # names the query's WITH clauses define, lower-cased
 
 
-def analyze(sql: str, max_length: int = MAX_LENGTH) -> tuple[str, set[str]]:
-    """Like :func:`check_sql`, and also the plain table names the query reads, from the same parse."""
+def analyze(sql: str, max_length: int = MAX_LENGTH) -> Parsed:
+    """Like :func:`check_sql`, and also the names the query reads and the names its WITH defines."""
     if not isinstance(sql, str):
         raise UnsafeSQL("SQL must be a string")
     if len(sql) > max_length:
@@ -160,11 +162,12 @@ def analyze(sql: str, max_length: int = MAX_LENGTH) -> tuple[str, set[str]]:
     if not text:
         raise UnsafeSQL("SQL is empty")
 
-    con = _parser()
-    try:
-        statements = con.extract_statements(text)
-    except duckdb.Error as e:
-        raise UnsafeSQL(f"SQL does not parse: {e}") from None
+    with _parser_lock:
+        try:
+            statements = _parser.extract_statements(text)
+        except duckdb.Error as e:
+            raise UnsafeSQL(f"SQL does not parse: {e}") from None
+        raw = _parser.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
     if len(statements) != 1:
         raise UnsafeSQL(
             f"exactly one statement is allowed, found {len(statements)}"
@@ -174,7 +177,6 @@ def analyze(sql: str, max_length: int = MAX_LENGTH) -> tuple[str, set[str]]:
         raise UnsafeSQL(
             f"only SELECT/WITH queries are allowed, not {stype.name}"
         )
-    raw = con.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
 
     tree = json.loads(raw)
     if tree.get("error"):
@@ -182,14 +184,16 @@ def analyze(sql: str, max_length: int = MAX_LENGTH) -> tuple[str, set[str]]:
     if len(tree.get("statements", [])) != 1:
         raise UnsafeSQL("exactly one statement is allowed")
     _check_tree(tree)
-    tables = {
-        d["table_name"] for d, _path in _walk(tree)
-        if _is_table_ref(d) and d.get("type") == "BASE_TABLE" and d.get("table_name")
-    }
-    return text, tables
+    tables, ctes = set(), set()
+    for d, _path in _walk(tree):
+        if _is_table_ref(d) and d.get("type") == "BASE_TABLE" and d.get("table_name"):
+            tables.add(d["table_name"].lower())
+        for entry in (d.get("cte_map") or {}).get("map") or []:
+            ctes.add(str(entry.get("key")).lower())
+    return Parsed(text, frozenset(tables), frozenset(ctes))
 
 
 def check_sql(sql: str, max_length: int = MAX_LENGTH) -> str:
     """Return the single SELECT statement in ``sql`` (stripped, without a
     trailing ``;``) or raise :class:`UnsafeSQL` saying why it was refused."""
-    return analyze(sql, max_length)[0]
+    return analyze(sql, max_length).text

@@ -1,6 +1,5 @@
 """Streamlit-side caches: the lake, and one query service per (role, catalog state, pin)."""
 
-import hashlib
 import os
 
 import streamlit as st
@@ -9,6 +8,7 @@ from letl_assets.lake.lake import Lake
 
 from .datasets import Dataset, at_tag, load_datasets, visible
 from .service import Explorer, Settings
+from .views import state_key
 
 
 @st.cache_resource
@@ -33,21 +33,21 @@ def datasets(role: str) -> list[Dataset]:
     return visible(load_datasets(lake()), role)
 
 
-def _state_key(found: list[Dataset]) -> str:
-    parts = sorted(f"{v.version_id}@{v.tier}" for d in found for v in d.latest)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 @st.cache_resource(max_entries=8)
-def _explorer(role: str, state: str, pin: tuple[str, str] | None, _found: list[Dataset]) -> Explorer:
-    pinned = None
-    if pin:
-        dataset = next(d for d in _found if d.key == pin[0])
-        pinned = {dataset.key: at_tag(lake(), dataset, pin[1])}
-    return Explorer(lake(), role, settings(), datasets=_found, pinned=pinned)
+def _explorer(role: str, state: str, _found: list[Dataset], _pinned: dict | None) -> Explorer:
+    return Explorer(lake(), role, settings(), datasets=_found, pinned=_pinned)
 
 
 def explorer(role: str, pin: tuple[str, str] | None = None) -> Explorer:
-    """The service for the catalog as it is now; a new version or a move gives a new one."""
+    """The service for the catalog as it is now; a new version or a move gives a new one.
+
+    Keyed by the versions served (and their tiers), not by the tag text: "-1", "latest" and
+    today's date share one service, and a pinned version that moves tier gets a fresh one.
+    """
     found = datasets(role)
-    return _explorer(role, _state_key(found), pin, found)
+    pinned = None
+    if pin:
+        dataset = next(d for d in found if d.key == pin[0])
+        pinned = {dataset.key: at_tag(lake(), dataset, pin[1])}
+    served = [v for d in found for v in (pinned or {}).get(d.key, d.latest)]
+    return _explorer(role, state_key(served), found, pinned)

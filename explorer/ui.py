@@ -7,8 +7,9 @@ from pathlib import Path
 import pyarrow.csv as pa_csv
 import streamlit as st
 
+from .scan import Estimate
 from .service import Explorer, Result
-from .views import Estimate
+
 
 
 def size(n: int) -> str:
@@ -24,12 +25,12 @@ def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -
     if hand_written:
         note = " · at most: a partition_key filter in the SQL reads fewer files"
     else:
-        note = "" if est.partition_filter else " · no partition filter"
+        note = "" if est.pruned else " · no partition filter prunes it"
     st.caption(f"Estimated scan: {parts}, {size(est.bytes)} (from the catalog){note}")
     if not ex.needs_confirmation(est):
         return True
-    st.warning(f"This query scans {size(est.bytes)} without a partition filter "
-               f"(threshold {size(ex.settings.confirm_bytes)}). Add a filter on partition_key, or confirm.")
+    st.warning(f"This query scans {size(est.bytes)}, more than {size(ex.settings.confirm_bytes)}. "
+               "Narrow it with a filter on partition_key, or confirm.")
     return st.checkbox("Scan everything anyway", key=f"{key}_confirm")
 
 

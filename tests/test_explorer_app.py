@@ -70,8 +70,13 @@ def test_password_gate_and_steward_role(lab_lake, monkeypatch):
     assert [e.value for e in at.error] == ["Wrong password."] and not at.dataframe
     at.text_input[0].input("steward-pw")
     at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Give your name: every query is logged with it."]
+    at.text_input[0].input("steward-pw")
+    at.text_input[1].input("Dana Steward")
+    at.button[0].click().run()
     ok(at)
     assert "labs/lab_results_rejects" in list(at.dataframe[0].value["dataset"])
+    assert any(c.value == "Signed in as **Dana Steward** (steward)" for c in at.sidebar.caption)
 
 
 def test_query_builder_filters_runs_and_downloads(lab_lake):

@@ -1,9 +1,12 @@
 """The explorer's query service on a lake built by the real labs_job: views, pruning, cache, roles, audit."""
 
+import io
 from datetime import date
 
 import duckdb
+import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -12,6 +15,7 @@ from explorer.engine import QueryError
 from explorer.query_builder import Aggregate, Filter, Query
 from explorer.service import Explorer, Settings
 from explorer.sql_guard import UnsafeSQL
+from letl_assets.gros_fs import GrosFileSystem
 from letl_assets.lake.catalog import access_log
 
 RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
@@ -76,7 +80,7 @@ def test_partition_filter_reads_only_that_months_file(ex):
     everything = cur.sql("EXPLAIN ANALYZE SELECT count(*) FROM lab_results").fetchall()[0][1]
     assert "Total Files Read: 3" in everything
     est = ex.estimate(Query("lab_results", filters=[Filter("partition_key", "=", date(2024, 2, 1))]))
-    assert [v.partition for v in est.versions] == ["2024-02-01"] and est.total == 3 and est.partition_filter
+    assert [v.partition for v in est.versions] == ["2024-02-01"] and est.total == 3 and est.pruned
     between = ex.estimate(Query("lab_results", filters=[Filter("partition_key", "between",
                                                                 (date(2024, 2, 1), date(2024, 3, 1)))]))
     assert [v.partition for v in between.versions] == ["2024-02-01", "2024-03-01"]
@@ -84,7 +88,8 @@ def test_partition_filter_reads_only_that_months_file(ex):
 
 
 def test_full_scan_above_threshold_needs_confirmation(lab_lake):
-    small = Explorer(lab_lake, "analyst", Settings(confirm_bytes=1))
+    month_bytes = lab_lake.latest(RESULTS, "2024-01-01").bytes
+    small = Explorer(lab_lake, "analyst", Settings(confirm_bytes=2 * month_bytes))
     whole = small.estimate(Query("lab_results"))
     month = small.estimate(Query("lab_results", filters=[Filter("partition_key", "=", date(2024, 1, 1))]))
     assert small.needs_confirmation(whole) and not small.needs_confirmation(month)
@@ -132,7 +137,7 @@ def test_sql_is_guarded_capped_and_errors_are_clear(lab_lake):
                 "ATTACH '/tmp/x.db'", "SELECT 1; SELECT 2", "INSTALL httpfs"):
         with pytest.raises(UnsafeSQL):
             ex.run(bad)
-    with pytest.raises(QueryError, match="lab_results_rejects"):
+    with pytest.raises(UnsafeSQL, match="unknown dataset.*lab_results_rejects"):
         ex.run("SELECT * FROM lab_results_rejects")  # restricted: no such view for analysts
     assert query_log(lab_lake)[0]["rows"] == 5
 
@@ -190,7 +195,7 @@ def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objects
     ex = Explorer(lake, "analyst")
     files = ex.snapshot.views["lab_results"].files
     assert [f.startswith("letlobj://") for f in files] == [False, True, False]
-    assert "letlobj://" in ex.snapshot.allowed_dirs
+    assert "letlobj://labs/lab_results/" in ex.snapshot.allowed_dirs
     ours = ex.run("SELECT hospital_id, count(*), round(sum(result_value), 6) FROM lab_results GROUP BY ALL ORDER BY ALL")
     assert [tuple(r.values()) for r in ours.table.to_pylist()] == before
     plan = ex.con.cursor().sql(
@@ -200,13 +205,6 @@ def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objects
 
 
 def test_notebook_writes_declare_their_access_and_csv_is_listed_not_queried(lab_lake):
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from letl_assets.gros_fs import GrosFileSystem
-
     buffer = io.BytesIO()
     pq.write_table(pa.table({"site": ["a", "b"], "n": [1, 2]}), buffer)
     open_fs = GrosFileSystem(lake=lab_lake, access="deidentified", description="Counts per site.")
@@ -223,3 +221,78 @@ def test_notebook_writes_declare_their_access_and_csv_is_listed_not_queried(lab_
     assert {d.key for d in ex.datasets} >= {"team/site_counts", "team/notes"}
     assert "notes" not in ex.snapshot.views and "undeclared" not in ex.snapshot.views
     assert ex.run("SELECT sum(n) AS n FROM site_counts").table.to_pylist() == [{"n": 3}]
+
+
+def test_one_declassified_write_does_not_open_a_restricted_dataset(lab_lake):
+    rejects = lab_lake.latest(REJECTS, "2024-03-01")
+    sink = pa.BufferOutputStream()
+    pq.write_table(lab_lake.read_table(rejects).slice(0, 0), sink)
+    with GrosFileSystem(lake=lab_lake, access="deidentified").open(
+            "gros://labs.lab_results_rejects?partition=2024-03-01", "wb") as f:
+        f.write(sink.getvalue().to_pybytes())
+    found = {d.key: d for d in load_datasets(lab_lake)}
+    assert found[REJECTS].access == "restricted"  # the other partitions still say restricted
+    assert "lab_results_rejects" not in Explorer(lab_lake, "analyst").snapshot.views
+    # Every partition rewritten as de-identified: analysts see those versions, never the old ones.
+    for partition in ("2024-01-01", "2024-02-01"):
+        with GrosFileSystem(lake=lab_lake, access="deidentified").open(
+                f"gros://labs.lab_results_rejects?partition={partition}", "wb") as f:
+            f.write(sink.getvalue().to_pybytes())
+    dataset = next(d for d in load_datasets(lab_lake) if d.key == REJECTS)
+    assert dataset.access == "deidentified"
+    ex = Explorer(lab_lake, "analyst")
+    assert ex.run("SELECT count(*) AS n FROM lab_results_rejects").table.to_pylist() == [{"n": 0}]
+    with pytest.raises(PermissionError, match="restricted"):
+        Explorer(lab_lake, "analyst", pinned={REJECTS: at_tag(lab_lake, dataset, "0")})
+    assert Explorer(lab_lake, "steward", pinned={REJECTS: at_tag(lab_lake, dataset, "0")}).run(
+        "SELECT count(*) AS n FROM lab_results_rejects").table.column("n")[0].as_py() > 0
+
+
+@pytest.mark.parametrize("flt", [
+    Filter("partition_key", "=", date(2024, 2, 1)),
+    Filter("partition_key", "=", "2024-02-01"),
+    Filter("partition_key", "in", [date(2024, 1, 1), date(2024, 3, 1)]),
+    Filter("partition_key", "!=", date(2024, 1, 1)),
+    Filter("partition_key", "<", date(2024, 2, 15)),
+    Filter("partition_key", "between", (date(2024, 1, 2), date(2024, 3, 1))),
+    Filter("partition_key", ">=", "2024-03-01"),
+])
+def test_estimate_keeps_exactly_the_partitions_duckdb_reads(ex, flt):
+    query = Query("lab_results", filters=[flt])
+    est = ex.estimate(query)
+    sql, params = ex.build(Query("lab_results", columns=["partition_key"], group_by=["partition_key"], filters=[flt]))
+    read = {str(r["partition_key"]) for r in ex.run(sql, params, trusted=True, log=False).table.to_pylist()}
+    assert {v.partition for v in est.versions} == read and est.total == 3
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM pg_settings",
+    "SELECT sql FROM sqlite_master",
+    "SELECT * FROM duckdb_views",
+    "SELECT * FROM pragma_database_list",
+    "WITH pg_settings AS (SELECT * FROM pg_settings) SELECT * FROM pg_settings",
+    "WITH x AS (SELECT * FROM duckdb_settings), duckdb_settings AS (SELECT 1) SELECT * FROM x",
+    "SELECT * FROM frame",  # a Python variable in scope must never be scanned
+])
+def test_system_names_and_unknown_tables_are_refused(ex, sql):
+    frame = duckdb.sql("SELECT 'secret' AS s").df()  # noqa: F841 - bait for a replacement scan
+    with pytest.raises(UnsafeSQL):
+        ex.run(sql)
+    with pytest.raises(duckdb.Error):
+        ex.con.cursor().execute("SELECT * FROM frame").fetchall()
+
+
+def test_ctes_over_views_are_fine(ex):
+    sql = ("WITH per AS (SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY ALL) "
+           "SELECT count(*) AS hospitals FROM per")
+    assert ex.run(sql).table.to_pylist() == [{"hospitals": 3}]
+
+
+def test_failed_queries_and_filter_values_are_audited(ex, lab_lake):
+    with pytest.raises(QueryError):
+        ex.run("SELECT CAST(hospital_id AS INTEGER) FROM lab_results", user="ana")
+    assert ex.distinct("lab_results", "hospital_id", user="ana") == ["H001", "H002", "H003"]
+    with lab_lake.catalog.engine.begin() as conn:
+        rows = conn.execute(sa.select(access_log.c.kind, access_log.c.rows, access_log.c.user)
+                            .where(access_log.c.kind.like("query%"))).all()
+    assert ("query-failed", None, "ana") in rows and ("query", 3, "ana") in rows

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from explorer.objectfs import LakeObjectFileSystem, object_path, register
+from explorer.objectfs import LakeObjectFileSystem, object_path
 from letl_assets.lake.backends import PosixBackend
 from letl_assets.lake.lake import Lake
 from letl_assets.lake.moves import Mover
@@ -40,7 +40,7 @@ def cortx_lake(letl_env, objectstore, monkeypatch):
 
 def locked(lake, versions):
     con = duckdb.connect(":memory:")
-    register(con, lake)
+    con.register_filesystem(LakeObjectFileSystem(lake=lake))
     files = ", ".join(f"'{object_path(v)}'" for v in versions)
     con.execute(f"CREATE VIEW v AS SELECT * FROM read_parquet([{files}], hive_partitioning=true)")
     con.execute("SET allowed_directories=['letlobj://']")
@@ -135,7 +135,7 @@ def test_unknown_or_mislabelled_version_is_not_found(cortx_lake):
             fs.open(path)
         assert not fs.exists(path)
     con = duckdb.connect(":memory:")
-    register(con, lake)
+    con.register_filesystem(LakeObjectFileSystem(lake=lake))
     with pytest.raises(duckdb.IOException):
         con.execute(f"SELECT * FROM read_parquet('{unknown}')")
 
@@ -146,7 +146,7 @@ def test_writing_is_refused(cortx_lake):
     with pytest.raises(PermissionError, match="read-only"):
         fs.open(object_path(versions[0]), "wb")
     con = duckdb.connect(":memory:")
-    register(con, lake)
+    con.register_filesystem(LakeObjectFileSystem(lake=lake))
     with pytest.raises(duckdb.Error, match="read-only"):
         con.execute("COPY (SELECT 1 AS a) TO 'letlobj://labs/new/x.parquet' (FORMAT parquet)")
 
@@ -169,7 +169,7 @@ def test_backend_without_read_range_is_read_through_open(cortx_lake, monkeypatch
         f.seek(v.bytes - 10)
         assert f.read(100) == whole[-10:]
     con = duckdb.connect(":memory:")
-    register(con, lake)
+    con.register_filesystem(LakeObjectFileSystem(lake=lake))
     (total,) = con.execute(f"SELECT sum(id) FROM read_parquet('{object_path(v)}')").fetchone()
     assert total == sum(range(ROWS))
 
@@ -228,3 +228,16 @@ def test_s3_read_range_is_one_ranged_get(s3_backend, monkeypatch):
     assert s3_backend.read_range("a/b.bin", 3, 7) == b"3456"
     assert s3_backend.read_range("a/b.bin", 5, 5) == b""
     assert [c["Range"] for c in calls] == ["bytes=3-6"]  # an empty range asks for nothing
+
+
+def test_an_allow_list_keeps_other_versions_out_of_reach(cortx_lake):
+    lake, versions = cortx_lake
+    fs = LakeObjectFileSystem(lake=lake, allowed=frozenset({versions[0].version_id}))
+    assert fs.info(object_path(versions[0]))["size"] == versions[0].bytes
+    with pytest.raises(FileNotFoundError, match="not a version this connection serves"):
+        fs.open(object_path(versions[1]))
+    con = duckdb.connect(":memory:")
+    con.register_filesystem(fs)
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{object_path(versions[0])}')").fetchone()[0] == ROWS
+    with pytest.raises(duckdb.IOException):
+        con.execute(f"SELECT count(*) FROM read_parquet('{object_path(versions[1])}')")

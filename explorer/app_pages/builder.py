@@ -5,6 +5,7 @@ from datetime import date
 import streamlit as st
 
 from explorer import state, ui
+from explorer.engine import QueryError
 from explorer.query_builder import Aggregate, Filter, OrderBy, Query, from_url_params, to_url_params
 from explorer.views import PARTITION_COLUMN
 
@@ -88,7 +89,12 @@ def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
         if isinstance(picked, (list, tuple)) and len(picked) == 2:
             return Filter(col, "between", (picked[0], picked[1]))
         return None
-    values = ex.distinct(view, col)
+    # Once per session and snapshot: the values are data too, and each read is audited.
+    memo = st.session_state.setdefault("qb_distinct", {})
+    memo_key = (ex.snapshot.key, view, col)
+    if memo_key not in memo:
+        memo[memo_key] = ex.distinct(view, col, user=viewer.user)
+    values = memo[memo_key]
     if values is None:
         text = st.text_input(f"{col} contains", key=f"{key}_text")
         return Filter(col, "contains", text) if text else None
@@ -100,7 +106,10 @@ def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
 
 viewer = st.session_state["viewer"]
 st.title("Query builder")
-views = list(state.explorer(viewer.role).snapshot.views)
+base = state.explorer(viewer.role)
+views = list(base.snapshot.views)
+for name, why in base.snapshot.unavailable.items():
+    st.caption(f"`{name}` cannot be queried now: {why}")
 if not views:
     st.info("No datasets visible to you yet.")
     st.stop()
@@ -108,18 +117,22 @@ seed_from_url(views)
 view = st.selectbox("Dataset", views, key="qb_dataset")
 tag = st.text_input("Version (gros:// tag; empty = latest)", key="qb_tag",
                     help="`latest`, a date YYYY-MM-DD (the last version on or before it) or an index (0, -1).")
-dataset = state.explorer(viewer.role).view(view).dataset
+dataset = base.view(view).dataset
 try:
     ex = state.explorer(viewer.role, (dataset.key, tag) if tag else None)
-except (LookupError, ValueError) as e:
-    st.error(f"Version tag {tag!r}: {e}")
+    schema = ex.schema(view)
+except (LookupError, ValueError, PermissionError, QueryError) as e:
+    st.error(f"{dataset.key}{f' at tag {tag!r}' if tag else ''}: {e}")
     st.stop()
-schema = ex.schema(view)
 
 columns = st.multiselect("Columns (none = all)", list(schema), key="qb_columns")
 filter_cols = st.multiselect("Filter on", list(schema), key="qb_filter_cols",
                              help=f"A filter on {PARTITION_COLUMN} skips whole partitions.")
-filters = [f for col in filter_cols if (f := filter_widget(ex, view, col, schema[col])) is not None]
+try:
+    filters = [f for col in filter_cols if (f := filter_widget(ex, view, col, schema[col])) is not None]
+except QueryError as e:
+    st.error(str(e))
+    st.stop()
 left, mid, right = st.columns([2, 2, 1])
 group_by = left.multiselect("Group by", list(schema), key="qb_group")
 aggs = agg_options(schema)
@@ -132,13 +145,13 @@ query = Query(dataset=view, columns=[c for c in columns if not (group_by or aggr
               order_by=[OrderBy(c) for c in group_by], limit=int(limit))
 try:
     sql, params = ex.build(query)
-except ValueError as e:
+    est = ex.estimate(query)
+except (ValueError, QueryError) as e:
     st.error(str(e))
     st.stop()
 st.code(sql, language="sql")
 if params:
     st.caption("Parameters: " + ", ".join(f"${i} = {v!r}" for i, v in enumerate(params, 1)))
-est = ex.estimate(query)
 confirmed = ui.scan_ok(ex, est, "qb")
 run = st.button("Run query", type="primary", key="qb_run") or st.session_state.pop("qb_autorun", False)
 if run and confirmed:
@@ -147,7 +160,7 @@ if run and confirmed:
     st.session_state["qb_link"] = (shared["q"], tag)
     try:
         result = ex.run(sql, params, trusted=True, read=est, user=viewer.user)
-    except Exception as e:  # QueryError/QueryTimeout carry a readable reason
+    except QueryError as e:  # a timeout or a failure, with a readable reason
         st.error(str(e))
         st.stop()
     st.session_state["qb_last"] = (sql, params, tag, result)

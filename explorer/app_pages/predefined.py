@@ -31,8 +31,11 @@ for p in query.params:
     else:
         given[p.name] = st.text_input(p.name, value=str(p.default or ""), key=key)
 st.code(query.sql, language="sql")
-est = ex.estimate_sql(query.sql)
-if not est.versions:
+try:
+    est = ex.estimate_sql(query.sql)
+except UnsafeSQL:
+    est = None
+if est is None or not est.versions:
     st.info("The datasets this query reads are not visible to you, or hold no data yet.")
     st.stop()
 confirmed = ui.scan_ok(ex, est, "pq", hand_written=True)

@@ -14,7 +14,12 @@ if not ex.snapshot.views:
     st.stop()
 with st.expander("Views you can query", expanded=False):
     for name in sorted(ex.snapshot.views):
-        st.markdown(f"- `{name}`: " + ", ".join(f"`{c}` {t.lower()}" for c, t in ex.schema(name).items()))
+        try:
+            st.markdown(f"- `{name}`: " + ", ".join(f"`{c}` {t.lower()}" for c, t in ex.schema(name).items()))
+        except QueryError as e:
+            st.markdown(f"- `{name}`: {e}")
+    for name, why in ex.snapshot.unavailable.items():
+        st.markdown(f"- `{name}` cannot be queried now: {why}")
 st.caption(f"One SELECT or WITH query; it stops after {ex.settings.timeout_s:g} s, and the page shows at most "
            f"{ex.settings.row_cap:,} rows (the CSV download up to {ex.settings.download_cap:,}).")
 first = sorted(ex.snapshot.views)[0]
@@ -22,10 +27,10 @@ sql = st.text_area("Query", value=st.query_params.get("sql", f"SELECT * FROM {fi
                    key="sql_text")
 try:
     text = check_sql(sql)
+    est = ex.estimate_sql(text)
 except UnsafeSQL as e:
     st.error(f"Refused: {e}")
     st.stop()
-est = ex.estimate_sql(text)
 confirmed = ui.scan_ok(ex, est, "sql", hand_written=True)
 if st.button("Run", type="primary", key="sql_run") and confirmed:
     st.query_params["sql"] = text
