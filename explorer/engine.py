@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_TYPE = re.compile(r"(DATE|VARCHAR)\Z")
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z", re.IGNORECASE)
 TRUNCATED_KEY = b"letl.truncated"
 
@@ -49,15 +50,15 @@ def locked_connection(
     memory_limit: str = "1GB",
     threads: int = 2,
     *,
-    hive: Sequence[str] = (),
+    hive: Mapping[str, str] | None = None,
     filesystems: Sequence[Any] = (),
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one VIEW per dataset over its Parquet
     files, locked to ``allowed_dirs`` with external access, extension
     auto-install/auto-load and further configuration changes disabled.
 
-    Views named in ``hive`` read their ``key=value`` directories as columns,
-    so filters on them skip whole files. ``filesystems`` are fsspec
+    Views named in ``hive`` read their ``key=value`` directories as a column of
+    the given type (``partition_key`` DATE, say), so filters on it skip whole files. ``filesystems`` are fsspec
     filesystems to register before the lock (for ``letlobj://`` paths)."""
     if not _MEMORY.match(str(memory_limit).strip()):
         raise ValueError(f"invalid memory_limit {memory_limit!r}")
@@ -82,7 +83,13 @@ def locked_connection(
             con.register_filesystem(fs)
         for name, files in views.items():
             file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
-            options = ", hive_partitioning = true" if name in hive else ""
+            options = ""
+            if name in (hive or {}):
+                if not _TYPE.match(hive[name]):
+                    raise ValueError(f"invalid partition type {hive[name]!r}")
+                # Declared, not sniffed: "2024" must not become a number in one lake and text in another.
+                options = (", hive_partitioning = true, hive_types = "
+                           f"{{'partition_key': '{hive[name]}'}}")
             con.execute(
                 f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({file_list}{options})'
             )

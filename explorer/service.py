@@ -71,8 +71,10 @@ class Explorer:
             self.snapshot.allowed_dirs,
             memory_limit=self.settings.memory_limit,
             threads=self.settings.threads,
-            hive=[name for name, view in views.items() if view.hive],
-            filesystems=[LakeObjectFileSystem(lake=lake, allowed=self.snapshot.object_versions)],
+            hive={name: view.partition_type for name, view in views.items() if view.hive},
+            # Only when needed: a registered Python filesystem is consulted on every file DuckDB opens.
+            filesystems=[LakeObjectFileSystem(lake=lake, allowed=self.snapshot.object_versions)]
+            if self.snapshot.object_versions else [],
         )
         # Names DuckDB itself resolves (pg_settings, duckdb_views, pragma_* ...): they reveal paths
         # and settings, so neither a query nor a WITH name may use them.

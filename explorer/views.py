@@ -21,6 +21,7 @@ from .objectfs import PROTOCOL, object_path
 
 PARTITION_COLUMN = "partition_key"
 _SAFE_PARTITION = re.compile(r"[A-Za-z0-9_.:-]+\Z")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
 def state_key(versions) -> str:
@@ -39,6 +40,11 @@ class View:
     @property
     def hive(self) -> bool:
         return all(v.partition and _SAFE_PARTITION.match(v.partition) for v in self.versions)
+
+    @property
+    def partition_type(self) -> str:
+        """DATE for Dagster's time partitions (YYYY-MM-DD), text for any other key."""
+        return "DATE" if all(_ISO_DATE.match(v.partition) for v in self.versions) else "VARCHAR"
 
 
 @dataclass(frozen=True)
