@@ -11,6 +11,7 @@ It is one layer of two: the connection the query runs on is also locked
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -157,6 +158,14 @@ def analyze(sql: str, max_length: int = MAX_LENGTH) -> Parsed:
         raise UnsafeSQL("SQL must be a string")
     if len(sql) > max_length:
         raise UnsafeSQL(f"SQL is too long ({len(sql)} characters; the limit is {max_length})")
+    return _analyze(sql)
+
+
+@functools.lru_cache(maxsize=256)
+def _analyze(sql: str) -> Parsed:
+    """The verdict depends on the text alone: a dashboard re-running its SQL is parsed once.
+
+    Refusals are exceptions, which lru_cache does not keep: a refused text is parsed again."""
     _check_characters(sql)
     text = _strip(sql)
     if not text:
