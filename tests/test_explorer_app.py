@@ -10,7 +10,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from explorer.query_builder import Aggregate, Filter, Query, to_url_params
+from explorer.query_builder import Aggregate, Filter, Query
+from explorer.share import to_url_params
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from explorer.query_builder import Filter, Query, to_url_params
+from explorer.query_builder import Filter, Query
+from explorer.share import to_url_params
 from letl_assets.lake.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]

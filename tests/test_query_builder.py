@@ -16,9 +16,8 @@ from explorer.query_builder import (
     OrderBy,
     Query,
     build,
-    from_url_params,
-    to_url_params,
 )
+from explorer.share import from_url_params, to_url_params
 
 SCHEMA = {"site": "VARCHAR", "test": "VARCHAR", "value": "DOUBLE", "n": "BIGINT", "day": "DATE"}
 VIEW = "lab_results"

@@ -6,7 +6,8 @@ import streamlit as st
 
 from explorer import state, ui
 from explorer.engine import QueryError
-from explorer.query_builder import Aggregate, Filter, OrderBy, Query, from_url_params, to_url_params
+from explorer.query_builder import Aggregate, Filter, OrderBy, Query
+from explorer.share import from_url_params, to_url_params
 from explorer.views import PARTITION_COLUMN
 
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT", "UINTEGER")

@@ -5,7 +5,8 @@ import streamlit as st
 
 from explorer import state
 from explorer.datasets import at_tag, history, lineage
-from explorer.query_builder import Query, to_url_params
+from explorer.query_builder import Query
+from explorer.share import to_url_params
 from explorer.ui import size
 
 viewer = st.session_state["viewer"]
