@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from explorer.sql_guard import UnsafeSQL, check_sql
+from explorer.sql_guard import check_sql
 
 __all__ = [
     "QueryError",
@@ -216,9 +216,10 @@ def run_query(
     """Run one guarded SELECT and return at most ``row_cap`` rows.
 
     The result's schema metadata carries ``letl.truncated`` = ``true``/``false``
-    (see :func:`is_truncated`). Raises :class:`UnsafeSQL` for refused SQL,
-    :class:`QueryTimeout` past ``timeout_s`` and :class:`QueryError` for other
-    failures. ``check=False`` is for SQL the query builder generated itself.
+    (see :func:`is_truncated`). Raises ``UnsafeSQL`` (from the guard) for refused
+    SQL, :class:`QueryTimeout` past ``timeout_s`` and :class:`QueryError` for other
+    failures. ``check=False`` is only for SQL the query builder generated or the
+    caller has already put through the guard.
     """
     if not isinstance(row_cap, int) or row_cap < 0:
         raise ValueError(f"invalid row_cap {row_cap!r}")
