@@ -8,12 +8,13 @@ steward role. The embedded default: optional passwords, ``LETL_EXPLORER_PASSWORD
 de-identified datasets are shown.
 """
 
-import getpass
 import hmac
 import os
 from dataclasses import dataclass
 
 import streamlit as st
+
+from letl_assets.lake.lake import current_user
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def viewer() -> Viewer:
         return signed_in
     analyst = _setting("LETL_EXPLORER_PASSWORD", "password")
     steward = _setting("LETL_EXPLORER_STEWARD_PASSWORD", "steward_password")
-    local_user = os.environ.get("LETL_EXPLORER_USER") or _os_user()
+    local_user = os.environ.get("LETL_EXPLORER_USER") or current_user()
     if not analyst and not steward:
         return Viewer(local_user, "analyst")
     if "letl_role" in st.session_state:
@@ -77,10 +78,3 @@ def viewer() -> Viewer:
             st.error("Wrong password." if not role else "Give your name: every query is logged with it.")
     st.caption("For production, put single sign-on in front with st.login (OIDC); see explorer/README.md.")
     st.stop()
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -5,7 +5,6 @@ on its own cursor (Streamlit serves sessions from several threads, and the time 
 interrupts a single connection). Every query, cached or not, lands in the catalog's access log.
 """
 
-import getpass
 import hashlib
 import json
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from letl_assets.lake.lake import Lake
+from letl_assets.lake.lake import Lake, current_user
 
 from . import query_builder as qb
 from .datasets import ROLES, Dataset, load_datasets, visible
@@ -200,12 +199,5 @@ class Explorer:
              failed: bool = False) -> None:
         self.lake.catalog.record_query(
             [v.version_id for v in read.versions] if read else [], digest, rows,
-            user=user or _os_user(), host=socket.gethostname(), kind="query-failed" if failed else "query",
+            user=user or current_user(), host=socket.gethostname(), kind="query-failed" if failed else "query",
         )
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -350,7 +350,7 @@ class GrosWriteFile(io.RawIOBase):
         target = self.staged.with_suffix(f".{fmt}")
         self.staged.rename(target)
         self.staged = target
-        from letl_assets.lake.lake import _user
+        from letl_assets.lake.lake import current_user
 
         return self.lake.write_version(
             self.ref.asset_key,
@@ -361,7 +361,7 @@ class GrosWriteFile(io.RawIOBase):
             metadata={
                 "writer": "external",
                 "uri": format_uri(self.ref),
-                "user": _user(),
+                "user": current_user(),
                 "host": socket.gethostname(),
                 **({"dataset": self.dataset} if self.dataset else {}),
             },

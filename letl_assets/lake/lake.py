@@ -251,7 +251,7 @@ class Lake:
 
     def record_access(self, version: Version, kind: str, run_id: str | None = None, step_key: str | None = None) -> int:
         return self.catalog.record_access(
-            version.version_id, kind, run_id=run_id, step_key=step_key, user=_user(), host=socket.gethostname()
+            version.version_id, kind, run_id=run_id, step_key=step_key, user=current_user(), host=socket.gethostname()
         )
 
     def uri(self, version: Version) -> str:
@@ -271,7 +271,8 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _user() -> str:
+def current_user() -> str:
+    """Who this process runs as, for the access log (the uid when the name cannot be found)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
