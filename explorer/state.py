@@ -38,13 +38,14 @@ def _explorer(role: str, state: str, _found: list[Dataset], _pinned: dict | None
     return Explorer(lake(), role, settings(), datasets=_found, pinned=_pinned)
 
 
-def explorer(role: str, pin: tuple[str, str] | None = None) -> Explorer:
+def explorer(role: str, pin: tuple[str, str] | None = None, found: list[Dataset] | None = None) -> Explorer:
     """The service for the catalog as it is now; a new version or a move gives a new one.
 
     Keyed by the versions served (and their tiers), not by the tag text: "-1", "latest" and
     today's date share one service, and a pinned version that moves tier gets a fresh one.
+    ``found`` saves a second catalog read when the page already holds this rerun's datasets.
     """
-    found = datasets(role)
+    found = datasets(role) if found is None else found
     pinned = None
     if pin:
         dataset = next(d for d in found if d.key == pin[0])

@@ -7,16 +7,10 @@ from pathlib import Path
 import pyarrow.csv as pa_csv
 import streamlit as st
 
+from letl_assets.lake.config import format_size
+
 from .scan import Estimate
 from .service import Explorer, Result
-
-
-
-def size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -> bool:
@@ -26,10 +20,10 @@ def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -
         note = " · at most: a partition_key filter in the SQL reads fewer files"
     else:
         note = "" if est.pruned else " · no partition filter prunes it"
-    st.caption(f"Estimated scan: {parts}, {size(est.bytes)} (from the catalog){note}")
+    st.caption(f"Estimated scan: {parts}, {format_size(est.bytes)} (from the catalog){note}")
     if not ex.needs_confirmation(est):
         return True
-    st.warning(f"This query scans {size(est.bytes)}, more than {size(ex.settings.confirm_bytes)}. "
+    st.warning(f"This query scans {format_size(est.bytes)}, more than {format_size(ex.settings.confirm_bytes)}. "
                "Narrow it with a filter on partition_key, or confirm.")
     return st.checkbox("Scan everything anyway", key=f"{key}_confirm")
 

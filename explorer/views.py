@@ -59,8 +59,8 @@ class Snapshot:
 
     @property
     def object_versions(self) -> frozenset[str]:
-        return frozenset(v.version_id for view in self.views.values() for v in view.versions
-                         for f in view.files if f == object_path(v))
+        return frozenset(v.version_id for view in self.views.values()
+                         for v, f in zip(view.versions, view.files) if f.startswith(f"{PROTOCOL}://"))
 
 
 def snapshot(lake: Lake, datasets: list[Dataset], levels: frozenset[str],

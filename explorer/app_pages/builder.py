@@ -120,7 +120,7 @@ tag = st.text_input("Version (gros:// tag; empty = latest)", key="qb_tag",
                     help="`latest`, a date YYYY-MM-DD (the last version on or before it) or an index (0, -1).")
 dataset = base.view(view).dataset
 try:
-    ex = state.explorer(viewer.role, (dataset.key, tag) if tag else None)
+    ex = state.explorer(viewer.role, (dataset.key, tag), found=base.datasets) if tag else base
     schema = ex.schema(view)
 except (LookupError, ValueError, PermissionError, QueryError) as e:
     st.error(f"{dataset.key}{f' at tag {tag!r}' if tag else ''}: {e}")

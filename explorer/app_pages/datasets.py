@@ -7,7 +7,7 @@ from explorer import state
 from explorer.datasets import at_tag, history, lineage
 from explorer.query_builder import Query
 from explorer.share import to_url_params
-from explorer.ui import size
+from letl_assets.lake.config import format_size
 
 viewer = st.session_state["viewer"]
 found = state.datasets(viewer.role)
@@ -19,7 +19,7 @@ if not found:
 st.dataframe(
     pd.DataFrame([{
         "dataset": d.key, "view": d.view, "description": d.description, "owners": ", ".join(d.owners) or d.group,
-        "access": d.access, "partitions": len(d.partitions) or "-", "rows": d.rows, "size": size(d.bytes),
+        "access": d.access, "partitions": len(d.partitions) or "-", "rows": d.rows, "size": format_size(d.bytes),
         "tiers": ", ".join(f"{t} ({n})" for t, n in sorted(d.tiers.items())),
         "latest version": max(d.latest, key=lambda v: v.created_at).version_id, "freshness": d.freshness(),
     } for d in found]),
@@ -37,7 +37,7 @@ st.subheader(dataset.key)
 st.write(dataset.description or "_No description._")
 cols = st.columns(4)
 cols[0].metric("Rows (latest)", f"{dataset.rows:,}")
-cols[1].metric("Size (latest)", size(dataset.bytes))
+cols[1].metric("Size (latest)", format_size(dataset.bytes))
 cols[2].metric("Partitions", len(dataset.partitions) or "unpartitioned")
 cols[3].metric("Access", dataset.access)
 st.caption(f"Owners: {', '.join(dataset.owners) or '-'} · group {dataset.group or '-'} · {dataset.freshness()} · "
@@ -54,7 +54,7 @@ latest_ids = {v.version_id for v in dataset.latest}
 st.dataframe(
     pd.DataFrame([{
         "gros uri": uri, "partition": v.partition or "-", "created": v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        "tier": v.tier, "rows": v.rows, "size": size(v.bytes), "latest": v.version_id in latest_ids,
+        "tier": v.tier, "rows": v.rows, "size": format_size(v.bytes), "latest": v.version_id in latest_ids,
         "version id": v.version_id, "sha256": v.sha256[:16],
     } for v, uri in rows]),
     width="stretch", hide_index=True,
