@@ -296,3 +296,17 @@ def test_failed_queries_and_filter_values_are_audited(ex, lab_lake):
         rows = conn.execute(sa.select(access_log.c.kind, access_log.c.rows, access_log.c.user)
                             .where(access_log.c.kind.like("query%"))).all()
     assert ("query-failed", None, "ana") in rows and ("query", 3, "ana") in rows
+
+
+def test_a_version_moved_under_open_views_gives_a_clear_error(lab_lake):
+    from letl_assets.lake.moves import Mover
+
+    ex = Explorer(lab_lake, "analyst")
+    moved = lab_lake.latest(RESULTS, "2024-02-01")
+    assert Mover(lab_lake).move(moved.version_id, "hdd", "moved-under-views").state == "done"
+    with pytest.raises(QueryError, match="moved since the page was opened: reload the page"):
+        ex.run("SELECT count(*) FROM lab_results", use_cache=False)
+    fresh = Explorer(lab_lake, "analyst")  # what a reload builds: the new location, same answer
+    assert fresh.snapshot.key != ex.snapshot.key
+    assert fresh.run("SELECT count(*) AS n FROM lab_results").table.column("n")[0].as_py() == sum(
+        v.rows for v in fresh.view("lab_results").versions)
