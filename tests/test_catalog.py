@@ -188,7 +188,9 @@ def test_concurrent_writers_from_two_processes(tmp_path):
         for name in ("w1", "w2")
     ]
     ready = [proc.stdout.readline().strip() for proc in procs]
-    if ready != ["READY", "READY"]:  # a writer died before committing: show why
+    if ready != ["READY", "READY"]:  # a writer died before committing: stop the other, show why
+        for proc in procs:
+            proc.kill()
         raise AssertionError([proc.communicate(timeout=60)[1] for proc in procs])
     go.touch()  # both start committing at once
     outputs = [proc.communicate(timeout=300) for proc in procs]

@@ -134,7 +134,10 @@ class Catalog:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        # In one write transaction (BEGIN IMMEDIATE on SQLite): two processes opening a fresh
+        # catalog at once must not both see "no table" and both create it.
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
