@@ -244,8 +244,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one line on stderr and an exit code from the one error table, never a traceback
+    (LETL_DEBUG=1 shows it)."""
+    import os
+
+    from .lake.errors import EXIT_INTERNAL, LetlError, exit_code, one_line
+
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("LETL_DEBUG"):
+            raise
+        if isinstance(exc, LetlError):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return exit_code(exc)
+        print(f"error: {one_line(exc)} (unexpected; set LETL_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

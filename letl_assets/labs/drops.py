@@ -28,16 +28,32 @@ class Drop:
         return f"{self.relpath}:{self.mtime_ns}:{self.size}"
 
 
-def find_drops(landing: Path, month: str | None = None, settle_seconds: float = 0) -> list[Drop]:
-    """Drops sorted by path. Files modified in the last settle_seconds may still be uploading."""
+@dataclass(frozen=True)
+class Ignored:
+    """A file under labs/ that is not a valid drop, and why (shown in run output, sensor log, metadata)."""
+
+    relpath: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    drops: list[Drop]
+    ignored: list[Ignored]
+
+
+def scan_landing(landing: Path, month: str | None = None, settle_seconds: float = 0) -> LandingScan:
+    """Drops sorted by path, and every other file under labs/ with the reason it is not one.
+    Files modified in the last settle_seconds may still be uploading."""
     root = Path(landing) / "labs"
     if not root.is_dir():
-        return []
+        return LandingScan([], [])
     newest_allowed = time.time() - settle_seconds
-    drops = []
+    drops, ignored = [], []
     for path in sorted(root.glob("*/*.csv*")):
         match = _NAME.match(path.name)
         if not match or not _HOSPITAL.match(path.parent.name) or not path.is_file():
+            ignored.append(Ignored(path.relative_to(landing).as_posix(), "not named <hospital_id>/YYYY-MM.csv[.gz]"))
             continue
         if month and match["month"] != month:
             continue
@@ -46,7 +62,11 @@ def find_drops(landing: Path, month: str | None = None, settle_seconds: float = 
             continue
         relpath = path.relative_to(landing).as_posix()
         drops.append(Drop(path, relpath, path.parent.name, match["month"], stat.st_mtime_ns, stat.st_size))
-    return drops
+    return LandingScan(drops, ignored)
+
+
+def find_drops(landing: Path, month: str | None = None, settle_seconds: float = 0) -> list[Drop]:
+    return scan_landing(landing, month, settle_seconds).drops
 
 
 def month_of_partition(partition_key: str) -> str:

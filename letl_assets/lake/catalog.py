@@ -160,12 +160,20 @@ class Catalog:
 
     def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
         """Insert a version, its lineage edges and move the latest pointer, atomically."""
+        self.commit_versions([(version, upstream_ids)])
+
+    def commit_versions(self, entries: list[tuple[Version, Iterable[str]]]) -> None:
+        """Insert versions with their lineage edges and move their latest pointers, all in one
+        transaction: the outputs of one materialization become visible together or not at all."""
+        if not entries:
+            return
         with self.engine.begin() as conn:
-            conn.execute(versions.insert().values(**version.as_row()))
-            edges = [{"version_id": version.version_id, "upstream_version_id": u} for u in set(upstream_ids)]
-            if edges:
-                conn.execute(lineage.insert(), edges)
-            self._set_latest(conn, version)
+            for version, upstream_ids in entries:
+                conn.execute(versions.insert().values(**version.as_row()))
+                edges = [{"version_id": version.version_id, "upstream_version_id": u} for u in set(upstream_ids)]
+                if edges:
+                    conn.execute(lineage.insert(), edges)
+                self._set_latest(conn, version)
 
     def _set_latest(self, conn: sa.Connection, version: Version) -> None:
         values = {

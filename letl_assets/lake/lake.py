@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -14,9 +15,10 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .backends import Backend, PosixBackend, validate_key
+from .backends import CHUNK, Backend, PosixBackend, validate_key
 from .catalog import Catalog, Version, utcnow
-from .config import LakeConfig, TierSpec, object_store_credentials
+from .config import LakeConfig, TierSpec, format_size, object_store_credentials
+from .errors import InvalidInput, LetlError, NoRoom, NotFound, TierUnavailable, VerificationFailed
 
 PARQUET_OPTIONS = {"compression": "zstd"}
 
@@ -67,7 +69,7 @@ def make_backend(spec: TierSpec, home: Path) -> Backend:
 
         pool, cont, *name = rest.split("/")
         return DaosBackend(pool, cont, dict_name=name[0] if name else "letl")
-    raise ValueError(f"tier {spec.name}: unsupported location {spec.location!r} (use a path, s3:// or daos://)")
+    raise InvalidInput(f"tier {spec.name}: unsupported location {spec.location!r} (use a path, s3:// or daos://)")
 
 
 def _s3_settings(home: Path) -> tuple[str, str, str, str]:
@@ -80,8 +82,20 @@ def _s3_settings(home: Path) -> tuple[str, str, str, str]:
     return state["endpoint"], state["access_key"], state["secret_key"], "us-east-1"
 
 
-class NoTierWithRoom(RuntimeError):
-    pass
+NoTierWithRoom = NoRoom  # the name earlier releases exported
+
+
+@dataclass
+class Staged:
+    """A version whose object is stored on its tier but not yet visible: ``Lake.publish`` commits it.
+
+    ``reuse`` is the existing version the publish keeps instead, when the new object holds the
+    same bytes with the same sources and upstreams and the old object is still whole.
+    """
+
+    version: Version
+    upstream_ids: frozenset[str]
+    reuse: Version | None = None
 
 
 class Lake:
@@ -113,22 +127,37 @@ class Lake:
 
     def choose_tier(self, size: int, hint: str | None = None, strict: bool = False) -> tuple[str, str]:
         """Hinted tier if it has room, else the next colder one with room (never, if strict);
-        hottest first without a hint."""
+        hottest first without a hint. Unreachable tiers are skipped; when none is left the error
+        says whether the candidates were full (NoRoom) or unreachable (TierUnavailable)."""
         names = list(self.tiers)
         if hint is not None and hint not in self.tiers:
-            raise ValueError(f"unknown tier {hint!r}; configured tiers: {', '.join(names)}")
+            raise InvalidInput(f"unknown tier {hint!r}; configured tiers: {', '.join(names)}")
         candidates = names[names.index(hint):] if hint else names
         if strict and hint:
             candidates = [hint]
         used = self.tier_usage()
+        full, unreachable = [], []
         for name in candidates:
             quota = self.tiers[name].spec.quota_bytes
-            if (quota == 0 or used[name] + size <= quota) and not self.tiers[name].unavailable():
-                reason = "hint" if name == hint else ("hint full, next colder" if hint else "hottest with room")
-                return name, reason
-        raise NoTierWithRoom(f"no tier among {candidates} has room for {size} bytes")
+            if quota and used[name] + size > quota:
+                full.append(f"{name} ({format_size(used[name])} of {format_size(quota)} used)")
+                continue
+            if problem := self.tiers[name].unavailable():
+                unreachable.append(problem)
+                continue
+            reason = "hint" if name == hint else ("hint full, next colder" if hint else "hottest with room")
+            return name, reason
+        if unreachable and not full:
+            raise TierUnavailable("; ".join(unreachable))
+        detail = f"; unreachable: {'; '.join(unreachable)}" if unreachable else ""
+        raise NoRoom(f"no tier among {', '.join(candidates)} has room for {format_size(size)}: full: "
+                     f"{', '.join(full)}{detail}; free space or raise the quota (LETL_TIER_<NAME>_QUOTA)")
 
-    def write_version(
+    def write_version(self, asset_key: str, data: Any, **options: Any) -> Version:
+        """Store data as a new immutable version and publish it at once (see ``stage_version``)."""
+        return self.publish([self.stage_version(asset_key, data, **options)])[0]
+
+    def stage_version(
         self,
         asset_key: str,
         data: Any,
@@ -142,16 +171,14 @@ class Lake:
         strict_tier: bool = False,
         fmt: str = "parquet",
         reuse_identical: bool = True,
-    ) -> Version:
-        """Store data as a new immutable Parquet version and commit it in one transaction.
-
-        If the bytes equal the latest version of the same partition, that version is
-        returned and nothing new is committed.
+    ) -> Staged:
+        """Store data as an immutable object on its tier; nothing is visible until ``publish``.
 
         ``data`` is a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
         path of a Parquet file the caller wrote into ``staging_path()``; that file is
         consumed. With another ``fmt``, a path is stored as opaque bytes (an image, a
-        FASTA file). A crash before the commit leaves at most an orphan object.
+        FASTA file). A crash before the publish leaves at most an orphan object, which
+        ``letl tier fsck`` removes after its grace period.
         """
         started = time.perf_counter()
         staged = self._stage(data) if fmt == "parquet" else Path(data)
@@ -169,11 +196,6 @@ class Lake:
                 staged.unlink(missing_ok=True)  # our own staging file; a caller's path is theirs
             raise
         seconds = time.perf_counter() - started
-        current = self.latest(asset_key, part, branch) if reuse_identical else None
-        if current is not None and current.sha256 == written.sha256:
-            # A rerun over unchanged input: keep the existing version, so reruns are idempotent.
-            self.tiers[tier_name].backend.delete(key)
-            return current
         version = Version(
             version_id=version_id,
             asset_key=asset_key,
@@ -190,21 +212,80 @@ class Lake:
             schema_fingerprint=schema_fingerprint(info.schema.to_arrow_schema()) if info else None,
             metadata={**(metadata or {}), "placement": placement, "write_seconds": round(seconds, 4)},
         )
+        result = Staged(version, frozenset(upstream_ids))
+        if reuse_identical:
+            result.reuse = self._reusable(result)
+        return result
+
+    def _reusable(self, staged: Staged) -> Version | None:
+        """The latest version to keep instead of the staged one: a rerun over unchanged input.
+
+        Same bytes are not enough: the sources recorded with the output (``metadata["output"]``)
+        and the exact upstreams must match too, or a reused output would describe other input
+        than its siblings. And the old object must still be whole on its tier, or reusing it
+        would publish a pointer to nothing: then the new copy heals the dataset.
+        """
+        new = staged.version
+        current = self.latest(new.asset_key, new.partition, new.branch)
+        if current is None or current.sha256 != new.sha256:
+            return None
+        if current.metadata.get("output") != new.metadata.get("output"):
+            return None
+        if {u.version_id for u in self.catalog.upstreams(current.version_id)} != staged.upstream_ids:
+            return None
+        return current if self.intact(current) else None
+
+    def intact(self, version: Version) -> bool:
+        """The version's object exists on its tier and hashes to the recorded sha256."""
+        tier = self.tiers.get(version.tier)
+        if tier is None or tier.unavailable():
+            return False
         try:
-            self.catalog.commit_version(version, upstream_ids)
-        except BaseException:
-            self.tiers[tier_name].backend.delete(key)
+            with tier.backend.open(version.storage_key) as stream:
+                digest, size = hashlib.sha256(), 0
+                while chunk := stream.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (OSError, LetlError):
+            return False
+        except Exception as exc:  # a remote backend's own "no such key"
+            if type(exc).__module__.split(".")[0] in ("botocore", "boto3", "pydaos"):
+                return False
             raise
+        return size == version.bytes and digest.hexdigest() == version.sha256
+
+    def publish(self, staged: list[Staged]) -> list[Version]:
+        """Make staged versions visible together, in one catalog transaction, or none of them.
+
+        Reused versions stay as they are; their new copies are deleted. On failure every new
+        object is deleted and nothing is visible.
+        """
+        fresh = [s for s in staged if s.reuse is None]
+        try:
+            self.catalog.commit_versions([(s.version, s.upstream_ids) for s in fresh])
+        except BaseException:
+            for s in fresh:
+                self.tiers[s.version.tier].backend.delete(s.version.storage_key)
+            raise
+        for s in staged:
+            if s.reuse is not None:
+                self.tiers[s.version.tier].backend.delete(s.version.storage_key)
         from .manifests import record_version  # lineage audit in GROS layout; logs, never raises
 
-        record_version(self, version)
-        return version
+        for s in fresh:
+            record_version(self, s.version)
+        return [s.reuse or s.version for s in staged]
+
+    def discard(self, staged: list[Staged]) -> None:
+        """Delete the objects of staged versions that will never be published."""
+        for s in staged:
+            self.tiers[s.version.tier].backend.delete(s.version.storage_key)
 
     def _stage(self, data: Any) -> Path:
         if isinstance(data, (str, Path)):
             path = Path(data)
             if not path.is_file():
-                raise FileNotFoundError(f"output path {path} does not exist")
+                raise NotFound(f"output path {path} does not exist")
             pq.read_metadata(path)  # refuse anything that is not a complete Parquet file
             return path
         target = self.staging_path()
@@ -241,9 +322,9 @@ class Lake:
                     written = cache.put(path.name, stream)
                 if written.sha256 != version.sha256:
                     cache.delete(path.name)
-                    raise IOError(f"version {version.version_id} on {version.tier} does not match its sha256")
+                    raise VerificationFailed(f"version {version.version_id} on {version.tier} does not match its sha256")
         if not path.is_file():
-            raise FileNotFoundError(f"version {version.version_id} missing from tier {version.tier} at {version.storage_key}")
+            raise NotFound(f"version {version.version_id} missing from tier {version.tier} at {version.storage_key}")
         return path
 
     def read_table(self, version: Version, columns: list[str] | None = None) -> pa.Table:

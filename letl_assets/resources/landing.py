@@ -6,7 +6,7 @@ from typing import Optional
 
 import dagster as dg
 
-from ..labs.drops import Drop, find_drops
+from ..labs.drops import Drop, LandingScan, find_drops, scan_landing
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -22,3 +22,7 @@ class LandingZone(dg.ConfigurableResource):
 
     def drops(self, month: str | None = None, settled: bool = True) -> list[Drop]:
         return find_drops(self.root(), month, self.settle_seconds if settled else 0)
+
+    def scan(self, month: str | None = None, settled: bool = True) -> LandingScan:
+        """Drops and the files under labs/ that are ignored, with their reasons."""
+        return scan_landing(self.root(), month, self.settle_seconds if settled else 0)
