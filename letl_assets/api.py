@@ -39,8 +39,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from .lake.backends import validate_key
-from .lake.lake import Lake, NoTierWithRoom
-from .lake.moves import MoveConflict, MoveResult, Mover, VerificationError
+from .lake.errors import InProgress, LetlError, http_status, one_line
+from .lake.lake import Lake
+from .lake.moves import MoveConflict, MoveResult, Mover
 from .lake.s3 import S3ProbeError
 
 OBJECT_TIER = "cortx"
@@ -77,30 +78,32 @@ def _dataset(uri: str) -> tuple[str, str | None]:
 
 
 def _is_backend_failure(exc: Exception) -> bool:
-    return (isinstance(exc, (OSError, VerificationError, S3ProbeError))
+    return (isinstance(exc, (OSError, S3ProbeError))
             or type(exc).__module__.split(".")[0] in ("botocore", "boto3", "urllib3", "pydaos"))
 
 
 @contextmanager
 def _http_errors(where: Callable[[], str] = lambda: "the catalog is unchanged"):
+    """Lake errors become statuses through the one table in lake/errors.py; details are one line."""
     try:
         yield
     except HTTPException:
         raise
-    except MoveConflict as exc:
-        raise HTTPException(409, str(exc)) from exc
+    except InProgress as exc:
+        raise HTTPException(409, one_line(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
     except sa.exc.IntegrityError as exc:
-        raise HTTPException(409, "this request_id is in use by a concurrent request; repeat it for its result") from exc
-    except FileNotFoundError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except NoTierWithRoom as exc:
-        raise HTTPException(507, str(exc)) from exc
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise HTTPException(409, "this request_id is in use by a concurrent request; repeat it for its result",
+                            headers={"Retry-After": "2"}) from exc
+    except (LetlError, FileNotFoundError, ValueError) as exc:
+        status = http_status(exc) if isinstance(exc, LetlError) else (404 if isinstance(exc, FileNotFoundError) else 422)
+        if status >= 500:
+            raise HTTPException(status, f"{one_line(exc)}; {where()}; repeat the request with the same "
+                                        "request_id, or run `letl tier fsck`, to settle it") from exc
+        raise HTTPException(status, one_line(exc)) from exc
     except Exception as exc:
         if not _is_backend_failure(exc):
             raise
-        raise HTTPException(502, f"tier backend failed ({type(exc).__name__}: {exc}); {where()}; repeat the "
+        raise HTTPException(502, f"tier backend failed ({one_line(exc)}); {where()}; repeat the "
                                  "request with the same request_id, or run `letl tier fsck`, to settle it") from exc
 
 

@@ -71,6 +71,22 @@ access_log = sa.Table(
     sa.Index("ix_access_version", "version_id", "accessed_at"),
 )
 
+# Explorer and `letl sql` queries that read no version, or were refused or failed before reading:
+# still audited. Only the SQL's hash is kept, never its text, which may hold a typed patient value.
+query_log = sa.Table(
+    "query_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("user", sa.String(128)),
+    sa.Column("host", sa.String(255)),
+    sa.Column("sql_hash", sa.String(64)),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_query_log_at", "at"),
+)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -267,6 +283,13 @@ class Catalog:
         if entries:
             with self.engine.begin() as conn:
                 conn.execute(access_log.insert(), entries)
+
+    def record_query_event(self, kind: str, sql_hash: str | None, rows: int | None = None,
+                           detail: str | None = None, **who: str | None) -> None:
+        """Audit a query that read no catalogued version (refused, failed early, or table-free)."""
+        with self.engine.begin() as conn:
+            conn.execute(query_log.insert().values(at=utcnow(), kind=kind, sql_hash=sql_hash, rows=rows,
+                                                   detail=detail, **who))
 
     def stamp_run(self, access_ids: Iterable[int], run_id: str) -> None:
         """Name the run behind accesses recorded before the run id was known."""

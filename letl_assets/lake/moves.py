@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import xxhash
 
 from .backends import CHUNK
+from .errors import Conflict, VerificationFailed
 from .catalog import Version, metadata, utcnow, versions
 
 moves = sa.Table(
@@ -38,12 +39,11 @@ moves = sa.Table(
 )
 
 
-class MoveConflict(RuntimeError):
+class MoveConflict(Conflict):
     """The request cannot be honoured as asked: reused request id, or a destination holding other bytes."""
 
 
-class VerificationError(RuntimeError):
-    pass
+VerificationError = VerificationFailed  # the name earlier releases exported
 
 
 @dataclass(frozen=True)
