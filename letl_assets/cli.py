@@ -85,10 +85,11 @@ def cmd_lake_show(args) -> int:
     lake = _lake()
     versions = lake.catalog.list_versions(args.asset, args.partition, args.branch)
     if not versions:
+        from .lake.errors import NotFound
+
         known = sorted({v.asset_key for v in lake.catalog.list_versions()})
-        print(f"no versions of {args.asset!r}{' partition ' + args.partition if args.partition else ''}; "
-              f"known datasets: {', '.join(known) or 'none'}", file=sys.stderr)
-        return 2
+        raise NotFound(f"no versions of {args.asset!r}{' partition ' + args.partition if args.partition else ''}; "
+                       f"known datasets: {', '.join(known) or 'none'}")
     latest = lake.catalog.latest_ids()
     records = []
     for v in versions:
