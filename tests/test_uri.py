@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from letl_assets.lake.catalog import versions as versions_table
+from letl_assets.lake.errors import InvalidInput
 from letl_assets.lake.uri import (
     BRANCH,
     MAX_LENGTH,
@@ -120,6 +121,14 @@ BAD = {
     "branch starts with dot": "gros://labs.x/.hidden",
     "branch with colon only": "gros://labs.x/:latest",
     "too long": "gros://" + "a" * MAX_LENGTH,
+    # fsspec would split these into a chain and hand gros only the part before '::'
+    "fsspec chain": "gros://labs.x::latest?partition=2024-01-01",
+    "chain to a file": "gros://labs.x::file:///etc/passwd",
+    "chain without scheme slashes": "gros::labs.x",
+    "last date": "gros://labs.x:9999-12-31",
+    "year zero": "gros://labs.x:0000-01-01",
+    "huge index": "gros://labs.x:" + "9" * 19,
+    "huge negative index": "gros://labs.x:-" + "9" * 400,
 }
 
 
@@ -140,10 +149,18 @@ def test_error_names_the_problem():
         parse("gros://labs.x:2024-13-01")
     with pytest.raises(GrosURIError, match="'..'"):
         parse("gros://labs.x/a..b")
+    with pytest.raises(GrosURIError, match=r"chaining \('::'\) is not allowed"):
+        parse("gros://labs.x::latest?partition=2024-01-01")
+    with pytest.raises(GrosURIError, match="out of range"):
+        parse("gros://labs.x:9999-12-31")
+    with pytest.raises(GrosURIError, match="not a real date"):
+        parse("gros://labs.x:0000-01-01")
+    with pytest.raises(GrosURIError, match="more than 18 digits"):
+        parse("gros://labs.x:" + "1" * 19)
 
 
 def test_grosurierror_is_a_valueerror_and_non_strings_are_refused():
-    assert issubclass(GrosURIError, ValueError)
+    assert issubclass(GrosURIError, ValueError) and issubclass(GrosURIError, InvalidInput)
     with pytest.raises(GrosURIError):
         parse(None)  # type: ignore[arg-type]
 
@@ -164,7 +181,7 @@ repos = st.lists(_name(REPO_PART), min_size=1, max_size=3).map(".".join)
 tags = st.one_of(
     st.just(("realtime", None)),
     st.just(("latest", None)),
-    st.dates(min_value=date(1000, 1, 1)).map(lambda d: ("date", d)),
+    st.dates(min_value=date(1000, 1, 1), max_value=date(9999, 12, 30)).map(lambda d: ("date", d)),
     st.integers(min_value=-(10**17), max_value=10**17).map(lambda i: ("index", i)),
 )
 refs = st.builds(
@@ -345,3 +362,10 @@ def test_set_created_really_moved_the_clock(lake, history):
     with lake.catalog.engine.begin() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(versions_table)).scalar_one()
     assert count == 8
+
+
+def test_extreme_date_tags_resolve_or_refuse_without_overflow(lake, history):
+    """The last and first days a date tag can name resolve normally (no OverflowError)."""
+    assert _ids(lake, "gros://labs.x:9999-12-30?partition=p1") == [history["p1"][-1]]
+    with pytest.raises(LookupError, match="matches tag"):
+        resolve(lake, parse("gros://labs.x:0001-01-01?partition=p1"))

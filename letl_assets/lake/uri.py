@@ -11,7 +11,9 @@ integer index into the versions, oldest first. The only query parameter is ``par
 
 The parser is a whitelist: every field must match its pattern exactly, and anything it does
 not know (``%``-escapes, ``..``, empty or absolute segments, other query parameters) is an
-error, so a URI can never name a storage key outside its asset.
+error, so a URI can never name a storage key outside its asset. fsspec URL chaining (``::``)
+is refused here too: fsspec splits a chained URL before any filesystem sees it, so the gros
+filesystem also refuses to be built as one link of a chain (see gros_fs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Union
+
+from .errors import InvalidInput
 
 if TYPE_CHECKING:
     from .catalog import Version
@@ -35,15 +39,18 @@ BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # A partition is one storage-key part (see backends.validate_key): no "/", no "..".
 PARTITION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*")
 DATE_TAG = re.compile(r"\d{4}-\d{2}-\d{2}")
-INDEX_TAG = re.compile(r"[+-]?\d{1,18}")
+INDEX_DIGITS = 18
+INDEX_TAG = re.compile(r"[+-]?\d+")
+# A date tag selects versions created before the end of its day, so that day needs a successor.
+LAST_DATE = date.max - timedelta(days=1)
 
 TAG_KINDS = ("realtime", "latest", "date", "index")
 
 TagValue = Union[None, date, int]
 
 
-class GrosURIError(ValueError):
-    """A malformed or escaping gros:// URI."""
+class GrosURIError(InvalidInput):
+    """A malformed or escaping gros:// URI (a ValueError, like every InvalidInput)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ def parse(uri: str) -> GrosRef:
         raise _fail(uri, "only printable ASCII without spaces is allowed")
     if "#" in uri:
         raise _fail(uri, "fragments ('#') are not allowed")
+    if "::" in uri:
+        raise _fail(uri, "fsspec URL chaining ('::') is not allowed")
     rest = uri[len(SCHEME):]
     path, has_query, query = rest.partition("?")
     partition = _parse_query(uri, query) if has_query else None
@@ -166,10 +175,15 @@ def _parse_tag(uri: str, text: str) -> tuple[str, TagValue]:
         return "latest", None
     if DATE_TAG.fullmatch(text):
         try:
-            return "date", date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError:
             raise _fail(uri, f"tag {text!r} is not a real date") from None
+        if day > LAST_DATE:
+            raise _fail(uri, f"date tag {text!r} is out of range (the last date tag is {LAST_DATE.isoformat()})")
+        return "date", day
     if INDEX_TAG.fullmatch(text):
+        if len(text.lstrip("+-")) > INDEX_DIGITS:
+            raise _fail(uri, f"index tag has more than {INDEX_DIGITS} digits")
         return "index", int(text)
     raise _fail(uri, f"bad tag {text!r}: use nothing, 'latest', YYYY-mm-dd or a signed integer index")
 
