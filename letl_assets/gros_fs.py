@@ -14,28 +14,33 @@ pseudo-file per selected version::
 
     {directory path}/partition={P}.{format}       (P is ``_`` for the unpartitioned version)
 
-Every read is logged in the catalog's access log with kind ``gros``, user and host. A write
-goes to a staging file and becomes a version only when the file is closed without error.
+Every read is logged in the catalog's access log with kind ``gros``, user and host. Restricted
+datasets (see lake/access.py) are read only by the user names in ``LETL_STEWARDS``; a refusal is
+an AccessDenied (a PermissionError), audited in the query log with kind ``gros-refused``. The
+strict parser (lake/uri.py) is the only door: a chained URL (``gros://x::y``) is refused
+before fsspec can hand us its first link. A write goes to a staging file (gros_write.py) and
+becomes a version only when the file is closed without error.
 """
 
 from __future__ import annotations
 
 import atexit
 import gc
-import io
 import os
 import re
-import socket
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from letl_assets.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, format_uri, parse, resolve
+from letl_assets.gros_write import GrosWriteFile
+from letl_assets.lake.access import check_read
+from letl_assets.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, invalid, parse, resolve
 
 ACCESS_KIND = "gros"
+REFUSED_KIND = "gros-refused"
+# fsspec hands these to a filesystem built as one link of a chained URL ("gros://x::...").
+CHAIN_OPTIONS = ("fo", "target_protocol", "target_options")
 CHILD = re.compile(r"partition=(?P<partition>" + PARTITION.pattern + r")\.(?P<fmt>[A-Za-z0-9]+)")
 UNPARTITIONED = "_"
 
@@ -88,6 +93,9 @@ class GrosFileSystem(AbstractFileSystem):
 
     def __init__(self, *args: Any, run_id: str | None = None, step_key: str | None = None, lake: Any = None,
                  access: str | None = None, description: str | None = None, **kwargs: Any):
+        if any(option in kwargs for option in CHAIN_OPTIONS):
+            # fsspec split the URL at '::' and gave us only the part before it, which parses.
+            raise invalid(f"{SCHEME}...::...", "fsspec URL chaining ('::') is not allowed")
         super().__init__(*args, **kwargs)
         self.run_id, self.step_key = run_id, step_key
         self._lake = lake
@@ -126,12 +134,17 @@ class GrosFileSystem(AbstractFileSystem):
         return parent.with_partition("" if partition == UNPARTITIONED else partition)
 
     def _select(self, path: str):
-        """(ref, versions, is_directory) for a path; GrosNotFoundError when nothing matches."""
+        """(ref, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
+        AccessDenied (audited) when the caller may not read what it selects."""
+        from letl_assets.lake.lake import current_user
+
         ref = self._ref(path)
         try:
             versions = resolve(self.lake, ref)
         except LookupError as exc:
             raise GrosNotFoundError(f"{SCHEME}{self._strip_protocol(path)}: {exc}") from None
+        # Listing reveals sizes, rows and hashes too, so every path through here is checked.
+        check_read(self.lake, ref, versions, current_user(), REFUSED_KIND)
         is_dir = ref.partition == "*" or (ref.partition is None and any(v.partition for v in versions))
         return ref, versions, is_dir
 
@@ -276,116 +289,3 @@ class GrosFileSystem(AbstractFileSystem):
             handle.close()
             raise
         return handle
-
-
-class GrosWriteFile(io.RawIOBase):
-    """A staging file that becomes a new version when closed without error.
-
-    Leaving a ``with`` block by an exception, calling ``discard()`` or dropping the object
-    unclosed leaves nothing in the catalog.
-    """
-
-    def __init__(self, lake, ref: GrosRef, name: str, dataset: dict | None = None):
-        super().__init__()
-        if ref.tag_kind != "realtime":
-            raise PermissionError(
-                f"{SCHEME}{name}: cannot write to a tagged URI (tag {format_uri(ref).split(':', 2)[-1]!r}); "
-                "write to gros://{repo}[/{branch}] and a new version is created"
-            )
-        if ref.partition == "*":
-            raise PermissionError(f"{SCHEME}{name}: write one partition at a time (?partition=P), not '*'")
-        self.lake, self.ref, self.name, self.dataset = lake, ref, name, dataset or {}
-        self.staged: Path = lake.staging_path(".part")
-        self._fh = open(self.staged, "wb")
-        self.version = None
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def write(self, data) -> int:
-        if self.closed:
-            raise ValueError("write to a closed gros file")
-        return self._fh.write(data)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def flush(self) -> None:
-        if not self._fh.closed:
-            self._fh.flush()
-
-    def discard(self) -> None:
-        """Drop what was written; nothing becomes visible."""
-        if not self.closed:
-            self._fh.close()
-            self.staged.unlink(missing_ok=True)
-            super().close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        if sys.exc_info()[1] is not None:
-            # Closed while an exception propagates (a `with fsspec.open(...)` block or a
-            # ParquetWriter that failed): the content is incomplete, commit nothing.
-            self.discard()
-            return
-        try:
-            self._fh.close()
-            self.version = self._commit()
-        finally:
-            self.staged.unlink(missing_ok=True)
-            super().close()
-
-    def _commit(self):
-        size = self.staged.stat().st_size
-        if size == 0:
-            raise ValueError(f"{SCHEME}{self.name}: nothing was written, no version created")
-        fmt = "parquet" if _is_parquet(self.staged, size) else "csv"
-        target = self.staged.with_suffix(f".{fmt}")
-        self.staged.rename(target)
-        self.staged = target
-        from letl_assets.lake.lake import current_user
-
-        return self.lake.write_version(
-            self.ref.asset_key,
-            target,
-            partition=self.ref.partition,
-            branch=self.ref.branch,
-            fmt=fmt,
-            metadata={
-                "writer": "external",
-                "uri": format_uri(self.ref),
-                "user": current_user(),
-                "host": socket.gethostname(),
-                **({"dataset": self.dataset} if self.dataset else {}),
-            },
-        )
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.discard()
-        else:
-            self.close()
-        return False
-
-    def __del__(self):
-        # An abandoned writer must not commit half a file (IOBase.__del__ would close()).
-        try:
-            self.discard()
-        except Exception:
-            pass
-
-
-def _is_parquet(path: Path, size: int) -> bool:
-    if size < 12:
-        return False
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        fh.seek(-4, os.SEEK_END)
-        return head == b"PAR1" and fh.read(4) == b"PAR1"

@@ -15,9 +15,17 @@ import sqlalchemy as sa
 
 from letl_assets.gros_fs import GrosFileSystem, GrosNotFoundError
 from letl_assets.lake.catalog import access_log
+from letl_assets.lake.lake import current_user
 from letl_assets.lake.uri import GrosURIError
 
 P1, P2 = "2024-03-01", "2024-04-01"
+
+
+@pytest.fixture(autouse=True)
+def steward(monkeypatch):
+    """The datasets here declare no access level, so they are restricted: these tests read as a
+    steward. Refusals to everyone else are in test_reliability_gros.py."""
+    monkeypatch.setenv("LETL_STEWARDS", current_user())
 
 
 @pytest.fixture

@@ -84,7 +84,8 @@ class GrosRef:
         return format_uri(self)
 
 
-def _fail(uri: str, why: str) -> GrosURIError:
+def invalid(uri: str, why: str) -> GrosURIError:
+    """The parser's error for uri, naming what is wrong and the shape it expects."""
     shown = uri if len(uri) <= 80 else uri[:77] + "..."
     return GrosURIError(
         f"invalid gros URI {shown!r}: {why} "
@@ -94,11 +95,11 @@ def _fail(uri: str, why: str) -> GrosURIError:
 
 def _check_name(uri: str, value: str, pattern: re.Pattern[str], what: str) -> None:
     if not value:
-        raise _fail(uri, f"empty {what}")
+        raise invalid(uri, f"empty {what}")
     if ".." in value:
-        raise _fail(uri, f"{what} {value!r} contains '..'")
+        raise invalid(uri, f"{what} {value!r} contains '..'")
     if not pattern.fullmatch(value):
-        raise _fail(uri, f"{what} {value!r} must match {pattern.pattern}")
+        raise invalid(uri, f"{what} {value!r} must match {pattern.pattern}")
 
 
 def parse(uri: str) -> GrosRef:
@@ -106,39 +107,39 @@ def parse(uri: str) -> GrosRef:
     if not isinstance(uri, str):
         raise GrosURIError(f"a gros URI must be a string, not {type(uri).__name__}")
     if len(uri) > MAX_LENGTH:
-        raise _fail(uri, f"longer than {MAX_LENGTH} characters")
+        raise invalid(uri, f"longer than {MAX_LENGTH} characters")
     if not uri.startswith(SCHEME):
-        raise _fail(uri, "the scheme must be gros://")
+        raise invalid(uri, "the scheme must be gros://")
     if "%" in uri:
-        raise _fail(uri, "percent-encoded characters are not allowed")
+        raise invalid(uri, "percent-encoded characters are not allowed")
     if not uri.isascii() or any(c.isspace() or not c.isprintable() for c in uri):
-        raise _fail(uri, "only printable ASCII without spaces is allowed")
+        raise invalid(uri, "only printable ASCII without spaces is allowed")
     if "#" in uri:
-        raise _fail(uri, "fragments ('#') are not allowed")
+        raise invalid(uri, "fragments ('#') are not allowed")
     if "::" in uri:
-        raise _fail(uri, "fsspec URL chaining ('::') is not allowed")
+        raise invalid(uri, "fsspec URL chaining ('::') is not allowed")
     rest = uri[len(SCHEME):]
     path, has_query, query = rest.partition("?")
     partition = _parse_query(uri, query) if has_query else None
 
     location, has_tag, tag_text = path.partition(":")
     if has_tag and ":" in tag_text:
-        raise _fail(uri, "more than one ':' tag separator")
+        raise invalid(uri, "more than one ':' tag separator")
     if not location:
-        raise _fail(uri, "empty repo")
+        raise invalid(uri, "empty repo")
     if location.startswith("/"):
-        raise _fail(uri, "absolute paths are not allowed (the repo comes right after gros://)")
+        raise invalid(uri, "absolute paths are not allowed (the repo comes right after gros://)")
     segments = location.split("/")
     if any(s == "" for s in segments):
-        raise _fail(uri, "empty path segment ('//' or a trailing '/')")
+        raise invalid(uri, "empty path segment ('//' or a trailing '/')")
     if len(segments) > 2:
-        raise _fail(uri, "too many '/' segments: only {repo}/{branch} is allowed")
+        raise invalid(uri, "too many '/' segments: only {repo}/{branch} is allowed")
     repo = segments[0]
     if repo.startswith(".") or repo.endswith(".") or ".." in repo:
-        raise _fail(uri, f"repo {repo!r} has an empty part ('..' or a leading/trailing '.')")
+        raise invalid(uri, f"repo {repo!r} has an empty part ('..' or a leading/trailing '.')")
     for part in repo.split("."):
         if not REPO_PART.fullmatch(part):
-            raise _fail(uri, f"repo part {part!r} must match {REPO_PART.pattern}")
+            raise invalid(uri, f"repo part {part!r} must match {REPO_PART.pattern}")
     branch = DEFAULT_BRANCH
     if len(segments) == 2:
         branch = segments[1]
@@ -150,17 +151,17 @@ def parse(uri: str) -> GrosRef:
 
 def _parse_query(uri: str, query: str) -> str:
     if not query:
-        raise _fail(uri, "empty query after '?'")
+        raise invalid(uri, "empty query after '?'")
     params = query.split("&")
     partition = None
     for param in params:
         key, has_eq, value = param.partition("=")
         if key != "partition":
-            raise _fail(uri, f"unknown query parameter {key!r} (only 'partition' is allowed)")
+            raise invalid(uri, f"unknown query parameter {key!r} (only 'partition' is allowed)")
         if not has_eq or not value:
-            raise _fail(uri, "empty partition")
+            raise invalid(uri, "empty partition")
         if partition is not None:
-            raise _fail(uri, "partition given more than once")
+            raise invalid(uri, "partition given more than once")
         if value != ALL_PARTITIONS:
             _check_name(uri, value, PARTITION, "partition")
         partition = value
@@ -177,15 +178,15 @@ def _parse_tag(uri: str, text: str) -> tuple[str, TagValue]:
         try:
             day = date.fromisoformat(text)
         except ValueError:
-            raise _fail(uri, f"tag {text!r} is not a real date") from None
+            raise invalid(uri, f"tag {text!r} is not a real date") from None
         if day > LAST_DATE:
-            raise _fail(uri, f"date tag {text!r} is out of range (the last date tag is {LAST_DATE.isoformat()})")
+            raise invalid(uri, f"date tag {text!r} is out of range (the last date tag is {LAST_DATE.isoformat()})")
         return "date", day
     if INDEX_TAG.fullmatch(text):
         if len(text.lstrip("+-")) > INDEX_DIGITS:
-            raise _fail(uri, f"index tag has more than {INDEX_DIGITS} digits")
+            raise invalid(uri, f"index tag has more than {INDEX_DIGITS} digits")
         return "index", int(text)
-    raise _fail(uri, f"bad tag {text!r}: use nothing, 'latest', YYYY-mm-dd or a signed integer index")
+    raise invalid(uri, f"bad tag {text!r}: use nothing, 'latest', YYYY-mm-dd or a signed integer index")
 
 
 def format_uri(
