@@ -29,25 +29,31 @@ def cmd_sample_data(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Exit 0 only when every month with drops is current and reconciled; 1 when a month failed or is
+    stale (each listed with its reason); 9 with --no-wait when another run holds LETL_HOME."""
     from .labs.sample import generate_drops
-    from .local_run import run_months
+    from .lake.config import LakeConfig
+    from .local_run import run_lock, run_months
     from .report import format_summary, summary
     from .resources.landing import LandingZone
 
-    landing = LandingZone()
-    if not landing.drops(settled=False):
-        drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
-        print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
-              f"({sum(d.rows for d in drops):,} rows)")
-    _start_object_store()
-    for note in _lake().config.notes:
-        print(f"warning: {note}")
-    outcomes = run_months(args.months, args.force)
+    with run_lock(LakeConfig.resolve().home, print, wait=not args.no_wait):
+        landing = LandingZone()
+        if not landing.drops(settled=False):
+            drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
+            print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
+                  f"({sum(d.rows for d in drops):,} rows)")
+        _start_object_store()
+        for note in _lake().config.notes:
+            print(f"warning: {note}")
+        outcomes = run_months(args.months, args.force)
+        failures = {o["partition"]: o["reason"] for o in outcomes if o["status"] == "FAILED"}
+        data = summary(_lake(), failures)
     print()
-    print(format_summary(summary(_lake())))
+    print(format_summary(data))
     print()
     print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dagster dev)")
-    return 0 if all(o["status"] != "FAILED" for o in outcomes) else 1
+    return 0 if data["reconciled"] else 1
 
 
 def _start_object_store() -> None:
@@ -204,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--months", nargs="*", metavar="YYYY-MM", help="only these months")
     r.add_argument("--force", action="store_true", help="rebuild months whose drops did not change")
     r.add_argument("--sample-rows", type=int, default=20_000, help="rows per sample file if the landing zone is empty")
+    r.add_argument("--no-wait", action="store_true", help="refuse (exit 9) instead of waiting while another run holds LETL_HOME")
     r.set_defaults(func=cmd_run)
 
     lake = sub.add_parser("lake", help="inspect versions and lineage").add_subparsers(dest="lake_command", required=True)

@@ -1,14 +1,57 @@
-"""`letl run`: the main job on the embedded default, every month of the landing zone."""
+"""`letl run`: the main job on the embedded default, every month of the landing zone, one run at a time."""
 
+import fcntl
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+from .lake.errors import InProgress
 from .lake.lake import Lake
+from .report import month_problem
 
 # Progress lines and warnings on the console; step-level DEBUG events stay in the Dagster UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+# Lock files this process holds, with their depth: `letl run` takes the lock around its whole
+# work and run_months takes it again, so the inner take must not wait for the outer one.
+_HELD: dict[Path, int] = {}
+
+
+@contextmanager
+def run_lock(home: Path, log: Callable[[str], None] = print, wait: bool = True) -> Iterator[None]:
+    """One `letl run` per LETL_HOME: an OS lock (released by the kernel if the holder dies), so two
+    runs never build the same month at once nor create the Dagster instance's tables together."""
+    path = (Path(home) / "run.lock").absolute()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            if not wait:
+                raise InProgress(f"another letl run (pid {holder}) is working on {home}; "
+                                 "run again when it has finished, or leave out --no-wait to wait") from None
+            log(f"another letl run (pid {holder}) is working on {home}: waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]  # closing the file releases the lock
 
 
 def ensure_dagster_home(home: Path) -> Path:
@@ -22,51 +65,67 @@ def ensure_dagster_home(home: Path) -> Path:
     return path
 
 
-def up_to_date(lake: Lake, partition: str, signatures: list[str]) -> bool:
-    """The month's latest published version was built from exactly these drop files."""
-    from .assets.labs import LAB_RESULTS, LAB_SUMMARY
-    from .resources.io_manager import asset_key_str
+def failure_reason(result) -> str:
+    """The first real cause of a failed run, one line: a blocking check's verdict, the Failure an
+    asset raised, or the innermost exception (ingest errors name file, line and problem only)."""
+    for check in result.get_asset_check_evaluations():
+        if not check.passed and check.blocking:
+            return _one_line(f"check {check.check_name} failed: {check.description or 'see its metadata'}")
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return _one_line(data.user_failure_data.description)
+        error = data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return _one_line(error.message)
+    return "the run failed; its events are in the Dagster UI"
 
-    results = lake.latest(asset_key_str(LAB_RESULTS), partition)
-    summary = lake.latest(asset_key_str(LAB_SUMMARY), partition)
-    recorded = results.metadata.get("output", {}).get("source_signatures") if results else None
-    return summary is not None and sorted(recorded or []) == sorted(signatures)
+
+def _one_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300]
 
 
 def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print) -> list[dict]:
-    """Materialize labs_job for each month with drops; returns one record per month."""
+    """Materialize labs_job for each month with drops that is not current; one record per month.
+
+    A month is current when its results, rejects and summary exist and were built from exactly
+    the drops the landing zone holds now, so a month left half-built by a crash or a failed
+    check is rebuilt on the next run, with or without --force.
+    """
     import dagster as dg
 
-    from .definitions import defs
     from .resources.landing import LandingZone
 
     lake = Lake.from_env()
-    ensure_dagster_home(lake.config.home)
-    drops = LandingZone().drops(settled=False)
-    by_month: dict[str, list[str]] = {}
-    for drop in drops:
-        by_month.setdefault(drop.partition_key, []).append(drop.signature)
-    wanted = sorted(by_month) if not months else [m if len(m) == 10 else f"{m}-01" for m in months]
-    job = defs.resolve_job_def("labs_job")
-    instance = dg.DagsterInstance.get()
-    outcomes = []
-    for i, partition in enumerate(wanted, 1):
-        if partition not in by_month:
-            raise SystemExit(f"no drops for {partition[:7]} in {LandingZone().root() / 'labs'}")
-        if not force and up_to_date(lake, partition, by_month[partition]):
-            log(f"[{i}/{len(wanted)}] {partition[:7]}: up to date, skipped (use --force to rebuild)")
-            outcomes.append({"partition": partition, "status": "up to date"})
-            continue
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
-        )
-        seconds = time.perf_counter() - started
-        status = "ok" if result.success else "FAILED"
-        log(f"[{i}/{len(wanted)}] {partition[:7]}: {status} in {seconds:.1f}s (run {result.run_id})")
-        if not result.success:
-            for event in result.all_events:
-                if event.is_failure and event.message:
-                    log(f"    {event.message.splitlines()[0][:300]}")
-        outcomes.append({"partition": partition, "status": status, "run_id": result.run_id})
-    return outcomes
+    with run_lock(lake.config.home, log):
+        ensure_dagster_home(lake.config.home)
+        instance = dg.DagsterInstance.get()  # creates the instance's tables: under the lock, never twice at once
+        from .definitions import defs
+
+        by_month: dict[str, list[str]] = {}
+        for drop in LandingZone().scan(settled=False).drops:
+            by_month.setdefault(drop.partition_key, []).append(drop.signature)
+        wanted = sorted(by_month) if not months else [m if len(m) == 10 else f"{m}-01" for m in months]
+        job = defs.resolve_job_def("labs_job")
+        outcomes = []
+        for i, partition in enumerate(wanted, 1):
+            if partition not in by_month:
+                raise SystemExit(f"no drops for {partition[:7]} in {LandingZone().root() / 'labs'}")
+            if not force and month_problem(lake, partition, by_month[partition]) is None:
+                log(f"[{i}/{len(wanted)}] {partition[:7]}: up to date, skipped (use --force to rebuild)")
+                outcomes.append({"partition": partition, "status": "up to date"})
+                continue
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
+            )
+            outcome = {"partition": partition, "status": "ok" if result.success else "FAILED", "run_id": result.run_id}
+            line = f"[{i}/{len(wanted)}] {partition[:7]}: {outcome['status']} in {time.perf_counter() - started:.1f}s"
+            if not result.success:
+                outcome["reason"] = failure_reason(result)
+                line += f": {outcome['reason']}"
+            log(f"{line} (run {result.run_id})")
+            outcomes.append(outcome)
+        return outcomes

@@ -33,8 +33,50 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def summary(lake: Lake) -> dict:
-    """Per dataset: versions, latest partitions, rows, bytes per tier; and lab row reconciliation."""
+RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
+
+
+def _recorded_sources(version: Version) -> list[str]:
+    return sorted(version.metadata.get("output", {}).get("source_signatures") or [])
+
+
+def reconcile_problem(results: Version, rejects: Version) -> str | None:
+    """Why a month's results and rejects do not account for the same input, or None.
+
+    Content, not run ids: an unchanged output keeps its earlier version (and that run's id),
+    so the sources recorded with each version are what must agree.
+    """
+    if _recorded_sources(results) != _recorded_sources(rejects):
+        return "results and rejects were built from different drops"
+    rows_in = results.metadata.get("output", {}).get("rows_in")
+    if rows_in != (results.rows or 0) + (rejects.rows or 0):
+        return f"rows do not reconcile: in {rows_in} != out {results.rows} + rejected {rejects.rows}"
+    return None
+
+
+def month_problem(lake: Lake, partition: str, signatures: list[str]) -> str | None:
+    """Why a month with these drops lacks current results, rejects and summary built from them, or None."""
+    found = {key: lake.latest(key, partition) for key in (RESULTS, REJECTS, SUMMARY)}
+    missing = [key.split("/")[-1] for key, v in found.items() if v is None]
+    if missing:
+        return f"no {' or '.join(missing)} version"
+    results, rejects, summary_version = found.values()
+    changed = set(_recorded_sources(results)) ^ set(signatures)
+    if changed:
+        files = sorted({s.rsplit(":", 2)[0] for s in changed})
+        return f"built from other drops than the landing zone holds ({', '.join(files)})"
+    if problem := reconcile_problem(results, rejects):
+        return problem
+    if results.version_id not in {u.version_id for u in lake.catalog.upstreams(summary_version.version_id)}:
+        return "summary built from an older results version"
+    return None
+
+
+def summary(lake: Lake, failures: dict[str, str] | None = None) -> dict:
+    """Per dataset: versions, latest partitions, rows, bytes per tier; lab row reconciliation; and
+    every month with drops that is not current, with its reason (``failures``: from this run)."""
+    from .resources.landing import LandingZone
+
     latest = lake.catalog.latest_ids()
     datasets: dict[str, dict] = defaultdict(lambda: {"versions": 0, "partitions": 0, "rows": 0, "tiers": defaultdict(int)})
     rows_in = 0
@@ -45,15 +87,31 @@ def summary(lake: Lake) -> dict:
             d["partitions"] += 1
             d["rows"] += v.rows or 0
             d["tiers"][v.tier] += v.bytes
-            if v.asset_key == "labs/lab_results":
+            if v.asset_key == RESULTS:
                 rows_in += v.metadata.get("output", {}).get("rows_in", 0)
     out = {k: {**d, "tiers": dict(d["tiers"])} for k, d in sorted(datasets.items())}
     labs = {
         "rows_in": rows_in,
-        "rows_out": out.get("labs/lab_results", {}).get("rows", 0),
-        "rows_rejected": out.get("labs/lab_results_rejects", {}).get("rows", 0),
+        "rows_out": out.get(RESULTS, {}).get("rows", 0),
+        "rows_rejected": out.get(REJECTS, {}).get("rows", 0),
     }
-    return {"branch": lake.branch, "home": str(lake.config.home), "datasets": out, "labs": labs}
+    scan = LandingZone().scan(settled=False)
+    by_month: dict[str, list[str]] = defaultdict(list)
+    for drop in scan.drops:
+        by_month[drop.partition_key].append(drop.signature)
+    failures = failures or {}
+    months = []
+    for partition in sorted(by_month.keys() | failures.keys()):
+        if partition in failures:
+            months.append({"partition": partition, "status": "FAILED", "reason": failures[partition]})
+        elif problem := month_problem(lake, partition, by_month[partition]):
+            months.append({"partition": partition, "status": "stale", "reason": problem})
+    balanced = labs["rows_in"] == labs["rows_out"] + labs["rows_rejected"]
+    return {
+        "branch": lake.branch, "home": str(lake.config.home), "datasets": out, "labs": labs,
+        "reconciled": balanced and not months, "not_current": months,
+        "ignored": [{"relpath": i.relpath, "reason": i.reason} for i in scan.ignored],
+    }
 
 
 def format_summary(s: dict) -> str:
@@ -67,17 +125,24 @@ def format_summary(s: dict) -> str:
         }
         for name, d in s["datasets"].items()
     ]
-    labs = s["labs"]
-    balanced = labs["rows_in"] == labs["rows_out"] + labs["rows_rejected"]
-    return "\n".join(
-        [
-            f"LETL lake at {s['home']} (branch {s['branch']}), latest versions:",
-            table(rows, ["dataset", "versions", "partitions", "rows", "tier: bytes"]),
-            "",
-            f"lab rows: in {labs['rows_in']:,} = out {labs['rows_out']:,} + rejected {labs['rows_rejected']:,}"
-            f"  ({'reconciled' if balanced else 'DOES NOT RECONCILE'})",
-        ]
-    )
+    labs, months = s["labs"], s["not_current"]
+    if s["reconciled"]:
+        verdict = "reconciled"
+    elif months:
+        verdict = f"NOT reconciled: {len(months)} month(s) failed or stale"
+    else:
+        verdict = "DOES NOT RECONCILE"
+    lines = [
+        f"LETL lake at {s['home']} (branch {s['branch']}), latest versions:",
+        table(rows, ["dataset", "versions", "partitions", "rows", "tier: bytes"]),
+        "",
+        f"lab rows: in {labs['rows_in']:,} = out {labs['rows_out']:,} + rejected {labs['rows_rejected']:,}  ({verdict})",
+    ]
+    lines += [f"  {m['partition'][:7]}: {m['status']}: {m['reason']}" for m in months]
+    if s["ignored"]:
+        lines += ["", "ignored files in the landing zone:"]
+        lines += [f"  {i['relpath']}: {i['reason']}" for i in s["ignored"]]
+    return "\n".join(lines)
 
 
 def dumps(data) -> str:

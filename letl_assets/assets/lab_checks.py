@@ -5,6 +5,7 @@ import warnings
 import dagster as dg
 
 from ..labs.schema import IDENTIFIER_COLUMNS, KEY_TESTS, TESTS_BY_CODE
+from ..report import reconcile_problem
 from ..resources.io_manager import asset_key_str
 from ..resources.tiers import LakeResource
 from .labs import LAB_REJECTS, LAB_RESULTS, MONTHLY
@@ -16,18 +17,24 @@ warnings.filterwarnings("ignore", message="Specifying a partitions_def on an Ass
 
 @dg.asset_check(asset=LAB_RESULTS, partitions_def=MONTHLY, blocking=True)
 def rows_reconcile(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    """Rows read from the drops = rows published + rows rejected, by the same run."""
+    """Rows read from the drops = rows published + rows rejected, both versions built from the same
+    drops (recorded sources, not run ids: see ``reconcile_problem``)."""
     the_lake = lake.get_lake()
     results = the_lake.latest(asset_key_str(LAB_RESULTS), context.partition_key)
     rejects = the_lake.latest(asset_key_str(LAB_REJECTS), context.partition_key)
     if results is None or rejects is None:
         return dg.AssetCheckResult(passed=False, description="results or rejects version missing")
-    rows_in = results.metadata.get("output", {}).get("rows_in")
-    same_run = results.run_id == rejects.run_id
-    passed = same_run and rows_in == results.rows + rejects.rows
+    problem = reconcile_problem(results, rejects)
     return dg.AssetCheckResult(
-        passed=passed,
-        metadata={"rows_in": rows_in, "rows_out": results.rows, "rows_rejected": rejects.rows, "same_run": same_run},
+        passed=problem is None,
+        description=problem,
+        metadata={
+            "rows_in": results.metadata.get("output", {}).get("rows_in"),
+            "rows_out": results.rows,
+            "rows_rejected": rejects.rows,
+            "results_version": results.version_id,
+            "rejects_version": rejects.version_id,
+        },
     )
 
 

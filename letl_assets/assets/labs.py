@@ -60,7 +60,8 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     from ..labs.ingest import ingest_drops  # DuckDB loads with the step, not with the code location
 
     month = month_of_partition(context.partition_key)
-    drops = landing.drops(month, settled=False)
+    scan = landing.scan(month, settled=False)
+    drops = scan.drops
     if not drops:
         raise dg.Failure(f"no drops for {month} under {landing.root() / 'labs'} (expected <hospital_id>/{month}.csv[.gz])")
     the_lake = lake.get_lake()
@@ -74,6 +75,10 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
         temp_dir=the_lake.config.staging,
         log=context.log.info,
     )
+    if problem := _changed_while_read(drops, landing.scan(month, settled=False).drops):
+        for path in (report.good_path, report.rejects_path):
+            path.unlink(missing_ok=True)
+        raise dg.Failure(description=problem)
     common = {
         "rows_in": report.rows_in,
         "rows_out": report.rows_out,
@@ -85,9 +90,26 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     yield dg.Output(
         report.good_path,
         output_name="lab_results",
-        metadata={**common, "ignored_columns": extra, "encodings": {f.relpath: f.encoding for f in report.files}},
+        metadata={
+            **common,
+            "ignored_columns": extra,
+            "encodings": {f.relpath: f.encoding for f in report.files},
+            "ignored_files": [{"relpath": i.relpath, "reason": i.reason} for i in scan.ignored],
+        },
     )
     yield dg.Output(report.rejects_path, output_name="lab_results_rejects", metadata={**common, **report.reasons_metadata()})
+
+
+def _changed_while_read(before, after) -> str | None:
+    """Why the drops read no longer match the landing zone, or None: the output would describe
+    bytes nobody can see again (an upload still appending, a file replaced mid-read)."""
+    now = {d.relpath: d.signature for d in after}
+    for drop in before:
+        if now.pop(drop.relpath, None) != drop.signature:
+            return f"{drop.relpath} changed while it was read; the month will be rebuilt on the next run"
+    if now:
+        return f"{min(now)} arrived while the month was read; the month will be rebuilt on the next run"
+    return None
 
 
 @dg.asset(

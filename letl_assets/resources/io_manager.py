@@ -8,6 +8,8 @@ import pyarrow as pa
 from pydantic import PrivateAttr
 
 from ..lake.catalog import Version
+from ..lake.lake import Staged
+from ..lake.moves import failpoint
 from .tiers import LakeResource
 
 TIER_HINT = "letl/tier"
@@ -62,12 +64,24 @@ def asset_key_str(key: dg.AssetKey) -> str:
     return "/".join(key.path)
 
 
+def _expected_outputs(context: dg.OutputContext) -> set[str]:
+    """The outputs of this step that reach an IO manager; a Nothing output (an asset check's) never does."""
+    return {o.name for o in context.op_def.output_defs if not o.dagster_type.is_nothing}
+
+
 class TieredIOManager(dg.ConfigurableIOManager):
     """Writes outputs as new lake versions on a tier; loads the latest version of an upstream.
 
     An asset may return a pandas DataFrame, a pyarrow Table or RecordBatchReader, or the
     path of a Parquet file it wrote under the lake's staging directory (consumed). The
     tier comes from the asset's ``letl/tier`` metadata, else the hottest tier with room.
+
+    One materialization is one commit: each output is staged, and all outputs of a step
+    are published in one catalog transaction when its last output is handled, so a
+    multi-asset's outputs become visible together or not at all. This relies on the
+    in-process executor the project uses (one IO manager instance sees every output of a
+    step). Optional outputs that are not yielded, or a subset of a subsettable
+    multi-asset, leave the set incomplete: it is then discarded at the end of the run.
     """
 
     lake: dg.ResourceDependency[LakeResource]
@@ -76,16 +90,29 @@ class TieredIOManager(dg.ConfigurableIOManager):
     # upstreams of what it then writes. InputContext has no public run id, so the rows
     # are stamped with it when the op's outputs are handled.
     _loaded: dict = PrivateAttr(default_factory=dict)
+    # Per (run id, step key): output name -> Staged (or None for a None output), until published.
+    _pending: dict = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        if obj is None:
-            return
         lake = self.lake.get_lake()
+        step = (context.run_id, context.step_key)
+        pending = self._pending.setdefault(step, {})
+        if context.name in pending:  # a retried step starts over: its earlier attempt never publishes
+            lake.discard([s for s in self._pending.pop(step).values() if s is not None])
+            pending = self._pending.setdefault(step, {})
+        pending[context.name] = None if obj is None else self._stage(context, lake, obj)
+        if set(pending) < _expected_outputs(context):
+            return
+        staged = [s for s in self._pending.pop(step).values() if s is not None]
+        failpoint("before_publish")  # the crash tests kill the process here: staged, nothing visible
+        lake.publish(staged)
+
+    def _stage(self, context: dg.OutputContext, lake, obj) -> Staged:
         for note in lake.config.notes:
             context.log.warning(note)
         loaded = self._loaded.get(context.op_def.name, {})
         lake.catalog.stamp_run(loaded.values(), context.run_id)
-        version = lake.write_version(
+        staged = lake.stage_version(
             asset_key_str(context.asset_key),
             obj,
             partition=context.asset_partition_key if context.has_asset_partitions else None,
@@ -98,20 +125,33 @@ class TieredIOManager(dg.ConfigurableIOManager):
                 "dataset": _dataset(context),
             },
         )
-        seconds = version.metadata["write_seconds"]
+        # What the catalog will hold once the step publishes: a reused version keeps its own id.
+        version = staged.reuse or staged.version
+        seconds = staged.version.metadata["write_seconds"]
         context.add_output_metadata(
             {
                 "tier": version.tier,
                 "uri": lake.uri(version),
                 "version_id": version.version_id,
+                "reused": staged.reuse is not None,
                 "dagster/row_count": version.rows,
                 "bytes": version.bytes,
                 "sha256": version.sha256,
                 "placement": version.metadata["placement"],
-                "write_mb_per_s": round(version.bytes / 1e6 / seconds, 1) if seconds else None,
+                "write_mb_per_s": round(staged.version.bytes / 1e6 / seconds, 1) if seconds else None,
                 "upstream_versions": ", ".join(sorted(loaded)) or "none",
             }
         )
+        return staged
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Outputs of steps that failed before their last output stay invisible; drop their objects now
+        rather than leaving them to fsck."""
+        run_id = context.run.run_id if context.run else None
+        steps = [step for step in self._pending if step[0] == run_id]
+        leftovers = [s for step in steps for s in self._pending.pop(step).values() if s is not None]
+        if leftovers:
+            self.lake.get_lake().discard(leftovers)
 
     def load_input(self, context: dg.InputContext):
         lake = self.lake.get_lake()
