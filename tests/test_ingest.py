@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from letl_assets.labs.drops import find_drops
-from letl_assets.labs.header import DropSchemaError
 from letl_assets.labs.ingest import ingest_drops
 from letl_assets.labs.sample import write_drop
 from letl_assets.labs.schema import DROP_COLUMNS, RESTRICTED_ZIP3, TESTS_BY_CODE, Reason
@@ -167,18 +166,26 @@ def test_mixed_encoding_file_is_reread_as_latin1(tmp_path):
 
 
 @pytest.mark.parametrize("missing", ["patient_id", "collected_at", "zip"])
-def test_missing_required_column_fails_naming_file_and_column(tmp_path, missing):
+def test_missing_required_column_quarantines_the_file_naming_file_and_column(tmp_path, missing):
     gen = make_drop(tmp_path / "landing", rows=60)
+    make_drop(tmp_path / "landing", hospital="H002", rows=60, seed=8)
     table = list(csv.reader(io.StringIO(gen.path.read_text(encoding="utf-8"), newline="")))
     at = table[0].index(missing)
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([c for i, c in enumerate(row) if i != at] for row in table)
     gen.path.write_text(out.getvalue(), encoding="utf-8")
-    with pytest.raises(DropSchemaError) as error:
-        ingest(tmp_path / "landing")
-    message = str(error.value)
+    messages = []
+    drops = find_drops(tmp_path / "landing", MONTH)
+    report = ingest_drops(drops, tmp_path / "good.parquet", tmp_path / "rejects.parquet", KEY, tmp_path,
+                          log=messages.append)
+    [message] = [m for m in messages if "H001" in m]
     assert "labs/H001/2024-03.csv" in message
     assert re.search(rf"missing required column\(s\)[^;]*\b{missing}\b", message), message
+    broken, other = report.files
+    assert (broken.problem, broken.rows, broken.lines, broken.rejected) == ("missing_columns", 61, 61, 61)
+    assert other.problem is None and report.rows_out > 0  # the other hospital still goes through
+    assert report.reasons["missing_columns"] == 61
+    assert report.lines_in == report.header_lines + report.rows_out + report.rows_rejected
 
 
 def expected_age_folded_year(birth: date, collected: datetime) -> int:
@@ -214,7 +221,7 @@ EDGE_CASES = [  # patient_id, birth_date, collected_at, zip, birth_year, zip3
     ("P1", "1930-01-01", "2024-03-01 08:00:00", "03601", 1934, "000"),  # 94 years: folded; 036 restricted
     ("P2", "1935-01-01", "2024-03-15 08:00:00", "10210", 1935, "000"),  # 89 years: kept
     ("P3", "1920-05-05", "2024-03-02 08:00:00", "55601", 1934, "000"),
-    ("P4", "1900-01-01", "2023-12-31 23:00:00", "89001", 1933, "000"),  # folded from the collection year
+    ("P4", "1900-01-01", "2024-03-31 23:00:00", "89001", 1934, "000"),  # born on the earliest date accepted
     ("P5", "1990-07-04", "2024-03-03 08:00:00", "03701", 1990, "037"),  # leading zero kept
     ("P6", "1980-02-02", "2024-03-04 08:00:00", "12345-6789", 1980, "123"),
     ("P7", "1980-02-02", "2024-03-05 08:00:00", "1234", 1980, None),

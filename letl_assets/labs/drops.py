@@ -1,18 +1,29 @@
-"""Finding hospital drops in the landing zone: LETL_LANDING/labs/{hospital_id}/{YYYY-MM}.csv[.gz]."""
+"""Finding hospital drops in the landing zone: LETL_LANDING/labs/{hospital_id}/{YYYY-MM}.csv[.gz].
 
+Nothing outside the landing zone is read: every path is resolved and must stay inside it, so a
+symlink (file, hospital directory or labs/ itself) pointing elsewhere is refused. Every other
+file under labs/, at any depth, is listed as ignored with its reason, so no rows go uncounted.
+"""
+
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_NAME = re.compile(r"^(?P<month>\d{4}-(0[1-9]|1[0-2]))\.csv(\.gz)?$")
+# Month with or without its leading zero, extension in any case: 2024-01.csv, 2024-1.CSV, 2024-01.csv.GZ.
+_NAME = re.compile(r"^(?P<year>\d{4})-(?P<month>0?[1-9]|1[0-2])\.csv(?P<gz>\.gz)?$", re.IGNORECASE)
+_CANONICAL = re.compile(r"^\d{4}-\d{2}\.csv(\.gz)?$")
 _HOSPITAL = re.compile(r"^[A-Za-z0-9_-]+$")
+NAMING = "not named <hospital_id>/YYYY-MM.csv or .csv.gz"
+OUTSIDE = "symlink pointing outside the landing zone: refused, nothing is read from it"
 
 
 @dataclass(frozen=True)
 class Drop:
-    path: Path
-    relpath: str
+    path: Path  # the resolved file, inside the landing zone
+    relpath: str  # as it is named in the landing zone
     hospital_id: str
     month: str  # YYYY-MM
     mtime_ns: int
@@ -42,27 +53,94 @@ class LandingScan:
     ignored: list[Ignored]
 
 
+def _inside(real: str, zone: str) -> bool:
+    return real == zone or real.startswith(zone + os.sep)
+
+
+def _walk(directory: str, rel: str, zone: str, depth: int, found: list, ignored: list) -> None:
+    """Every entry under labs/: (relpath, real path, stat, depth) for regular files inside the zone."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as error:
+        ignored.append(Ignored(rel, f"directory cannot be listed ({error.strerror})"))
+        return
+    for entry in entries:
+        relpath = f"{rel}/{entry.name}"
+        real = os.path.realpath(entry.path)
+        if not _inside(real, zone):
+            ignored.append(Ignored(relpath, OUTSIDE))
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            ignored.append(Ignored(relpath, "dangling symlink or unreadable entry"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if entry.is_symlink():
+                # Its files are listed where they really are; following it could count them twice.
+                ignored.append(Ignored(relpath, "directory symlink: not followed"))
+            else:
+                _walk(entry.path, relpath, zone, depth + 1, found, ignored)
+        elif not stat.S_ISREG(st.st_mode):
+            ignored.append(Ignored(relpath, "not a regular file"))
+        else:
+            found.append((relpath, real, st, depth))
+
+
+def _why_not(relpath: str, depth: int) -> str | None:
+    parts = relpath.split("/")  # labs/<hospital>/<file>
+    if depth == 0:
+        return "not in a hospital directory: drops go in labs/<hospital_id>/"
+    if depth > 1:
+        return "in a nested folder: drops go directly in labs/<hospital_id>/"
+    if not _HOSPITAL.match(parts[1]):
+        return "hospital directory name is not a hospital id (letters, digits, '_' and '-')"
+    if not _NAME.match(parts[2]):
+        return NAMING
+    return None
+
+
 def scan_landing(landing: Path, month: str | None = None, settle_seconds: float = 0) -> LandingScan:
     """Drops sorted by path, and every other file under labs/ with the reason it is not one.
-    Files modified in the last settle_seconds may still be uploading."""
-    root = Path(landing) / "labs"
-    if not root.is_dir():
+
+    Files modified in the last settle_seconds may still be uploading: they are neither drops
+    nor ignored yet. Two names for one hospital's month (2024-01.csv and 2024-1.csv, or .csv
+    and .csv.gz) would count its rows twice: the canonical name wins, the other is refused.
+    With a month, drops of other months are left out; files that are no drop are always listed.
+    """
+    landing = Path(landing).absolute()
+    zone = os.path.realpath(landing)
+    labs = landing / "labs"
+    if not labs.exists() and not labs.is_symlink():
         return LandingScan([], [])
+    if not _inside(os.path.realpath(labs), zone) or not os.path.isdir(os.path.realpath(labs)):
+        return LandingScan([], [Ignored("labs", OUTSIDE if labs.is_symlink() else "labs is not a directory")])
+    found, ignored = [], []
+    _walk(str(labs), "labs", zone, 0, found, ignored)
     newest_allowed = time.time() - settle_seconds
-    drops, ignored = [], []
-    for path in sorted(root.glob("*/*.csv*")):
-        match = _NAME.match(path.name)
-        if not match or not _HOSPITAL.match(path.parent.name) or not path.is_file():
-            ignored.append(Ignored(path.relative_to(landing).as_posix(), "not named <hospital_id>/YYYY-MM.csv[.gz]"))
+    claimed: dict[tuple, str] = {}  # (hospital, month) or the file's identity -> relpath of the drop
+    drops = []
+    # Canonical names first, so that they win over a second name for the same month.
+    for relpath, real, st, depth in sorted(found, key=lambda f: (not _CANONICAL.match(f[0].rsplit("/", 1)[-1]), f[0])):
+        reason = _why_not(relpath, depth)
+        if reason:
+            ignored.append(Ignored(relpath, reason))
             continue
-        if month and match["month"] != month:
+        _, hospital, name = relpath.split("/")
+        match = _NAME.match(name)
+        drop_month = f"{match['year']}-{int(match['month']):02d}"
+        if month and drop_month != month:
             continue
-        stat = path.stat()
-        if settle_seconds and stat.st_mtime > newest_allowed:
+        first = claimed.get((hospital, drop_month)) or claimed.get((st.st_dev, st.st_ino))
+        if first:
+            ignored.append(Ignored(relpath, f"second file for {hospital} {drop_month} ({first} is the drop): "
+                                            "refused so its rows are not counted twice; remove one"))
             continue
-        relpath = path.relative_to(landing).as_posix()
-        drops.append(Drop(path, relpath, path.parent.name, match["month"], stat.st_mtime_ns, stat.st_size))
-    return LandingScan(drops, ignored)
+        claimed[(hospital, drop_month)] = claimed[(st.st_dev, st.st_ino)] = relpath
+        if settle_seconds and st.st_mtime > newest_allowed:
+            continue
+        drops.append(Drop(Path(real), relpath, hospital, drop_month, st.st_mtime_ns, st.st_size))
+    return LandingScan(sorted(drops, key=lambda d: d.relpath), sorted(ignored, key=lambda i: i.relpath))
 
 
 def find_drops(landing: Path, month: str | None = None, settle_seconds: float = 0) -> list[Drop]:

@@ -57,6 +57,9 @@ class Reason:
     MALFORMED = "malformed_row"
     MISSING_PATIENT_ID = "missing_patient_id"
     BAD_DATE = "unparsable_date"
+    DATE_RANGE = "date_out_of_range"  # before 1900, or after the day of the ingest
+    OUTSIDE_MONTH = "outside_month"  # collected_at not in the month the drop is named for
+    BLANK = "blank_line"
     NON_NUMERIC = "non_numeric_result"
     OUT_OF_RANGE = "out_of_range"
     DUPLICATE = "duplicate"

@@ -14,65 +14,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .header import Header
-from .schema import DROP_COLUMNS, LAB_TESTS, RESTRICTED_ZIP3, RESULT_COLUMNS, Reason
+from .rules import BOUNDS, DETAIL, PARSED, REASON, TYPED, date_bounds
+from .schema import DROP_COLUMNS, RESULT_COLUMNS, Reason
+
 
 def q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-# Each raw field is parsed once, in the typed source below; rules and outputs reuse the parsed values.
-_PARSED = {
-    "_pid": "nullif(trim(s.patient_id), '')",
-    "_collected": "try_cast(s.collected_at AS TIMESTAMP)",
-    "_reported_raw": "nullif(trim(s.reported_at), '')",
-    "_reported": "try_cast(s.reported_at AS TIMESTAMP)",
-    "_birth_raw": "nullif(trim(s.birth_date), '')",
-    "_birth": "try_cast(s.birth_date AS DATE)",
-    "_value": "try_cast(nullif(trim(s.result_value), '') AS DOUBLE)",
-    "_zip": "trim(s.zip)",
-}
-# Physiologically possible values per known test (our own constants; unknown tests are not
-# range-checked). A CASE costs less here than joining a table of bounds.
-_BOUNDS = ", ".join(
-    "CASE trim(s.test_code) " + " ".join(f"WHEN '{t.code}' THEN {float(getattr(t, attr))}" for t in LAB_TESTS)
-    + f" END AS {alias}"
-    for attr, alias in (("min_possible", "lo"), ("max_possible", "hi"))
-)
-# The first failing rule names the row.
-_REASON = f"""CASE
-    WHEN _pid IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
-    WHEN _collected IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN '{Reason.BAD_DATE}'
-    WHEN _value IS NULL OR NOT isfinite(_value) THEN '{Reason.NON_NUMERIC}'
-    WHEN _value NOT BETWEEN lo AND hi THEN '{Reason.OUT_OF_RANGE}'
-END"""
-_DETAIL = """CASE
-    WHEN _pid IS NULL THEN 'patient_id is empty'
-    WHEN _collected IS NULL THEN 'collected_at=' || coalesce(collected_at, '')
-    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN 'reported_at=' || reported_at
-    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN 'birth_date=' || birth_date
-    WHEN _value IS NULL OR NOT isfinite(_value) THEN 'result_value=' || coalesce(result_value, '')
-    ELSE 'result_value=' || result_value || ' outside [' || lo || ', ' || hi || '] for ' || test_code
-END"""
-_TYPED = {
-    "hospital_id": "trim(hospital_id)",
-    "birth_year": """CAST(CASE WHEN date_sub('year', _birth, _collected::DATE) > 89
-                          THEN year(_collected) - 90 ELSE year(_birth) END AS SMALLINT)""",
-    "sex": "CASE upper(trim(sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END",
-    "zip3": f"""CASE WHEN NOT regexp_full_match(_zip, '[0-9]{{5}}(-[0-9]{{4}})?') THEN NULL
-                WHEN left(_zip, 3) IN ({', '.join(f"'{z}'" for z in RESTRICTED_ZIP3)}) THEN '000'
-                ELSE left(_zip, 3) END""",
-    "test_code": "trim(test_code)",
-    "test_name": "trim(test_name)",
-    "result_value": "_value",
-    "unit": "trim(unit)",
-    "reference_low": "try_cast(nullif(trim(reference_low), '') AS DOUBLE)",
-    "reference_high": "try_cast(nullif(trim(reference_high), '') AS DOUBLE)",
-    "abnormal_flag": "upper(trim(abnormal_flag))",
-    "collected_at": "_collected",
-    "reported_at": "_reported",
-}
 
 
 class Scan:
@@ -85,10 +32,15 @@ class Scan:
     record number. Everything after it reads the stage, in parallel and in any order.
     """
 
-    def __init__(self, index: int, path: Path, relpath: str, header: Header, con, stage_dir: Path):
-        self.index, self.path, self.relpath, self.header, self.con = index, path, relpath, header, con
+    def __init__(self, index: int, source: Path, relpath: str, header: Header, con, stage_dir: Path,
+                 month: str, side: Path | None = None):
+        """source: the drop, or its normalized copy; side: rejects found while normalizing it."""
+        self.index, self.path, self.relpath, self.header, self.con = index, source, relpath, header, con
         self.stage_path = Path(stage_dir) / f"{uuid.uuid4().hex}-{index}.parquet"
+        self.month, self.side = month, side
+        self.cleanup: list[Path] = []  # a normalized copy and its side rejects, deleted with the stage
         self.records = 0
+        self.problem: str | None = None
         self.flags: pa.Table | None = None
         self.malformed: pa.Table | None = None
 
@@ -107,8 +59,8 @@ class Scan:
         spec = ", ".join(f"'{c}': 'VARCHAR'" for c in every)
         cols = ", ".join(q(c) for c in every)
         reversed_cols = ", ".join(q(c) for c in reversed(every))
-        parsed = ", ".join(f"{expr} AS {name}" for name, expr in _PARSED.items())
-        typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in _TYPED.items())
+        parsed = ", ".join(f"{expr} AS {name}" for name, expr in PARSED.items())
+        typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in TYPED.items())
         raw = ", ".join(f"CASE WHEN reason IS NOT NULL THEN {q(c)} END AS {q('raw_' + c)}" for c in DROP_COLUMNS)
         # Records are numbered straight off the reader. Measured on a 2M-row drop: numbering by
         # the stage's file_row_number instead put 97k of 120k rejects on the wrong line.
@@ -116,9 +68,9 @@ class Scan:
         self.con.execute(
             f"""COPY (
                 SELECT rn, {typed}, _pid AS patient_id, h1, h2, reason,
-                       CASE WHEN reason IS NOT NULL THEN {_DETAIL} END AS detail, {raw}
-                FROM (SELECT *, {_REASON} AS reason
-                      FROM (SELECT s.*, {parsed}, {_BOUNDS}, hash({cols}) AS h1, hash({reversed_cols}) AS h2
+                       CASE WHEN reason IS NOT NULL THEN {DETAIL} END AS detail, {raw}
+                FROM (SELECT *, {REASON} AS reason
+                      FROM (SELECT s.*, {parsed}, {BOUNDS}, hash({cols}) AS h1, hash({reversed_cols}) AS h2
                             FROM (SELECT row_number() OVER () AS rn, *
                                   FROM read_csv($path, header = true, auto_detect = false, columns = {{{spec}}},
                                                 delim = ',', quote = '"', escape = '"', store_rejects = true,
@@ -126,7 +78,7 @@ class Scan:
                                                 encoding = '{self.header.encoding}',
                                                 compression = '{"gzip" if self.header.gzip else "none"}')) s))
             ) TO '{literal(self.stage_path)}' (FORMAT parquet, COMPRESSION uncompressed)""",
-            {"path": str(self.path)},
+            {"path": str(self.path), **date_bounds(self.month)},
         )
         self.records = pq.read_metadata(self.stage_path).num_rows
         self.con.execute("SET preserve_insertion_order = false")
@@ -137,6 +89,41 @@ class Scan:
                 FROM {rejects} GROUP BY line ORDER BY line"""
         ).to_arrow_table()
         self.con.register(f"{self._name}_malformed", self.malformed)
+        self._side_counts = dict(self.con.execute(
+            f"SELECT reason, count(*) FROM {self._side} GROUP BY reason").fetchall()) if self.side else {}
+        kept = f"SELECT count(*) FROM {self._name}_malformed m ANTI JOIN {self._side} s USING (line)"
+        self._malformed_kept = self.con.execute(kept).fetchall()[0][0] if self.side else self.malformed.num_rows
+
+    @property
+    def encoding(self) -> str:
+        return self.header.encoding
+
+    @property
+    def extra_columns(self) -> list[str]:
+        return self.header.extra_columns
+
+    @property
+    def _side(self) -> str:
+        return f"read_parquet('{literal(self.side)}')"
+
+    @property
+    def lines(self) -> int:
+        """Physical lines the reader accounted for: the header, each record, each line it rejected.
+        Equal to the file's line count exactly when no record spans lines and none was skipped."""
+        return 1 + self.records + self.malformed.num_rows
+
+    @property
+    def rows(self) -> int:
+        """Input rows: records, rejected lines (a placeholder counts as the side reject it stands for)."""
+        return self.records + self._malformed_kept + sum(self._side_counts.values())
+
+    @property
+    def side_rows(self) -> int:
+        return sum(self._side_counts.values())
+
+    @property
+    def rejected_count(self) -> int:
+        return self.flags.num_rows + self._malformed_kept + sum(self._side_counts.values())
 
     @property
     def invalid_encoding(self) -> bool:
@@ -174,8 +161,10 @@ class Scan:
 
     def reasons(self) -> dict[str, int]:
         counts = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(self.flags.column("reason"))}
-        if self.malformed.num_rows:
-            counts[Reason.MALFORMED] = self.malformed.num_rows
+        if self._malformed_kept:
+            counts[Reason.MALFORMED] = self._malformed_kept
+        for reason, n in self._side_counts.items():
+            counts[reason] = counts.get(reason, 0) + n
         return counts
 
     def patients(self) -> str:
@@ -193,19 +182,64 @@ class Scan:
         """Flagged records with their raw fields (duplicates name the line they repeat),
         then the lines the CSV reader could not split."""
         raw = ", ".join(f"s.{q('raw_' + c)} AS {q(c)}" for c in DROP_COLUMNS)
-        nulls = ", ".join(f"NULL AS {q(c)}" for c in DROP_COLUMNS)
+        nulls = ", ".join(f"NULL::VARCHAR AS {q(c)}" for c in DROP_COLUMNS)
         return f"""SELECT $file_{self.index} AS source_file, f.line, f.reason, f.detail, {raw}, NULL AS raw_line,
                    f.line AS _rn
             FROM {self._stage} s JOIN {self._name}_flags f ON s.rn = f.rn
             UNION ALL
             SELECT $file_{self.index}, m.line, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line, m.line
-            FROM {self._name}_malformed m"""
+            FROM {self._name}_malformed m""" + (
+            f" ANTI JOIN {self._side} p USING (line) UNION ALL {side_select(self.index, self.side)}" if self.side else "")
 
     def params(self) -> dict[str, str]:
         return {f"file_{self.index}": self.relpath}
 
     def drop_stage(self) -> None:
-        self.stage_path.unlink(missing_ok=True)
+        for path in (self.stage_path, *self.cleanup):
+            path.unlink(missing_ok=True)
+
+
+# The published columns of a month in which no file could be read, typed like Scan.published().
+NO_RECORDS = ", ".join(f"NULL::{t} AS {q(c)}" for c, t in zip(
+    (*RESULT_COLUMNS, "_rn"),
+    ("VARCHAR", "VARCHAR", "SMALLINT", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR",
+     "DOUBLE", "DOUBLE", "VARCHAR", "TIMESTAMP", "TIMESTAMP", "VARCHAR", "BIGINT"))) + " WHERE false"
+
+
+def side_select(index: int, side: Path) -> str:
+    """Rejects found outside the reader (lines.SideWriter), in the rejects' columns."""
+    nulls = ", ".join(f"NULL::VARCHAR AS {q(c)}" for c in DROP_COLUMNS)
+    return f"""SELECT $file_{index} AS source_file, line, reason, detail, {nulls}, raw_line, line AS _rn
+        FROM read_parquet('{literal(side)}')"""
+
+
+class Quarantined:
+    """A file that cannot be read as a drop: each of its lines is a reject under one file-level reason."""
+
+    records = 0
+
+    def __init__(self, index: int, relpath: str, encoding: str, side: Path, rows: int, problem: str):
+        self.index, self.relpath, self.encoding, self.side = index, relpath, encoding, side
+        self.rows = self.rejected_count = self.lines = rows
+        self.problem, self.extra_columns = problem, []
+
+    def reasons(self) -> dict[str, int]:
+        return {self.problem: self.rows} if self.rows else {}
+
+    def patients(self) -> None:
+        return None
+
+    def published(self) -> None:
+        return None
+
+    def rejected(self) -> str:
+        return side_select(self.index, self.side)
+
+    def params(self) -> dict[str, str]:
+        return {f"file_{self.index}": self.relpath}
+
+    def drop_stage(self) -> None:
+        self.side.unlink(missing_ok=True)
 
 
 def literal(path: Path) -> str:

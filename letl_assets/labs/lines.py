@@ -1,0 +1,156 @@
+"""Physical lines of a drop: counted, normalized for the CSV reader when needed, or quarantined.
+
+The CSV reader counts records, not lines: it skips blank lines, merges the lines after a quote
+left open into one record (an unbalanced quote hides the next rows), and fails on mixed CRLF/LF.
+So every file's physical lines (LF, CRLF or a lone CR ends one) are counted by a cheap byte pass,
+and the ingest checks that the reader accounted for each of them. Where it did not, or where the
+line endings would defeat it, ``normalize`` writes a copy into staging with one LF per line and
+the same line numbers: each line the reader cannot take as a record of its own (blank, with an
+unbalanced quote, too long) is replaced by a placeholder and written, with its raw
+text, to a side table of rejects. Everything streams in chunks; memory stays bounded.
+"""
+
+import codecs
+import gzip
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHUNK = 1 << 20
+MAX_LINE = 1 << 20  # the reader's own limit is 2 MB; longer lines are rejected here
+KEEP = 1 << 16  # characters of a quarantined line kept in raw_line
+PLACEHOLDER = b" "  # one field where 15 are expected: the reader rejects it on its own line
+SIDE_SCHEMA = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
+                         ("raw_line", pa.string())])
+_BYTES_NL = re.compile(rb"\r\n|\r|\n")
+_TEXT_NL = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Survey:
+    lines: int
+    irregular_endings: bool  # CR-only, lone CRs, or CRLF mixed with LF: the reader fails on these
+
+
+def chunks(path: Path, is_gzip: bool):
+    """The file's (decompressed) bytes. A damaged gzip stream ends the data where it breaks."""
+    with (gzip.open if is_gzip else open)(path, "rb") as f:
+        try:
+            while block := f.read(CHUNK):
+                yield block
+        except (OSError, EOFError, zlib.error):
+            return
+
+
+def survey(path: Path, is_gzip: bool) -> Survey:
+    lf = cr = crlf = 0
+    last = b""
+    for block in chunks(path, is_gzip):
+        lf, cr, crlf = lf + block.count(b"\n"), cr + block.count(b"\r"), crlf + block.count(b"\r\n")
+        crlf += last == b"\r" and block[:1] == b"\n"
+        last = block[-1:]
+    lines = lf + cr - crlf + (last not in (b"", b"\n", b"\r"))
+    return Survey(lines, cr != crlf or (crlf > 0 and lf != crlf))
+
+
+def split(blocks, pattern):
+    """(line, terminated) for every physical line; a line over MAX_LINE is cut, flagged by None."""
+    pending, empty = None, None
+    for block in blocks:
+        pending = block if pending is None else pending + block
+        empty = pending[:0]
+        start = 0
+        for match in pattern.finditer(pending):
+            if match.end() == len(pending) and pending[-1:] in ("\r", b"\r"):
+                break  # a CR at the end of a block may be the first half of CRLF
+            yield pending[start:match.start()], True
+            start = match.end()
+        pending = pending[start:]
+        if len(pending) > MAX_LINE:
+            yield None, False
+            pending = empty
+            for block in blocks:  # skip to the end of the over-long line
+                match = pattern.search(block)
+                if match:
+                    pending = block[match.end():]
+                    break
+    if pending and pending[-1:] in ("\r", b"\r"):
+        yield pending[:-1], True
+    elif pending:
+        yield pending, False
+
+
+def _decode(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+class SideWriter:
+    """Rejects found outside the CSV reader, written to Parquet in batches."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows, self._batch = Path(path), 0, []
+        self._writer = pq.ParquetWriter(self.path, SIDE_SCHEMA)
+
+    def add(self, line: int, reason: str, detail: str, raw: str | None) -> None:
+        self._batch.append((line, reason, detail, raw))
+        self.rows += 1
+        if len(self._batch) >= 50_000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            columns = list(zip(*self._batch))
+            self._writer.write_table(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, SIDE_SCHEMA)],
+                                                          schema=SIDE_SCHEMA))
+            self._batch = []
+
+    def close(self) -> int:
+        self._flush()
+        self._writer.close()
+        return self.rows
+
+
+def normalize(path: Path, is_gzip: bool, target: Path, side: SideWriter, reason: str) -> int:
+    """Write the one-LF-per-line copy and the side rejects; returns the number of physical lines.
+
+    A record is one line. A line whose quotes do not pair up (RFC 4180 doubles a quote inside a
+    field, so a well-formed line holds an even number) is rejected on its own, and the next line
+    starts a new record: a good row after an unbalanced quote is read, not swallowed.
+    """
+    number = 0
+    with open(target, "wb") as out:
+        for line, _ in split(chunks(path, is_gzip), _BYTES_NL):
+            number += 1
+            if line is None:
+                side.add(number, reason, f"line longer than {MAX_LINE} bytes", None)
+            elif number == 1:  # the header, read apart by read_header
+                out.write(line + b"\n")
+                continue
+            elif line.count(b'"') % 2:
+                side.add(number, reason, "unbalanced quote: a quoted field does not close on this line",
+                         _decode(line[:KEEP]))
+            elif not line.strip():
+                side.add(number, "blank_line", "blank line", "")
+            else:
+                out.write(line + b"\n")
+                continue
+            out.write(PLACEHOLDER + b"\n")
+    return number
+
+
+def quarantine(path: Path, is_gzip: bool, encoding: str, side: SideWriter, reason: str, detail: str) -> int:
+    """Every physical line of an unreadable file becomes a reject; returns the number of lines."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    blocks = (decoder.decode(block) for block in chunks(path, is_gzip))
+    number = 0
+    for line, _ in split(blocks, _TEXT_NL):
+        number += 1
+        side.add(number, reason, detail, None if line is None else line[:KEEP])
+    return number

@@ -1,0 +1,80 @@
+"""The validation rules of the lab ingest, as DuckDB SQL over one drop's raw VARCHAR fields.
+
+Each raw field is parsed once; the rules and the outputs reuse the parsed values. The first
+failing rule names the row. Dates are bound per drop: a result must be collected in the month
+the drop is named for, and no date may lie before 1900 or in the future.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+from .schema import LAB_TESTS, RESTRICTED_ZIP3, Reason
+
+PARSED = {
+    "_pid": "nullif(trim(s.patient_id), '')",
+    "_collected": "try_cast(s.collected_at AS TIMESTAMP)",
+    "_reported_raw": "nullif(trim(s.reported_at), '')",
+    "_reported": "try_cast(s.reported_at AS TIMESTAMP)",
+    "_birth_raw": "nullif(trim(s.birth_date), '')",
+    "_birth": "try_cast(s.birth_date AS DATE)",
+    "_value": "try_cast(nullif(trim(s.result_value), '') AS DOUBLE)",
+    "_zip": "trim(s.zip)",
+}
+# Physiologically possible values per known test (our own constants; unknown tests are not
+# range-checked). A CASE costs less here than joining a table of bounds.
+BOUNDS = ", ".join(
+    "CASE trim(s.test_code) " + " ".join(f"WHEN '{t.code}' THEN {float(getattr(t, attr))}" for t in LAB_TESTS)
+    + f" END AS {alias}"
+    for attr, alias in (("min_possible", "lo"), ("max_possible", "hi"))
+)
+# The first failing rule names the row. $earliest, $latest and the month bounds are bound per drop.
+_IN_RANGE = "{0} BETWEEN $earliest AND $latest"
+REASON = f"""CASE
+    WHEN _pid IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
+    WHEN _collected IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN '{Reason.BAD_DATE}'
+    WHEN NOT ({_IN_RANGE.format('_collected')}) OR NOT ({_IN_RANGE.format('_reported')})
+         OR NOT ({_IN_RANGE.format('_birth')}) THEN '{Reason.DATE_RANGE}'
+    WHEN _collected < $month_start OR _collected >= $month_end THEN '{Reason.OUTSIDE_MONTH}'
+    WHEN _value IS NULL OR NOT isfinite(_value) THEN '{Reason.NON_NUMERIC}'
+    WHEN _value NOT BETWEEN lo AND hi THEN '{Reason.OUT_OF_RANGE}'
+END"""
+DETAIL = f"""CASE
+    WHEN _pid IS NULL THEN 'patient_id is empty'
+    WHEN _collected IS NULL THEN 'collected_at=' || coalesce(collected_at, '')
+    WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN 'reported_at=' || reported_at
+    WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN 'birth_date=' || birth_date
+    WHEN NOT ({_IN_RANGE.format('_collected')}) THEN 'collected_at=' || collected_at || ' is before 1900 or in the future'
+    WHEN NOT ({_IN_RANGE.format('_reported')}) THEN 'reported_at=' || reported_at || ' is before 1900 or in the future'
+    WHEN NOT ({_IN_RANGE.format('_birth')}) THEN 'birth_date=' || birth_date || ' is before 1900 or in the future'
+    WHEN _collected < $month_start OR _collected >= $month_end
+        THEN 'collected_at=' || collected_at || ' is outside ' || strftime($month_start, '%Y-%m') || ', the month of the drop'
+    WHEN _value IS NULL OR NOT isfinite(_value) THEN 'result_value=' || coalesce(result_value, '')
+    ELSE 'result_value=' || result_value || ' outside [' || lo || ', ' || hi || '] for ' || test_code
+END"""
+TYPED = {
+    "hospital_id": "trim(hospital_id)",
+    "birth_year": """CAST(CASE WHEN date_sub('year', _birth, _collected::DATE) > 89
+                          THEN year(_collected) - 90 ELSE year(_birth) END AS SMALLINT)""",
+    "sex": "CASE upper(trim(sex)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END",
+    "zip3": f"""CASE WHEN NOT regexp_full_match(_zip, '[0-9]{{5}}(-[0-9]{{4}})?') THEN NULL
+                WHEN left(_zip, 3) IN ({', '.join(f"'{z}'" for z in RESTRICTED_ZIP3)}) THEN '000'
+                ELSE left(_zip, 3) END""",
+    "test_code": "trim(test_code)",
+    "test_name": "trim(test_name)",
+    "result_value": "_value",
+    "unit": "trim(unit)",
+    "reference_low": "try_cast(nullif(trim(reference_low), '') AS DOUBLE)",
+    "reference_high": "try_cast(nullif(trim(reference_high), '') AS DOUBLE)",
+    "abnormal_flag": "upper(trim(abnormal_flag))",
+    "collected_at": "_collected",
+    "reported_at": "_reported",
+}
+
+
+def date_bounds(month: str) -> dict[str, datetime]:
+    """Dates before 1900 or after today are data errors; a day's margin covers time zones ahead of UTC."""
+    start = datetime(int(month[:4]), int(month[5:7]), 1)
+    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1)
+    latest = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=1)
+    return {"earliest": datetime(1900, 1, 1), "latest": latest, "month_start": start, "month_end": end}
