@@ -3,27 +3,14 @@
 import sys
 import uuid
 
-EXIT_CONFLICT, EXIT_NOT_FOUND = 3, 4
+# Refusals are raised, not printed here: `letl` (cli.main) turns every LetlError into one line on
+# stderr and the exit code from the error table in lake/errors.py, as the API turns it into a status.
 
 
 def _lake():
     from .lake.lake import Lake
 
     return Lake.from_env()
-
-
-def _answer(call):
-    """Run a move or a write; refusals become exit codes, as the API makes them statuses."""
-    from .lake.moves import MoveConflict, VerificationError
-
-    try:
-        return call(), 0
-    except (MoveConflict, VerificationError) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return None, EXIT_CONFLICT
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None, EXIT_NOT_FOUND
 
 
 def cmd_ls(args) -> int:
@@ -56,6 +43,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_move(args) -> int:
+    from .lake.errors import NotFound
     from .lake.moves import Mover
     from .report import dumps
 
@@ -67,17 +55,13 @@ def cmd_move(args) -> int:
         targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
                    if v.version_id in latest]
         if not targets:
-            print(f"no latest version of {args.asset!r}{' partition ' + args.partition if args.partition else ''} "
-                  f"on branch {lake.branch!r}", file=sys.stderr)
-            return EXIT_NOT_FOUND
+            raise NotFound(f"no latest version of {args.asset!r}"
+                           f"{' partition ' + args.partition if args.partition else ''} on branch {lake.branch!r}")
     request_id = args.request_id or uuid.uuid4().hex
     mover, results = Mover(lake), []
     for version_id in targets:
         rid = request_id if len(targets) == 1 else f"{request_id}/{version_id}"
-        result, code = _answer(lambda: mover.move(version_id, args.to, rid))
-        if code:
-            return code
-        results.append(result.as_dict())
+        results.append(mover.move(version_id, args.to, rid).as_dict())
     if args.json:
         print(dumps(results))
     for r in [] if args.json else results:
@@ -125,12 +109,7 @@ def cmd_write(args) -> int:
     from .report import dumps
 
     request_id = args.request_id or uuid.uuid4().hex
-    mover = Mover(_lake())
-    result, code = _answer(
-        lambda: mover.write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
-    )
-    if code:
-        return code
+    result = Mover(_lake()).write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
     if args.json:
         print(dumps(result.as_dict()))
     else:
@@ -140,28 +119,34 @@ def cmd_write(args) -> int:
 
 
 def cmd_fsck(args) -> int:
-    from .lake.fsck import CatalogLooksLost, fsck
+    """Exit 1 if the catalog points at missing objects, else the error table's code for an
+    unreachable tier if one could not be checked, else 0."""
+    from .lake.errors import TierUnavailable, exit_code
+    from .lake.fsck import fsck
     from .report import dumps
 
-    try:
-        report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
-    except CatalogLooksLost as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EXIT_CONFLICT
+    report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
     if args.json:
         print(dumps(report))
     else:
         verb = "would remove" if args.dry_run else "removed"
         for request_id, outcome in report["moves"].items():
-            print(f"interrupted move {request_id}: {outcome}")
+            print(f"interrupted request {request_id}: {outcome}")
+        for request_id in report["live"]:
+            print(f"live request {request_id}: its owner is still running; left alone")
         print(f"orphans {verb}: {len(report['orphans'])}")
         for orphan in report["orphans"]:
             print(f"  {orphan}")
         print(f"young objects kept (may belong to a live writer): {len(report['kept_young'])}")
-        print(f"temp leftovers removed: {report['temp_removed']}")
+        print(f"temp leftovers removed: {report['temp_removed']}; staging leftovers removed: "
+              f"{report['staging_removed']}")
         for missing in report["missing"]:
             print(f"MISSING: catalog points at {missing}, which is not there")
-    return 1 if report["missing"] else 0
+        for name, problem in report["unreachable"].items():
+            print(f"UNREACHABLE: tier {name} was not checked: {problem}")
+    if report["missing"]:
+        return 1
+    return exit_code(TierUnavailable()) if report["unreachable"] else 0
 
 
 def cmd_objectstore(args) -> int:
@@ -188,6 +173,7 @@ def cmd_objectstore(args) -> int:
 
 def cmd_plan(args) -> int:
     """The tier policy's planned moves with reasons; with --apply, make them."""
+    from .lake.errors import Conflict, exit_code
     from .lake.policy import ApplyError, apply, plan, plan_key
     from .report import dumps, human_bytes, table
 
@@ -217,7 +203,7 @@ def cmd_plan(args) -> int:
         print(table(rows, ["asset_key", "partition", "version_id", "move", "bytes", "reason"]
                     + (["state"] if args.apply else [])))
         print(f"{len(rows)} move(s) {'applied' if args.apply else 'planned; nothing moved (use --apply to move)'}")
-    return EXIT_CONFLICT if any(row.get("state") == "failed" for row in rows) else 0
+    return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
 
 
 def cmd_serve(args) -> int:
@@ -231,7 +217,12 @@ def cmd_serve(args) -> int:
         return 2
     import uvicorn
 
-    from .api import create_app
+    from .api import MIN_TOKEN_LENGTH, create_app
+
+    if len(os.environ["LETL_API_TOKEN"]) < MIN_TOKEN_LENGTH:  # a short token can be guessed over the network
+        print(f"refusing to start: LETL_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; make one with "
+              "python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
+        return 2
 
     print(f"LETL API on http://{args.host}:{args.port} (bearer token: LETL_API_TOKEN)", file=sys.stderr)
     uvicorn.run(create_app(), host=args.host, port=args.port)

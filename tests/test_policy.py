@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from letl_assets import cli
 from letl_assets.lake import policy
-from letl_assets.lake.catalog import access_log, latest
+from letl_assets.lake.catalog import access_log, latest, moves
 from letl_assets.lake.lake import Lake
-from letl_assets.lake.moves import Mover, moves
+from letl_assets.lake.moves import Mover
 from letl_assets.lake.policy import ApplyError, PlannedMove, PolicySettings
 from letl_assets.resources.tiers import LakeResource
 from letl_assets.sensors import tiering

@@ -30,7 +30,7 @@ def test_move_is_idempotent_by_request_id_and_refuses_reuse(lake, version):
     assert again.returncode == 0 and "repeated request: nothing done" in again.stdout
 
     reused = letl("tier", "move", "--version", version.version_id, "--to", "pmem", "--request-id", "cli-1")
-    assert reused.returncode == 3 and "refused" in reused.stderr
+    assert reused.returncode == 3 and "request 'cli-1' was a move" in reused.stderr
     assert lake.catalog.get(version.version_id).tier == "hdd"
 
 

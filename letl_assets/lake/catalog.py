@@ -1,4 +1,4 @@
-"""The catalog: versions, latest pointers, lineage edges and the access log.
+"""The catalog: versions, latest pointers, lineage edges, the access log, and requests.
 
 SQLAlchemy Core, so that the embedded SQLite file and a shared Postgres run the
 same statements. SQLite runs in WAL mode with a busy timeout, and every write
@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import sqlalchemy as sa
+
+from .errors import InProgress
 
 metadata = sa.MetaData()
 
@@ -70,6 +72,50 @@ access_log = sa.Table(
     sa.Index("ix_access_run_step", "run_id", "step_key"),
     sa.Index("ix_access_version", "version_id", "accessed_at"),
 )
+
+# Writes and moves by request id, reserved before any work so that a repeat never does it twice.
+# One row per request (its latest state and live owner); every attempt also gets a request_attempts row.
+moves = sa.Table(
+    "moves",
+    metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    # A write's version exists only once the write commits: null until then.
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id")),
+    sa.Column("src_tier", sa.String(64), nullable=False),  # 'external' for a write
+    sa.Column("dst_tier", sa.String(64), nullable=False),
+    # started -> copied -> switched -> done; refused: rolled_back; owner failed or died, settled: interrupted
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("seconds", sa.Float),
+    sa.Column("detail", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(8)),  # 'move' or 'write'
+    sa.Column("ask", sa.Text),  # what was asked, as JSON: reusing the id for other work is a conflict
+    sa.Column("attempt", sa.Integer),
+    # The lease: only the holder of owner_token may change the row; heartbeat_at says it lives.
+    sa.Column("owner_host", sa.String(255)),
+    sa.Column("owner_pid", sa.Integer),
+    sa.Column("owner_token", sa.String(32)),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+)
+
+request_attempts = sa.Table(
+    "request_attempts",
+    metadata,
+    # No foreign key to moves: rebuilding an old moves table must not drag this one along.
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("owner_host", sa.String(255)),
+    sa.Column("owner_pid", sa.Integer),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("outcome", sa.String(16), nullable=False),  # running, then the state the attempt ended in
+    sa.Column("detail", sa.Text),
+)
+
+OPEN_STATES = ("started", "copied", "switched")
+FINAL_STATES = ("done", "rolled_back")
 
 # Explorer and `letl sql` queries that read no version, or were refused or failed before reading:
 # still audited. Only the SQL's hash is kept, never its text, which may hold a typed patient value.
@@ -155,32 +201,57 @@ class Catalog:
         with self.engine.begin() as conn:
             metadata.create_all(conn)
         self._add_missing_columns()
+        self._let_writes_reserve()
 
     def _add_missing_columns(self) -> None:
         """Catalogs created by an older release lack newer nullable columns; add them in place."""
 
-        def missing() -> list[str]:
-            present = {c["name"] for c in sa.inspect(self.engine).get_columns(access_log.name)}
-            return [c.name for c in access_log.columns if c.name not in present]
+        def missing() -> list[sa.Column]:
+            inspector = sa.inspect(self.engine)
+            out = []
+            for table in (access_log, moves):
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                out += [c for c in table.columns if c.name not in present]
+            return out
 
-        for name in missing():
+        for column in missing():
             try:
                 with self.engine.begin() as conn:
                     quote = conn.dialect.identifier_preparer.quote
-                    kind = access_log.c[name].type.compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {quote(access_log.name)} ADD COLUMN {quote(name)} {kind}")
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {quote(column.table.name)} ADD COLUMN {quote(column.name)} {kind}")
             except sa.exc.DBAPIError:
                 # Another process opening the same old catalog may have added it since we looked.
-                if name in missing():
+                if any(c is column for c in missing()):
                     raise
+
+    def _let_writes_reserve(self) -> None:
+        """Older releases made moves.version_id NOT NULL, so a write could not be reserved before its
+        version existed. SQLite cannot drop a constraint: rebuild the table, rows kept, in one transaction."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.begin() as conn:
+            info = {c["name"]: c for c in sa.inspect(conn).get_columns(moves.name)}
+            if info["version_id"]["nullable"]:
+                return
+            names = ", ".join(f'"{c.name}"' for c in moves.columns)
+            conn.exec_driver_sql('ALTER TABLE moves RENAME TO moves_before_leases')
+            moves.create(conn)
+            conn.exec_driver_sql(f"INSERT INTO moves ({names}) SELECT {names} FROM moves_before_leases")
+            conn.exec_driver_sql("DROP TABLE moves_before_leases")
 
     def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
         """Insert a version, its lineage edges and move the latest pointer, atomically."""
         self.commit_versions([(version, upstream_ids)])
 
-    def commit_versions(self, entries: list[tuple[Version, Iterable[str]]]) -> None:
+    def commit_versions(self, entries: list[tuple[Version, Iterable[str]]],
+                        request: tuple[str, str, dict] | None = None) -> None:
         """Insert versions with their lineage edges and move their latest pointers, all in one
-        transaction: the outputs of one materialization become visible together or not at all."""
+        transaction: the outputs of one materialization become visible together or not at all.
+
+        ``request`` (request_id, owner token, values) completes the request that made them in the
+        same transaction, so a version never exists without its request knowing it (no second
+        version on a retry), and an owner that lost its lease commits nothing."""
         if not entries:
             return
         with self.engine.begin() as conn:
@@ -190,6 +261,8 @@ class Catalog:
                 if edges:
                     conn.execute(lineage.insert(), edges)
                 self._set_latest(conn, version)
+            if request is not None and not self.update_request(request[0], request[1], conn=conn, **request[2]):
+                raise InProgress(f"request {request[0]!r} was taken over by another owner; nothing committed")
 
     def _set_latest(self, conn: sa.Connection, version: Version) -> None:
         values = {
@@ -321,6 +394,109 @@ class Catalog:
         query = sa.select(sa.func.count()).select_from(access_log).where(access_log.c.version_id == version_id)
         with self.engine.begin() as conn:
             return conn.execute(query).scalar_one()
+
+    # -- requests (writes and moves by request id) ----------------------------------------
+
+    def request(self, request_id: str) -> dict | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(moves.select().where(moves.c.request_id == request_id)).first()
+        return dict(row._mapping) if row else None
+
+    def reserve_request(self, row: dict) -> bool:
+        """Insert a request and its first attempt unless the id is taken; True if this call got it."""
+        now = utcnow()
+        values = {**row, "attempt": 1, "created_at": now, "updated_at": now, "heartbeat_at": now}
+        with self.engine.begin() as conn:
+            insert = _upsert_dialect(conn).insert(moves).values(**values)
+            if conn.execute(insert.on_conflict_do_nothing(index_elements=["request_id"])).rowcount != 1:
+                return False
+            conn.execute(request_attempts.insert().values(
+                request_id=row["request_id"], attempt=1, owner_host=row.get("owner_host"),
+                owner_pid=row.get("owner_pid"), started_at=now, outcome="running"))
+        return True
+
+    def take_over_request(self, request_id: str, dead_token: str | None, owner: dict) -> bool:
+        """Become the owner of a request whose owner is gone. A compare-and-set on the old token:
+        of two processes settling the same dead owner, exactly one wins."""
+        token = moves.c.owner_token
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return conn.execute(moves.update().where(
+                moves.c.request_id == request_id, token.is_(None) if dead_token is None else token == dead_token,
+            ).values(**owner, heartbeat_at=now, updated_at=now)).rowcount == 1
+
+    def begin_attempt(self, request_id: str, token: str) -> int:
+        """Start the owner's own attempt at the work (after settling whatever the last one left)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(moves.c.attempt, moves.c.owner_host, moves.c.owner_pid).where(
+                moves.c.request_id == request_id, moves.c.owner_token == token)).first()
+            if row is None:
+                raise InProgress(f"request {request_id!r} was taken over by another owner")
+            attempt = (row.attempt or 1) + 1  # rows from before attempts were counted had one
+            conn.execute(moves.update().where(moves.c.request_id == request_id)
+                         .values(attempt=attempt, state="started", detail=None, updated_at=now))
+            conn.execute(request_attempts.insert().values(
+                request_id=request_id, attempt=attempt, owner_host=row.owner_host, owner_pid=row.owner_pid,
+                started_at=now, outcome="running"))
+        return attempt
+
+    def update_request(self, request_id: str, token: str, conn: sa.Connection | None = None, **values) -> bool:
+        """Change a request as its owner (False if it is not); a state past the open ones also ends the
+        current attempt with that outcome."""
+        if conn is None:
+            with self.engine.begin() as own:
+                return self.update_request(request_id, token, conn=own, **values)
+        now = utcnow()
+        where = (moves.c.request_id == request_id, moves.c.owner_token == token)
+        if conn.execute(moves.update().where(*where).values(**values, updated_at=now)).rowcount != 1:
+            return False
+        if values.get("state") not in (None, *OPEN_STATES):
+            attempt = conn.execute(sa.select(moves.c.attempt).where(*where)).scalar_one()
+            conn.execute(request_attempts.update().where(
+                request_attempts.c.request_id == request_id, request_attempts.c.attempt == attempt,
+                request_attempts.c.ended_at.is_(None),
+            ).values(ended_at=now, outcome=values["state"], detail=values.get("detail")))
+        return True
+
+    def heartbeat(self, request_id: str, token: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(moves.update().where(moves.c.request_id == request_id, moves.c.owner_token == token)
+                                .values(heartbeat_at=utcnow())).rowcount == 1
+
+    def switch_tier(self, version_id: str, from_tier: str, to_tier: str, request: tuple[str, str, dict]) -> bool:
+        """Point a version at another tier and advance the move that did it, in one transaction.
+        False (nothing changed) if the version is no longer on from_tier."""
+        with self.engine.begin() as conn:
+            switched = conn.execute(versions.update().where(
+                versions.c.version_id == version_id, versions.c.tier == from_tier).values(tier=to_tier)).rowcount
+            if switched != 1:
+                return False
+            if not self.update_request(request[0], request[1], conn=conn, **request[2]):
+                raise InProgress(f"request {request[0]!r} was taken over by another owner; nothing switched")
+        return True
+
+    def requests_in(self, states: Iterable[str]) -> list[dict]:
+        query = moves.select().where(moves.c.state.in_(tuple(states))).order_by(moves.c.created_at)
+        with self.engine.begin() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def request_attempts(self, request_id: str) -> list[dict]:
+        """Every attempt at a request, first first: who ran it, when, and how it ended."""
+        a = request_attempts.c
+        with self.engine.begin() as conn:
+            rows = conn.execute(request_attempts.select().where(a.request_id == request_id).order_by(a.attempt))
+            return [dict(r._mapping) for r in rows]
+
+    def move_history(self, version_ids: Iterable[str]) -> dict[str, int]:
+        """How many requests moved (or tried to move) each of these versions."""
+        ids = sorted(set(version_ids))
+        if not ids:
+            return {}
+        query = (sa.select(moves.c.version_id, sa.func.count()).where(moves.c.version_id.in_(ids))
+                 .group_by(moves.c.version_id))
+        with self.engine.begin() as conn:
+            return dict(conn.execute(query).all())
 
 
 def _upsert_dialect(conn: sa.Connection):

@@ -254,15 +254,16 @@ class Lake:
             raise
         return size == version.bytes and digest.hexdigest() == version.sha256
 
-    def publish(self, staged: list[Staged]) -> list[Version]:
+    def publish(self, staged: list[Staged], request: tuple[str, str, dict] | None = None) -> list[Version]:
         """Make staged versions visible together, in one catalog transaction, or none of them.
 
         Reused versions stay as they are; their new copies are deleted. On failure every new
-        object is deleted and nothing is visible.
+        object is deleted and nothing is visible. ``request`` completes the request that wrote
+        them in the same transaction (see ``Catalog.commit_versions``).
         """
         fresh = [s for s in staged if s.reuse is None]
         try:
-            self.catalog.commit_versions([(s.version, s.upstream_ids) for s in fresh])
+            self.catalog.commit_versions([(s.version, s.upstream_ids) for s in fresh], request=request)
         except BaseException:
             for s in fresh:
                 self.tiers[s.version.tier].backend.delete(s.version.storage_key)

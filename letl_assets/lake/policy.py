@@ -35,7 +35,8 @@ import sqlalchemy as sa
 
 from .catalog import Version, access_log, utcnow
 from .config import format_size
-from .moves import MoveConflict, MoveResult, Mover, VerificationError, moves
+from .errors import LetlError
+from .moves import MoveResult, Mover
 
 log = logging.getLogger("letl.policy")
 
@@ -244,7 +245,7 @@ def apply(
         request_id = request_id_for(request_prefix, move)
         try:
             result = mover.move(move.version_id, move.dst_tier, request_id)
-        except (MoveConflict, VerificationError, FileNotFoundError, ValueError, OSError) as exc:
+        except (LetlError, ValueError, OSError) as exc:  # one refused move does not stop the others
             log.error("policy move %s of %s %s -> %s failed: %s (reason: %s)",
                       request_id, move.asset_key, move.src_tier, move.dst_tier, exc, move.reason)
             failures.append((move, exc))
@@ -271,13 +272,7 @@ def plan_key(lake, planned: list[PlannedMove]) -> str:
     new once any of its versions has been moved or a move was attempted, so the same
     moves wanted again later are new requests rather than repeats of old ones.
     """
-    ids = sorted({m.version_id for m in planned})
-    history: dict[str, int] = {}
-    if ids:
-        query = (sa.select(moves.c.version_id, sa.func.count()).where(moves.c.version_id.in_(ids))
-                 .group_by(moves.c.version_id))
-        with lake.catalog.engine.begin() as conn:
-            history = dict(conn.execute(query).all())
+    history = lake.catalog.move_history(m.version_id for m in planned)
     text = "\n".join(sorted(f"{m.version_id} {m.src_tier} {m.dst_tier} {history.get(m.version_id, 0)}"
                             for m in planned))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

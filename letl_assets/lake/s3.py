@@ -10,11 +10,13 @@ boto3 is imported inside functions so that importing this module stays cheap.
 """
 
 import hashlib
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from .backends import CHUNK, Written, validate_key
+from .errors import TierUnavailable
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3 rejects non-final parts smaller than this
@@ -23,7 +25,7 @@ _AUTH = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "
          "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
 
 
-class S3ProbeError(RuntimeError):
+class S3ProbeError(TierUnavailable):
     """The bucket cannot be used; ``reason`` is 'unreachable', 'credentials', 'no_bucket' or 'other'."""
 
     def __init__(self, message: str, reason: str):
@@ -88,10 +90,26 @@ class S3Backend:
     def _where(self, name: str) -> str:
         return f"s3://{self.bucket}/{name} at {self.client.meta.endpoint_url}"
 
+    @contextmanager
+    def _reach(self):
+        """A refused, dropped or timed-out connection means the tier is out of reach, not a bug:
+        callers see TierUnavailable (one line, exit code 7, HTTP 503), never botocore's own error."""
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        try:
+            yield
+        except (BotoConnectionError, HTTPClientError) as e:
+            raise TierUnavailable(f"S3 endpoint {self.client.meta.endpoint_url}, bucket {self.bucket!r}: "
+                                  f"unreachable ({e})") from e
+
     # -- writing -----------------------------------------------------------------------
 
     def put(self, key: str, stream: BinaryIO) -> Written:
-        name = self._name(key)
+        with self._reach():
+            return self._put(self._name(key), stream)
+
+    def _put(self, name: str, stream: BinaryIO) -> Written:
         digest = hashlib.sha256()
         head = bytearray()
         # Read one byte past the threshold: only then do we know a single put is not enough.
@@ -187,7 +205,8 @@ class S3Backend:
 
     def _get(self, name: str) -> BinaryIO:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+            with self._reach():
+                return self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
         except _client_error() as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"no object {self._where(name)}") from None
@@ -203,7 +222,8 @@ class S3Backend:
         if end <= start:
             return b""  # no GET: AWS ignores a range like 'bytes=5-4' and sends the whole object
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-{end - 1}")["Body"]
+            with self._reach():
+                body = self.client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-{end - 1}")["Body"]
         except _client_error() as e:
             if _code(e) in ("InvalidRange", "416"):  # start at or past the end of the object
                 return b""
@@ -218,7 +238,8 @@ class S3Backend:
 
     def _exists_name(self, name: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=name)
+            with self._reach():
+                self.client.head_object(Bucket=self.bucket, Key=name)
             return True
         except _client_error() as e:
             if _code(e) in _MISSING:
@@ -229,12 +250,14 @@ class S3Backend:
         return self._exists_name(self._name(key))
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))  # S3 deletes are idempotent
+        with self._reach():
+            self.client.delete_object(Bucket=self.bucket, Key=self._name(key))  # S3 deletes are idempotent
 
     def _objects(self, prefix: str) -> Iterator[dict]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
-            yield from page.get("Contents", [])
+        with self._reach():
+            for page in pages:
+                yield from page.get("Contents", [])
 
     def usage(self) -> int:
         return sum(obj["Size"] for obj in self._objects(""))
@@ -249,12 +272,13 @@ class S3Backend:
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
         aborted = 0
         pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload.get("Initiated", cutoff) > cutoff:
-                    continue
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                aborted += 1
+        with self._reach():
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload.get("Initiated", cutoff) > cutoff:
+                        continue
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
         return aborted
 
     # -- setup -------------------------------------------------------------------------

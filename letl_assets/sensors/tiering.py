@@ -10,7 +10,8 @@ tier, the reason and the version id, so moves show up on the asset's page.
 
 import dagster as dg
 
-from ..lake.moves import MoveConflict, MoveResult, Mover, VerificationError
+from ..lake.errors import LetlError, one_line
+from ..lake.moves import MoveResult, Mover
 from ..lake.policy import ApplyError, PlannedMove, apply, plan, plan_key
 from ..resources.tiers import LakeResource
 
@@ -79,8 +80,8 @@ def move_version(context: dg.OpExecutionContext, config: TierMoveConfig, lake: L
     version = the_lake.catalog.get(config.version_id)
     try:
         result = Mover(the_lake).move(config.version_id, config.to_tier, config.request_id)
-    except (MoveConflict, VerificationError, FileNotFoundError, ValueError) as exc:
-        raise dg.Failure(description=f"move of {config.version_id} to {config.to_tier} refused: {exc}")
+    except (LetlError, ValueError) as exc:
+        raise dg.Failure(description=f"move of {config.version_id} to {config.to_tier} refused: {one_line(exc)}")
     note = " (repeated request: nothing done)" if result.repeated else ""
     context.log.info(f"{result.request_id}: {result.version_id} {result.src_tier} -> {result.dst_tier}: {result.state}{note}")
     move = PlannedMove(version.version_id, version.asset_key, version.partition, result.src_tier, result.dst_tier,
