@@ -45,7 +45,7 @@ def test_new_file_requests_its_month_once(letl_env):
     events = first.asset_events
     assert [(e.asset_key, e.partition) for e in events] == [(LAB_DROPS, "2024-03-01")]
     assert events[0].metadata["path"].value == "labs/H001/2024-03.csv"
-    assert "labs/H001/2024-03.csv" in json.loads(first.cursor)
+    assert "labs/H001/2024-03.csv" in json.loads(first.cursor)["files"]
 
     assert requests(tick()) == [(partition, run_key)]  # deterministic: a lost cursor gives the same run key
     again = tick(first.cursor)
@@ -105,7 +105,7 @@ def test_settle_seconds_skips_a_file_being_written(letl_env):
     path = drop(landing, "labs/H001/2024-03.csv", age=0)
     fresh = tick(settle_seconds=HOUR)
     assert requests(fresh) == [] and fresh.asset_events == []
-    assert "labs/H001/2024-03.csv" not in json.loads(fresh.cursor or "{}")
+    assert "labs/H001/2024-03.csv" not in json.loads(fresh.cursor)["files"]
 
     past = time.time() - 2 * HOUR
     os.utime(path, (past, past))
@@ -113,11 +113,10 @@ def test_settle_seconds_skips_a_file_being_written(letl_env):
     assert partition == "2024-03-01"
 
 
-def test_files_not_named_hospital_slash_month_are_ignored(letl_env):
+def test_files_that_are_no_drop_are_logged_once_with_their_reason(letl_env, capsys):
     landing = letl_env["landing"]
     for relpath in (
         "labs/2024-03.csv",  # no hospital directory
-        "labs/H001/2024-3.csv",
         "labs/H001/2024-13.csv",
         "labs/H001/03-2024.csv",
         "labs/H001/2024-03.txt",
@@ -127,15 +126,44 @@ def test_files_not_named_hospital_slash_month_are_ignored(letl_env):
         "labs/H001/notes.csv",
         "labs/H 001/2024-03.csv",  # not a hospital id
         "labs/H001/old/2024-03.csv",
-        "radiology/H001/2024-03.csv",
+        "radiology/H001/2024-03.csv",  # outside labs/: another pipeline's
         "H001/2024-03.csv",
     ):
         drop(landing, relpath)
     (landing / "labs" / "H001" / "2024-04.csv").mkdir()  # a directory, not a file
+    capsys.readouterr()
     ignored = tick()
     assert requests(ignored) == [] and ignored.asset_events == []
+    logged = {line.split(" - WARNING - ", 1)[1] for line in capsys.readouterr().err.splitlines() if " - WARNING - ignored " in line}
+    expected = {"labs/2024-03.csv", "labs/H001/2024-13.csv", "labs/H001/03-2024.csv", "labs/H001/2024-03.txt",
+                "labs/H001/2024-03.csv.bak", "labs/H001/2024-03.csv.gz.part", "labs/H001/.2024-03.csv.abc123.tmp",
+                "labs/H001/notes.csv", "labs/H 001/2024-03.csv", "labs/H001/old/2024-03.csv"}
+    assert {m.split(": ", 1)[0].removeprefix("ignored ") for m in logged} == expected
+    assert "ignored labs/H001/old/2024-03.csv: in a nested folder: drops go directly in labs/<hospital_id>/" in logged
+    assert set(json.loads(ignored.cursor)["ignored"]) == expected
 
     drop(landing, "labs/H001/2024-03.csv")
     picked = tick(ignored.cursor)
     assert [p for p, _ in requests(picked)] == ["2024-03-01"]
-    assert list(json.loads(picked.cursor)) == ["labs/H001/2024-03.csv"]
+    assert list(json.loads(picked.cursor)["files"]) == ["labs/H001/2024-03.csv"]
+    assert " - WARNING - ignored " not in capsys.readouterr().err, "logged once, not on every tick"
+
+
+def test_a_second_name_for_the_same_month_is_refused(letl_env):
+    landing = letl_env["landing"]
+    drop(landing, "labs/H001/2024-3.csv")  # accepted as 2024-03 while it is the only name
+    first = tick()
+    assert [p for p, _ in requests(first)] == ["2024-03-01"]
+    drop(landing, "labs/H001/2024-03.CSV")
+    drop(landing, "labs/H001/2024-03.csv")
+    second = tick(first.cursor)
+    assert list(json.loads(second.cursor)["files"]) == ["labs/H001/2024-03.csv", "labs/H001/2024-3.csv"]
+    refused = json.loads(second.cursor)["ignored"]
+    assert set(refused) == {"labs/H001/2024-03.CSV", "labs/H001/2024-3.csv"}
+    assert all(r.startswith("second file for H001 2024-03 (labs/H001/2024-03.csv is the drop)") for r in refused.values())
+
+
+def test_a_cursor_of_the_earlier_flat_format_is_read(letl_env):
+    drop(letl_env["landing"], "labs/H001/2024-03.csv")
+    flat = json.dumps(json.loads(tick().cursor)["files"])
+    assert requests(tick(flat)) == []

@@ -58,7 +58,8 @@ def _inside(real: str, zone: str) -> bool:
 
 
 def _walk(directory: str, rel: str, zone: str, depth: int, found: list, ignored: list) -> None:
-    """Every entry under labs/: (relpath, real path, stat, depth) for regular files inside the zone."""
+    """Regular files under labs/ that resolve inside the zone, as (relpath, real path, stat, depth, is a
+    symlink); every other entry goes to ignored."""
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError as error:
@@ -84,7 +85,7 @@ def _walk(directory: str, rel: str, zone: str, depth: int, found: list, ignored:
         elif not stat.S_ISREG(st.st_mode):
             ignored.append(Ignored(relpath, "not a regular file"))
         else:
-            found.append((relpath, real, st, depth))
+            found.append((relpath, real, st, depth, entry.is_symlink()))
 
 
 def _why_not(relpath: str, depth: int) -> str | None:
@@ -105,7 +106,8 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
 
     Files modified in the last settle_seconds may still be uploading: they are neither drops
     nor ignored yet. Two names for one hospital's month (2024-01.csv and 2024-1.csv, or .csv
-    and .csv.gz) would count its rows twice: the canonical name wins, the other is refused.
+    and .csv.gz, or a link to a drop) would count its rows twice: the real file and the canonical
+    name win, the other is refused.
     With a month, drops of other months are left out; files that are no drop are always listed.
     """
     landing = Path(landing).absolute()
@@ -120,8 +122,11 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
     newest_allowed = time.time() - settle_seconds
     claimed: dict[tuple, str] = {}  # (hospital, month) or the file's identity -> relpath of the drop
     drops = []
-    # Canonical names first, so that they win over a second name for the same month.
-    for relpath, real, st, depth in sorted(found, key=lambda f: (not _CANONICAL.match(f[0].rsplit("/", 1)[-1]), f[0])):
+    # Real files before links to them, canonical names before other names of the same month: they win.
+    def rank(f):
+        return f[4], not _CANONICAL.match(f[0].rsplit("/", 1)[-1]), f[0]
+
+    for relpath, real, st, depth, _ in sorted(found, key=rank):
         reason = _why_not(relpath, depth)
         if reason:
             ignored.append(Ignored(relpath, reason))
@@ -129,14 +134,15 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
         _, hospital, name = relpath.split("/")
         match = _NAME.match(name)
         drop_month = f"{match['year']}-{int(match['month']):02d}"
+        same, first = claimed.get((st.st_dev, st.st_ino)), claimed.get((hospital, drop_month))
+        if not (same or first):
+            claimed[(hospital, drop_month)] = claimed[(st.st_dev, st.st_ino)] = relpath
         if month and drop_month != month:
+            continue  # claimed all the same: a link to another month's file is that file
+        if same or first:
+            what = f"the same file as {same}" if same else f"second file for {hospital} {drop_month} ({first} is the drop)"
+            ignored.append(Ignored(relpath, f"{what}: refused so its rows are not counted twice; remove one"))
             continue
-        first = claimed.get((hospital, drop_month)) or claimed.get((st.st_dev, st.st_ino))
-        if first:
-            ignored.append(Ignored(relpath, f"second file for {hospital} {drop_month} ({first} is the drop): "
-                                            "refused so its rows are not counted twice; remove one"))
-            continue
-        claimed[(hospital, drop_month)] = claimed[(st.st_dev, st.st_ino)] = relpath
         if settle_seconds and st.st_mtime > newest_allowed:
             continue
         drops.append(Drop(Path(real), relpath, hospital, drop_month, st.st_mtime_ns, st.st_size))

@@ -141,6 +141,8 @@ def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None
         source, side = _normalize(drop, header, temp_dir)
         scan = _parse(con, index, drop, header, source, side, temp_dir)
     if scan is None or scan.lines != counted.lines:
+        if scan:
+            scan.drop_stage()
         source.unlink(missing_ok=True)
         side.unlink(missing_ok=True)
         return _quarantine(index, drop, temp_dir, FileProblem.UNREADABLE, header.encoding,

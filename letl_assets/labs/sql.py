@@ -36,7 +36,10 @@ class Scan:
                  month: str, side: Path | None = None):
         """source: the drop, or its normalized copy; side: rejects found while normalizing it."""
         self.index, self.path, self.relpath, self.header, self.con = index, source, relpath, header, con
-        self.stage_path = Path(stage_dir) / f"{uuid.uuid4().hex}-{index}.parquet"
+        token = uuid.uuid4().hex
+        self.stage_path = Path(stage_dir) / f"{token}-{index}.parquet"
+        # Per read: a re-read (normalized, or as Latin-1) must not inherit an earlier read's reject table.
+        self._name = f"letl_scan_{index}_{token[:12]}"
         self.month, self.side = month, side
         self.cleanup: list[Path] = []  # a normalized copy and its side rejects, deleted with the stage
         self.records = 0
@@ -44,10 +47,6 @@ class Scan:
         self.flags: pa.Table | None = None
         self.malformed: pa.Table | None = None
 
-    @property
-    def _name(self) -> str:
-        # Per encoding: a Latin-1 re-read must not inherit the UTF-8 read's reject table.
-        return f"letl_scan_{self.index}_{self.header.encoding.replace('-', '')}"
 
     @property
     def _stage(self) -> str:

@@ -21,10 +21,19 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) 
     The cursor maps each file to its (mtime, size) signature, so a late historic
     month is seen like any other. The run key hashes every file of the month, so one
     state of a month's content is processed exactly once, even if the cursor is lost.
+    Files under labs/ that are no drop are logged with their reason when first seen (or
+    when the reason changes), not on every tick.
     """
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    # A cursor from before ignored files were remembered is the flat map of files.
+    seen: dict[str, str] = cursor.get("files", {}) if "files" in cursor else cursor
+    scan = landing.scan()
+    ignored = {i.relpath: i.reason for i in scan.ignored}
+    for relpath, reason in sorted(ignored.items()):
+        if cursor.get("ignored", {}).get(relpath) != reason:
+            context.log.warning(f"ignored {relpath}: {reason}")
     by_month = defaultdict(list)
-    for drop in landing.drops():
+    for drop in scan.drops:
         by_month[drop.partition_key].append(drop)
     changed = {
         partition: [d for d in drops if seen.get(d.relpath) != d.signature]
@@ -51,4 +60,5 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) 
         seen.update({d.relpath: d.signature for d in new})
     if requests:
         context.log.info(f"{len(requests)} month(s) with new or changed drops: {[r.partition_key for r in requests]}")
-    return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(seen, sort_keys=True))
+    cursor = {"files": seen, "ignored": ignored}
+    return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
