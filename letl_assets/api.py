@@ -5,9 +5,12 @@ missing or wrong -> 401). The four POST endpoints take ``{source_uri, destinatio
 ``request_id`` (1-128 of ``[A-Za-z0-9._:-]``) is the idempotency key: repeating it returns the first
 result with ``"repeated": true`` and does nothing; reusing it for another write or move -> 409.
 
-- ``POST /cortx/write``: source_uri is an absolute local path or ``file://`` URL on the server;
-  destination_uri names the dataset (``team.my_dataset`` or ``team/my_dataset``, optionally
-  ``?partition=P``). Writes a new version on tier ``cortx`` (``Mover.write``).
+- ``POST /cortx/write``: source_uri is a registered source (lake/sources.py): a file inside the landing
+  zone or a ``LETL_SOURCE_ROOTS`` directory (absolute path or ``file://`` URL), or a lake version as
+  ``gros://`` (read under gros:// access rules); anything else on the server -> 403. destination_uri names
+  the dataset (``team.my_dataset`` or ``team/my_dataset``, optionally ``?partition=P``); a dataset the
+  code location produces, or one a pipeline run has written, -> 409. Writes a new version on tier
+  ``cortx`` (``Mover.write``).
 - ``POST /daos/ssd/write``: the same onto the DAOS/SSD tier (``daos`` if configured, else ``ssd``).
 - ``POST /tiering/D-C``: moves a version from the DAOS/SSD tier to ``cortx`` (``Mover.move``: copy,
   verify, switch, delete). source_uri is a version id, or a dataset as above meaning its latest version;
@@ -18,9 +21,10 @@ result with ``"repeated": true`` and does nothing; reusing it for another write 
 - ``GET /moves/{request_id}``: the recorded result of a write or move, 404 if unknown.
 
 Answers: 200 with the MoveResult (src_tier 'external' for a write; state done, or rolled_back if refused);
-409 MoveConflict (request id reused, destination holding other bytes,
-wrong source tier); 404 unknown version, dataset or source file; 422 malformed body, dataset name or
-tier; 502 a tier backend failed (object store down, I/O error, failed verification): probed before
+403 a source that is not registered, or a restricted lake version for a non-steward; 409 MoveConflict
+(request id reused, destination holding other bytes, wrong source tier) or a produced destination; 404
+unknown version, dataset or source file; 413 a body over ``LETL_API_MAX_BODY`` (api_guard.py); 422
+malformed body, dataset name or tier, naming the field and never repeating the input; 502 a tier backend failed (object store down, I/O error, failed verification): probed before
 anything is recorded, and the answer says where the catalog places the version; 503 tier ``cortx`` not
 configured (run ``letl objectstore up``); 507 the tier's quota is full. Errors: ``{"detail": "..."}``.
 """
@@ -34,26 +38,32 @@ from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from .api_guard import BodyLimit, validation_handler
 from .lake.backends import validate_key
-from .lake.errors import InProgress, LetlError, http_status, one_line
-from .lake.lake import Lake
+from .lake.errors import Conflict, InProgress, LetlError, http_status, one_line
+from .lake.lake import Lake, current_user
 from .lake.moves import MoveConflict, MoveResult, Mover
+from .lake.names import PRODUCED
 from .lake.s3 import S3ProbeError
+from .lake.sources import resolve_source
 
 OBJECT_TIER = "cortx"
+MIN_TOKEN_LENGTH = 32
 NO_OBJECT_TIER = ("tier 'cortx' is not configured: start the object store with `letl objectstore up` (or set "
                   "LETL_TIER_CORTX_PATH=s3://bucket/prefix with LETL_S3_ENDPOINT and keys), then retry")
 
 
 class MoveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source_uri: str = Field(min_length=1, description="writes: a local file path or file:// URL; "
-                            "moves: a version id or a dataset (labs.lab_results?partition=2024-03-01)")
-    destination_uri: str = Field(min_length=1, description="writes: the dataset (team.my_dataset"
+    source_uri: str = Field(min_length=1, max_length=4096, description="writes: a registered source (a "
+                            "landing-zone file path or file:// URL, or gros://...); moves: a version id or a "
+                            "dataset (labs.lab_results?partition=2024-03-01)")
+    destination_uri: str = Field(min_length=1, max_length=4096, description="writes: the dataset (team.my_dataset"
                                  "[?partition=P]); moves: the destination tier's name, e.g. 'cortx' or 'cortx://'")
     request_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
                             description="idempotency key: a repeat returns the first result")
@@ -113,16 +123,25 @@ def _check_available(lake: Lake, *names: str) -> None:
             raise HTTPException(502, f"{problem}; nothing was done")
 
 
+def _refuse_produced(lake: Lake, asset: str) -> None:
+    """An outside file must never replace what a pipeline publishes (and its checks vouched for)."""
+    produced = asset in PRODUCED or any(v.run_id and v.metadata.get("writer") != "external"
+                                        for v in lake.catalog.list_versions(asset_key=asset))
+    if produced:
+        raise Conflict(f"{asset} is produced by the pipelines, so the API cannot write it: write to a dataset "
+                       "of your own (e.g. team.my_upload)")
+
+
 def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
-    source = body.source_uri
-    if not source.removeprefix("file://").startswith("/"):
-        raise HTTPException(422, f"source_uri {source!r}: use an absolute path on this server or a file:// URL")
     mover = Mover(lake)
     with _http_errors():
         asset, partition = _dataset(body.destination_uri)
+        _refuse_produced(lake, asset)
+        # Resolved on repeats too: a request id never lets an unregistered source through.
+        source = resolve_source(lake, body.source_uri, current_user())
         if mover.get(body.request_id) is None:
             _check_available(lake, tier)
-        return mover.write(source, asset, tier, body.request_id, partition).as_dict()
+        return mover.write(str(source.path), asset, tier, body.request_id, partition).as_dict()
 
 
 def _move(lake: Lake, body: MoveRequest, src: str, dst: str) -> dict:
@@ -172,6 +191,8 @@ def create_app(lake_factory: Callable[[], Lake] = Lake.from_env) -> FastAPI:
 
     app = FastAPI(title="LETL tiering service", description=__doc__, version="1",
                   dependencies=[Depends(require_token)], openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(RequestValidationError, validation_handler(frozenset(MoveRequest.model_fields)))
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict:

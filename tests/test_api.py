@@ -19,7 +19,7 @@ from letl_assets import cli
 from letl_assets.api import create_app
 from letl_assets.lake.lake import Lake
 
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-tests-at-least-32-characters"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DATA = b"\x89PNG not really an image, but bytes all the same"
 
@@ -42,8 +42,8 @@ def client(api_env):
 
 
 @pytest.fixture
-def source(tmp_path):
-    path = tmp_path / "scan.png"
+def source(api_env):
+    path = api_env["landing"] / "scan.png"  # the landing zone: a registered source
     path.write_bytes(DATA)
     return path
 
@@ -229,7 +229,7 @@ def test_unknown_sources_are_404(client, source):
     for r in cases:
         assert r.status_code == 404, r.text
         assert r.json()["detail"]
-    assert "no such source file" in cases[3].json()["detail"]
+    assert "no such file in the registered sources" in cases[3].json()["detail"]
     assert len(Lake.from_env().catalog.list_versions()) == 1
 
 
