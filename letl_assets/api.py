@@ -137,9 +137,10 @@ def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
     with _http_errors():
         asset, partition = _dataset(body.destination_uri)
         _refuse_produced(lake, asset)
+        repeat = mover.get(body.request_id) is not None
         # Resolved on repeats too: a request id never lets an unregistered source through.
-        source = resolve_source(lake, body.source_uri, current_user())
-        if mover.get(body.request_id) is None:
+        source = resolve_source(lake, body.source_uri, current_user(), repeat)
+        if not repeat:
             _check_available(lake, tier)
         return mover.write(str(source.path), asset, tier, body.request_id, partition).as_dict()
 

@@ -108,6 +108,11 @@ def test_landing_zone_and_source_roots_are_registered(client, api_env, landed, t
     assert r.status_code == 200, r.text
     missing = post(client, "/daos/ssd/write", api_env["landing"] / "gone.png", "team.scans", "w-4")
     assert missing.status_code == 404 and "no such file" in missing.json()["detail"]
+    # A repeat is answered from its record even once the file is gone, but never for a server file.
+    landed.unlink()
+    again = post(client, "/daos/ssd/write", f"file://{landed}", "team.scans", "w-1")
+    assert again.status_code == 200 and again.json()["repeated"] is True, again.text
+    assert post(client, "/daos/ssd/write", "/etc/passwd", "team.scans", "w-1").status_code == 403
 
 
 def test_lake_versions_are_sources_under_gros_access_rules(client, api_env, monkeypatch):

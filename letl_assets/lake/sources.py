@@ -81,7 +81,7 @@ def _inside(path: Path, tree: Path) -> bool:
     return path == tree or tree in path.parents
 
 
-def _local_file(lake: "Lake", text: str) -> Source:
+def _local_file(lake: "Lake", text: str, repeat: bool) -> Source:
     if "\x00" in text:
         raise InvalidInput("source_uri holds a NUL byte")
     path = _real(text)
@@ -91,7 +91,7 @@ def _local_file(lake: "Lake", text: str) -> Source:
             roots = [r for r in roots if r != tree and _inside(r, tree)]
     if not roots:
         raise AccessDenied(OUTSIDE)
-    if not path.is_file():
+    if not repeat and not path.is_file():
         raise NotFound("source_uri: no such file in the registered sources")
     return Source(path)
 
@@ -111,13 +111,16 @@ def _lake_version(lake: "Lake", text: str, user: str) -> Source:
     return Source(path, version)
 
 
-def resolve_source(lake: "Lake", text: str, user: str) -> Source:
-    """The registered source text names, or the refusal: AccessDenied, NotFound or InvalidInput."""
+def resolve_source(lake: "Lake", text: str, user: str, repeat: bool = False) -> Source:
+    """The registered source text names, or the refusal: AccessDenied, NotFound or InvalidInput.
+
+    A repeat of a recorded request is answered from its record and reads nothing, so its file
+    may be gone since; it must still lie inside the registered sources."""
     if text.startswith(SCHEME):
         return _lake_version(lake, text, user)
     local = text.removeprefix("file://")
     if local.startswith("/"):
-        return _local_file(lake, local)
+        return _local_file(lake, local, repeat)
     if text.startswith("file://"):
         raise InvalidInput("source_uri: a file:// URL names a file on this server: file:///absolute/path")
     if SOURCE_ID.fullmatch(text):
