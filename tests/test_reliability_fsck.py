@@ -11,10 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import pandas as pd
 import pytest
 
+from letl_assets.lake.catalog import moves, utcnow
+from letl_assets.lake.errors import InProgress
 from letl_assets.lake.fsck import fsck
 from letl_assets.lake.lake import Lake
 from letl_assets.lake.moves import Mover
@@ -62,13 +65,23 @@ def paused_move(version, request_id):
 def test_fsck_leaves_a_live_move_alone_and_the_move_completes(version):
     proc = paused_move(version, "live-1")
     try:
-        report = fsck(Lake.from_env(), grace_seconds=0)
         lake = Lake.from_env()
+        assert fsck(lake, dry_run=True)["live"] == ["live-1"]
+        report = fsck(lake, grace_seconds=0)
         assert report["moves"] == {} and report["live"] == ["live-1"], report
         assert report["orphans"] == []
         assert lake.catalog.get(version.version_id).tier == "pmem"
         copy = stored(lake, "hdd", version.storage_key)
         assert copy is not None and hashlib.sha256(copy).hexdigest() == version.sha256
+        # A repeat of the live request is told to come back; it does not restart the move.
+        os.environ["LETL_REQUEST_WAIT"] = "0"
+        try:
+            with pytest.raises(InProgress, match="live-1"):
+                Mover(lake).move(version.version_id, "hdd", "live-1")
+        finally:
+            del os.environ["LETL_REQUEST_WAIT"]
+        assert stored(lake, "hdd", version.storage_key) == copy
+        assert [a["outcome"] for a in lake.catalog.request_attempts("live-1")] == ["running"]
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         out, err = proc.communicate(timeout=300)
@@ -89,6 +102,8 @@ def test_fsck_settles_a_move_whose_owner_was_killed(version):
     assert proc.returncode == -signal.SIGKILL
 
     lake = Lake.from_env()
+    assert fsck(lake, dry_run=True)["moves"] == {"dead-1": "would settle (owner gone)"}
+    assert stored(lake, "hdd", version.storage_key) is not None  # a dry run changes nothing
     report = fsck(lake, grace_seconds=0)
     assert report["moves"] == {"dead-1": "rolled back"} and report["live"] == []
     assert lake.catalog.get(version.version_id).tier == "pmem" and lake.intact(version)
@@ -97,6 +112,26 @@ def test_fsck_settles_a_move_whose_owner_was_killed(version):
     retried = Mover(lake).move(version.version_id, "hdd", "dead-1")
     assert retried.state == "done" and lake.intact(lake.catalog.get(version.version_id))
     assert [a["outcome"] for a in lake.catalog.request_attempts("dead-1")] == ["interrupted", "done"]
+
+
+def test_an_owner_on_another_host_is_live_while_its_heartbeat_is_fresh(version):
+    proc = paused_move(version, "remote-1")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    lake = Lake.from_env()
+
+    def owned_elsewhere(beat):
+        with lake.catalog.engine.begin() as conn:
+            conn.execute(moves.update().where(moves.c.request_id == "remote-1")
+                         .values(owner_host="another-host", heartbeat_at=beat))
+
+    owned_elsewhere(utcnow())
+    report = fsck(lake, grace_seconds=0)
+    assert report["live"] == ["remote-1"] and report["moves"] == {}
+    assert stored(lake, "hdd", version.storage_key) is not None  # its copy is left alone too
+    owned_elsewhere(utcnow() - timedelta(hours=1))
+    assert fsck(lake, grace_seconds=0)["moves"] == {"remote-1": "rolled back"}
+    assert stored(lake, "hdd", version.storage_key) is None and lake.intact(version)
 
 
 def test_a_retry_takes_over_a_killed_move_without_fsck(version):

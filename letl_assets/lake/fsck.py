@@ -17,6 +17,7 @@ from .catalog import FINAL_STATES, OPEN_STATES, utcnow
 from .errors import Conflict, TierUnavailable, one_line
 from .leases import request_tag
 from .moves import Mover
+from .requests import Requests
 
 
 def key_created_at(key: str) -> datetime | None:
@@ -43,7 +44,12 @@ def fsck(lake, dry_run: bool = False, grace_seconds: float = 3600, force: bool =
     report: dict = {"moves": {}, "live": [], "orphans": [], "kept_young": [], "temp_removed": 0,
                     "staging_removed": 0, "missing": [], "unreachable": unreachable}
     if dry_run:
-        report["live"] = [r["request_id"] for r in lake.catalog.requests_in(OPEN_STATES)]
+        requests = Requests(lake)
+        for row in lake.catalog.requests_in(OPEN_STATES):
+            if requests.owner_alive(row):
+                report["live"].append(row["request_id"])
+            else:
+                report["moves"][row["request_id"]] = "would settle (owner gone)"
     else:
         report["moves"], report["live"] = Mover(lake).settle_dead()
     cutoff = utcnow() - timedelta(seconds=grace_seconds)

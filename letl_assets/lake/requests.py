@@ -135,6 +135,14 @@ class Requests:
                 raise InProgress(f"request {request_id!r} is running under another owner; repeat it for its result")
             time.sleep(0.1)
 
+    def owner_alive(self, row: dict) -> bool:
+        """Whether an open request's owner still runs; changes nothing (for dry runs)."""
+        lock = Lock.try_take(lock_path(self.home, row["request_id"]))
+        if lock is None:
+            return True
+        lock.release()
+        return owner_alive_elsewhere(row)
+
     def take_dead(self, row: dict) -> Claim | None:
         """Own an open request whose owner is gone (to settle it), or None while its owner lives."""
         lock = Lock.try_take(lock_path(self.home, row["request_id"]))
