@@ -78,8 +78,9 @@ def failure_reason(result) -> str:
         error = data.error
         while error is not None and error.cause is not None:
             error = error.cause
-        if error is not None:
-            return _one_line(error.message)
+        if error is not None:  # "pkg.module.Error: text" -> "Error: text"
+            text = error.message.split(": ", 1)[-1]
+            return _one_line(f"{error.cls_name}: {text}" if error.cls_name else error.message)
     return "the run failed; its events are in the Dagster UI"
 
 

@@ -247,3 +247,29 @@ def test_each_partition_gets_its_own_latest(letl_env, lake):
     assert lake.latest("region_up") is None
     assert lake.latest("region_up", "north").version_id != lake.latest("region_up", "south").version_id
     assert len(lake.catalog.latest_ids()) == 4
+
+
+@dg.multi_asset(outs={"first": dg.AssetOut(), "second": dg.AssetOut()})
+def pair(context: dg.AssetExecutionContext):
+    lake = LakeResource().get_lake()
+    yield dg.Output(pd.DataFrame({"x": [1]}), output_name="first")
+    # Handled, yet not visible: a step's outputs are published together, after its last one.
+    assert lake.latest("first") is None and stored_objects(lake) != []
+    if context.run.tags.get("fail") == "after_first":
+        raise RuntimeError("the step dies between its two outputs")
+    yield dg.Output(pd.DataFrame({"y": [2, 3]}), output_name="second")
+
+
+def test_multi_asset_outputs_become_visible_together(letl_env, lake):
+    result = run([pair])
+    assert result.success
+    first, second = lake.latest("first"), lake.latest("second")
+    assert (first.rows, second.rows, first.run_id) == (1, 2, second.run_id)
+    assert lake.catalog.list_versions() == [first, second] or lake.catalog.list_versions() == [second, first]
+
+
+def test_step_failing_between_outputs_publishes_nothing_and_leaves_no_object(letl_env, lake):
+    result = run([pair], tags={"fail": "after_first"}, raise_on_error=False)
+    assert not result.success
+    assert lake.catalog.list_versions() == []
+    assert stored_objects(lake) == []  # discarded when the run ends, not left for fsck
