@@ -217,7 +217,12 @@ def cmd_serve(args) -> int:
         return 2
     import uvicorn
 
-    from .api import create_app
+    from .api import MIN_TOKEN_LENGTH, create_app
+
+    if len(os.environ["LETL_API_TOKEN"]) < MIN_TOKEN_LENGTH:  # a short token can be guessed over the network
+        print(f"refusing to start: LETL_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; make one with "
+              "python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
+        return 2
 
     print(f"LETL API on http://{args.host}:{args.port} (bearer token: LETL_API_TOKEN)", file=sys.stderr)
     uvicorn.run(create_app(), host=args.host, port=args.port)
