@@ -219,23 +219,25 @@ class GrosFileSystem(AbstractFileSystem):
             return {e["name"]: e for e in entries}
         return [e["name"] for e in entries]
 
+    # A malformed URI raises the parser's error here too: False would hide what is wrong with it
+    # behind the caller's own "not found" (fsspec's caches and pandas ask exists() first).
     def exists(self, path, **kwargs):
         try:
             self._select(path)
-        except (GrosNotFoundError, GrosURIError):
+        except GrosNotFoundError:
             return False
         return True
 
     def isdir(self, path):
         try:
             return self._select(path)[2]
-        except (GrosNotFoundError, GrosURIError):
+        except GrosNotFoundError:
             return False
 
     def isfile(self, path):
         try:
             return not self._select(path)[2]
-        except (GrosNotFoundError, GrosURIError):
+        except GrosNotFoundError:
             return False
 
     def modified(self, path):

@@ -295,7 +295,8 @@ def test_directory_listing(stocked):
     assert fs.glob("labs.nope/*") == []
     assert not fs.exists("gros://labs.nope")
     assert not fs.isdir("gros://labs.nope") and not fs.isfile("labs.x?partition=nope")
-    assert not fs.exists("gros://labs..x")
+    with pytest.raises(GrosURIError):
+        fs.exists("gros://labs..x")
     with pytest.raises(GrosNotFoundError, match="unknown repo"):
         fs.info("gros://labs.nope")
     with pytest.raises(GrosURIError):

@@ -142,3 +142,16 @@ def test_a_dataset_is_as_strict_as_its_strictest_version(shelf, lake):
     assert pd.read_parquet(f"gros://labs.open:latest?partition={P1}")["a"].tolist() == [4]
     with pytest.raises(AccessDenied):
         pd.read_parquet(f"gros://labs.open:1?partition={P1}")
+
+
+def test_a_cache_wrapped_around_gros_still_parses_checks_and_audits(shelf, monkeypatch):
+    # fsspec builds the outer layer; gros, as its target, sees an ordinary path.
+    with pytest.raises(AccessDenied):
+        with fsspec.open(f"simplecache::gros://labs.lab_results_rejects:latest?partition={P1}", "rb") as f:
+            f.read()
+    assert len(refusals(shelf)) == 1
+    with fsspec.open(f"simplecache::gros://labs.open:latest?partition={P1}", "rb") as f:
+        assert f.read(4) == b"PAR1"
+    assert len(accesses(shelf)) == 1
+    with pytest.raises(GrosURIError):
+        fsspec.open(f"simplecache::gros://labs.open:9999-12-31?partition={P1}", "rb").open()
