@@ -87,6 +87,11 @@ def current_lake():
 PARQUET_SIDECARS = ("_metadata", "_common_metadata")
 
 
+def _as_directory(path: str) -> str:
+    """One trailing '/' is how fsspec callers spell a directory; anything more is left to the parser."""
+    return path[:-1] if path.endswith("/") else path
+
+
 class GrosFileSystem(AbstractFileSystem):
     protocol = "gros"
     root_marker = ""
@@ -115,13 +120,14 @@ class GrosFileSystem(AbstractFileSystem):
         path = str(path)
         if path.startswith(SCHEME):
             path = path[len(SCHEME):]
-        return path.rstrip("/")
+        return _as_directory(path)
 
     def unstrip_protocol(self, name: str) -> str:
         return name if name.startswith(SCHEME) else SCHEME + name
 
     def _ref(self, path: str) -> GrosRef:
-        """The ref a path names; a pseudo-file inside a directory names one partition of it."""
+        """The ref a path names; a pseudo-file inside a directory names one partition of it.
+        Callers pass the path as given: stripping it twice would forgive a second trailing '/'."""
         path = self._strip_protocol(path)
         head, sep, last = path.rpartition("/")
         child = CHILD.fullmatch(last) if sep else None
@@ -165,7 +171,7 @@ class GrosFileSystem(AbstractFileSystem):
     def _children(self, path: str, versions) -> list[dict[str, Any]]:
         # Children keep the caller's spelling of the directory (with or without gros://):
         # pyarrow checks that every listed path lies under the base dir it asked about.
-        base = str(path).rstrip("/")
+        base = _as_directory(str(path))
         return [
             self._file_info(f"{base}/partition={v.partition or UNPARTITIONED}.{v.format}", v) for v in versions
         ]
@@ -174,23 +180,25 @@ class GrosFileSystem(AbstractFileSystem):
 
     def info(self, path, **kwargs):
         name = self._strip_protocol(path)
-        if name.rpartition("/")[2] in PARQUET_SIDECARS:
+        head, _, last = name.rpartition("/")
+        if last in PARQUET_SIDECARS:
             # pyarrow probes a dataset directory for these; a lake directory never has them.
+            self._ref(head)
             raise FileNotFoundError(name)
-        _, versions, is_dir = self._select(name)
+        _, versions, is_dir = self._select(path)
         if is_dir:
             return {"name": name, "size": 0, "type": "directory", "versions": len(versions)}
         return self._file_info(name, versions[0])
 
     def ls(self, path, detail=True, **kwargs):
-        name = str(path).rstrip("/")
-        _, versions, is_dir = self._select(name)
+        name = _as_directory(str(path))
+        _, versions, is_dir = self._select(path)
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
         return entries if detail else [e["name"] for e in entries]
 
     def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
-        name = str(path).rstrip("/")
-        _, versions, is_dir = self._select(name)
+        name = _as_directory(str(path))
+        _, versions, is_dir = self._select(path)
         out: dict[str, dict[str, Any]] = {}
         if is_dir:
             if withdirs:
@@ -204,7 +212,7 @@ class GrosFileSystem(AbstractFileSystem):
     def glob(self, path, maxdepth=None, **kwargs):
         """'?' and '*' are URI syntax here, not wildcards: ``x?partition=*`` and ``x/*`` both
         expand to the pseudo-files of directory x; any other path globs to itself."""
-        name = str(path).rstrip("/")
+        name = str(path)
         detail = kwargs.get("detail", False)
         for suffix in ("/**", "/*"):
             if name.endswith(suffix):
@@ -273,10 +281,10 @@ class GrosFileSystem(AbstractFileSystem):
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
         name = self._strip_protocol(path)
         if mode in ("wb", "xb"):
-            return GrosWriteFile(self.lake, self._ref(name), name, self.dataset)
+            return GrosWriteFile(self.lake, self._ref(path), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
-        _, versions, is_dir = self._select(name)
+        _, versions, is_dir = self._select(path)
         if is_dir:
             raise IsADirectoryError(
                 f"{SCHEME}{name} selects {len(versions)} versions (one per partition): "

@@ -92,6 +92,15 @@ def test_malformed_tags_are_the_parsers_error_never_overflow(shelf, tag, why):
             attempt()
 
 
+@pytest.mark.parametrize("path", ["gros://labs.open//", "labs.open///", "gros://labs.open/main//",
+                                  "gros://../../etc/_metadata", "gros://labs.open:99999999999999999999/_metadata"])
+def test_only_one_trailing_slash_is_forgiven(shelf, path):
+    for attempt in (lambda: fs().info(path), lambda: fs().ls(path), lambda: fs().exists(path)):
+        with pytest.raises(GrosURIError):
+            attempt()
+    assert fs().info("gros://labs.open/")["type"] == "directory"
+
+
 # --- access levels --------------------------------------------------------------------------------
 
 
