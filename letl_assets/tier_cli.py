@@ -265,7 +265,9 @@ def add_commands(sub) -> None:
     wr.add_argument("--json", action="store_true", help="machine-readable output")
     wr.set_defaults(func=cmd_write)
 
-    fs = tier.add_parser("fsck", help="finish or roll back interrupted moves; remove orphans and temp leftovers")
+    fs = tier.add_parser("fsck", help="settle writes and moves whose owner is gone (live ones are left alone); "
+                         "remove orphans and temp and staging leftovers; exit 1 if objects are missing, "
+                         "7 if a tier could not be reached")
     fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     fs.add_argument("--grace", type=float, default=3600, help="leave objects younger than this many seconds (default 3600)")
     fs.add_argument("--force", action="store_true", help="repair even when the catalog is empty")

@@ -189,6 +189,25 @@ def test_killed_write_retried_gives_one_version_and_no_staging_leftover(letl_env
     assert len(lake.catalog.request_attempts("w-kill-2")) == 2
 
 
+def test_fsck_leaves_a_live_write_alone_and_the_write_commits(letl_env, version):
+    source = letl_env["landing"] / "team" / "scan.bin"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"scan bytes " * 1000)
+    proc = letl("tier", "write", str(source), "team.scans", "--to", "hdd", "--request-id", "w-live", "--json",
+                failpoint="pause_write_after_put", wait=False)
+    wait_until_stopped(proc)
+    try:
+        lake = Lake.from_env()
+        report = fsck(lake, grace_seconds=0)
+        assert report["live"] == ["w-live"] and report["orphans"] == [] and report["moves"] == {}
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    [version] = lake.catalog.list_versions("team/scans")
+    assert lake.intact(version) and fsck(lake, grace_seconds=0)["missing"] == []
+
+
 @pytest.fixture
 def cortx_down(letl_env, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on

@@ -9,6 +9,7 @@ key tells its age on every backend. A tier that cannot be reached is reported an
 the others are still repaired.
 """
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -74,10 +75,10 @@ def _sweep_tier(lake, name: str, tier, cutoff: datetime, grace_seconds: float, d
     # Keys first, then the live work and the versions: an object listed before a move began
     # cannot be that move's copy, and a version committed after the listing is seen as located.
     keys = list(tier.backend.keys())
-    protected = _live_objects(lake)
+    protected, writing = _live_objects(lake)
     located = {(v.tier, v.storage_key) for v in lake.catalog.list_versions()} | protected
     for key in keys:
-        if (name, key) in located:
+        if (name, key) in located or (name, key.split("/", 1)[-1].rsplit("/", 1)[0]) in writing:
             continue
         created = key_created_at(key)
         if created is not None and created > cutoff:
@@ -90,14 +91,18 @@ def _sweep_tier(lake, name: str, tier, cutoff: datetime, grace_seconds: float, d
         report["temp_removed"] += tier.backend.clean_temp(older_than=grace_seconds)
 
 
-def _live_objects(lake) -> set[tuple[str, str]]:
-    """Both ends of every move still open after settling: their owners live."""
-    out = set()
+def _live_objects(lake) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """What requests still open after settling (their owners live) may be using: both ends of each
+    move, and (tier, 'asset/partition') of each write, whose object is named only when it commits."""
+    objects, writing = set(), set()
     for row in lake.catalog.requests_in(OPEN_STATES):
-        version = lake.catalog.get(row["version_id"]) if row["version_id"] else None
-        if version is not None:
-            out |= {(row["src_tier"], version.storage_key), (row["dst_tier"], version.storage_key)}
-    return out
+        if row["src_tier"] == "external":
+            ask = json.loads(row["ask"] or "{}")
+            if "asset_key" in ask:
+                writing.add((row["dst_tier"], f"{ask['asset_key']}/{ask.get('partition') or '_'}"))
+        elif version := lake.catalog.get(row["version_id"]):
+            objects |= {(row["src_tier"], version.storage_key), (row["dst_tier"], version.storage_key)}
+    return objects, writing
 
 
 def _clean_staging(lake, grace_seconds: float) -> int:
