@@ -6,6 +6,7 @@ stopped process still holds its lock, as a slow but living one would.
 """
 
 import hashlib
+import io
 import os
 import signal
 import socket
@@ -223,8 +224,6 @@ ORPHAN = "main/labs/live/2024-01-01/20200101T000000000000Z-0badc0de.parquet"
 
 
 def test_fsck_with_the_object_store_down_settles_the_rest_and_reports_it(version, cortx_down):
-    import io
-
     lake = Lake.from_env()
     lake.tiers["hdd"].backend.put(ORPHAN, io.BytesIO(b"orphan"))
     report = fsck(lake, grace_seconds=0)
@@ -250,3 +249,27 @@ def test_cli_errors_with_the_object_store_down_are_one_line(version, cortx_down,
     wrote = letl("tier", "write", str(source), "team.blobs", "--to", "cortx")
     assert wrote.returncode == 7 and len(wrote.stderr.strip().splitlines()) == 1, wrote.stderr
     assert lake.catalog.list_versions("team/blobs") == []
+
+
+def test_every_s3_call_to_a_closed_port_is_tier_unavailable():
+    from letl_assets.lake.errors import TierUnavailable
+    from letl_assets.lake.s3 import S3Backend, make_s3_client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    backend = S3Backend(make_s3_client(f"http://127.0.0.1:{closed}", "k", "s", max_attempts=1), "letl", "lake")
+    calls = {
+        "put": lambda: backend.put("a/b", io.BytesIO(b"x")),
+        "open": lambda: backend.open("a/b"),
+        "read_range": lambda: backend.read_range("a/b", 0, 1),
+        "exists": lambda: backend.exists("a/b"),
+        "delete": lambda: backend.delete("a/b"),
+        "keys": lambda: list(backend.keys()),
+        "usage": backend.usage,
+        "clean_temp": backend.clean_temp,
+        "probe": backend.probe,
+    }
+    for name, call in calls.items():
+        with pytest.raises(TierUnavailable, match="unreachable"):
+            call()
