@@ -24,7 +24,8 @@ Answers: 200 with the MoveResult (src_tier 'external' for a write; state done, o
 403 a source that is not registered, or a restricted lake version for a non-steward; 409 MoveConflict
 (request id reused, destination holding other bytes, wrong source tier) or a produced destination; 404
 unknown version, dataset or source file; 413 a body over ``LETL_API_MAX_BODY`` (api_guard.py); 422
-malformed body, dataset name or tier, naming the field and never repeating the input; 502 a tier backend failed (object store down, I/O error, failed verification): probed before
+malformed body, dataset name or tier. Error details name the field and the problem and never repeat
+unvalidated input. 502 a tier backend failed (object store down, I/O error, failed verification): probed before
 anything is recorded, and the answer says where the catalog places the version; 503 tier ``cortx`` not
 configured (run ``letl objectstore up``); 507 the tier's quota is full. Errors: ``{"detail": "..."}``.
 """
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .api_guard import BodyLimit, validation_handler
 from .lake.backends import validate_key
-from .lake.errors import Conflict, InProgress, LetlError, http_status, one_line
+from .lake.errors import Conflict, InProgress, InvalidInput, LetlError, http_status, one_line
 from .lake.lake import Lake, current_user
 from .lake.moves import MoveConflict, MoveResult, Mover
 from .lake.names import PRODUCED
@@ -79,11 +80,15 @@ def _dataset(uri: str) -> tuple[str, str | None]:
     name, _, query = uri.partition("?")
     params = parse_qs(query, keep_blank_values=True)
     if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
-        raise ValueError(f"{uri!r}: the only query parameter a dataset takes is one ?partition=")
+        raise InvalidInput("the only query parameter a dataset takes is one ?partition=")
     name = name.strip("/")
     asset = name if "/" in name else name.replace(".", "/")
     partition = params.get("partition", [""])[0] or None
-    validate_key(f"{asset}/{partition or '_'}")  # InvalidKeyError (a ValueError): 422
+    try:
+        validate_key(f"{asset}/{partition or '_'}")
+    except ValueError:
+        raise InvalidInput("a dataset is team.my_dataset or team/my_dataset (parts of [A-Za-z0-9_.=-]), "
+                           "optionally with ?partition=P") from None
     return asset, partition
 
 
@@ -147,15 +152,15 @@ def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
 
 def _move(lake: Lake, body: MoveRequest, src: str, dst: str) -> dict:
     if body.destination_uri.strip() not in (dst, f"{dst}://"):
-        raise HTTPException(422, f"destination_uri {body.destination_uri!r} does not match this endpoint, which "
-                                 f"moves {src} -> {dst}: use {dst!r} or '{dst}://'")
+        raise HTTPException(422, f"destination_uri does not match this endpoint, which moves {src} -> {dst}: "
+                                 f"use {dst!r} or '{dst}://'")
     mover = Mover(lake)
     with _http_errors():
         version = lake.catalog.get(body.source_uri)
         if version is None:
             asset, partition = _dataset(body.source_uri)
             if (version := lake.latest(asset, partition)) is None:
-                raise FileNotFoundError(f"no version id or dataset {body.source_uri!r} (dataset {asset!r}, "
+                raise FileNotFoundError(f"source_uri names no version id or dataset (dataset {asset!r}, "
                                         f"partition {partition or 'none'}, branch {lake.branch!r})")
         if mover.get(body.request_id) is None:
             if version.tier != src:
@@ -236,7 +241,7 @@ def create_app(lake_factory: Callable[[], Lake] = Lake.from_env) -> FastAPI:
     def get_move(request_id: str = PathParam(max_length=255), lake: Lake = Depends(get_lake)) -> dict:
         """The recorded result of the write or move with this request id; 404 if unknown."""
         if (result := Mover(lake).get(request_id)) is None:
-            raise HTTPException(404, f"no write or move with request_id {request_id!r}")
+            raise HTTPException(404, "no write or move with this request_id")
         return result.as_dict()
 
     return app

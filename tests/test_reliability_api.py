@@ -205,6 +205,23 @@ def test_validation_errors_name_the_field_but_never_echo_the_input(client):
     assert "MRN" not in client.get("/moves/" + "m" * 300 + secret).text
 
 
+def test_refusals_do_not_repeat_what_was_sent(client, landed):
+    secret = "MRN-8675309"
+    answers = [
+        post(client, "/daos/ssd/write", landed, f"team.{secret}!", "w-1"),
+        post(client, "/daos/ssd/write", landed, f"team.x?partition={secret}/..", "w-2"),
+        post(client, "/daos/ssd/write", landed, f"team.x?{secret}=1", "w-3"),
+        post(client, "/daos/ssd/write", f"gros://team.{secret}%41", "team.x", "w-4"),
+        post(client, "/daos/ssd/write", f"/etc/{secret}", "team.x", "w-5"),
+        post(client, "/tiering/D-C", "v", f"cortx-{secret}", "m-1"),
+        post(client, "/tiering/D-C", f"{secret}.x y", "cortx", "m-2"),
+        client.get(f"/moves/{secret}"),
+    ]
+    assert [r.status_code for r in answers] == [422, 422, 422, 422, 403, 422, 422, 404]
+    for r in answers:
+        assert secret not in r.text, r.text
+
+
 # --- letl serve -------------------------------------------------------------------------------
 
 

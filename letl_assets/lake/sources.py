@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from .access import check_read
 from .errors import AccessDenied, InvalidInput, NotFound
-from .uri import SCHEME, parse, resolve
+from .uri import SCHEME, GrosURIError, parse, resolve
 
 if TYPE_CHECKING:
     from .catalog import Version
@@ -97,7 +97,12 @@ def _local_file(lake: "Lake", text: str, repeat: bool) -> Source:
 
 
 def _lake_version(lake: "Lake", text: str, user: str) -> Source:
-    ref = parse(text)
+    try:
+        ref = parse(text)
+    except GrosURIError:
+        # The parser's message quotes the URI; an API answer must not repeat what was sent.
+        raise InvalidInput("source_uri is not a gros:// URI the strict parser accepts: "
+                           "gros://{repo}[/{branch}][:{tag}][?partition=P], no '::', '..' or '%'") from None
     try:
         versions = resolve(lake, ref)
     except LookupError as exc:
