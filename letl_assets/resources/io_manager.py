@@ -78,10 +78,10 @@ class TieredIOManager(dg.ConfigurableIOManager):
 
     One materialization is one commit: each output is staged, and all outputs of a step
     are published in one catalog transaction when its last output is handled, so a
-    multi-asset's outputs become visible together or not at all. This relies on the
-    in-process executor the project uses (one IO manager instance sees every output of a
-    step). Optional outputs that are not yielded, or a subset of a subsettable
-    multi-asset, leave the set incomplete: it is then discarded at the end of the run.
+    multi-asset's outputs become visible together or not at all. Every Dagster executor
+    handles one step's outputs in one process, so one instance sees them all. Optional
+    outputs that are not yielded, or a subset of a subsettable multi-asset, leave the set
+    incomplete: it is discarded with a warning when the resource is torn down.
     """
 
     lake: dg.ResourceDependency[LakeResource]
@@ -152,6 +152,9 @@ class TieredIOManager(dg.ConfigurableIOManager):
         leftovers = [s for step in steps for s in self._pending.pop(step).values() if s is not None]
         if leftovers:
             self.lake.get_lake().discard(leftovers)
+            if context.log is not None:
+                names = ", ".join(sorted({s.version.asset_key for s in leftovers}))
+                context.log.warning(f"discarded unpublished outputs of unfinished steps: {names}")
 
     def load_input(self, context: dg.InputContext):
         lake = self.lake.get_lake()
