@@ -140,7 +140,8 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
         if month and drop_month != month:
             continue  # claimed all the same: a link to another month's file is that file
         if same or first:
-            what = f"the same file as {same}" if same else f"second file for {hospital} {drop_month} ({first} is the drop)"
+            what = f"the same file as {same}" if same else \
+                f"second file for {hospital} {drop_month} ({first} is the drop)"
             ignored.append(Ignored(relpath, f"{what}: refused so its rows are not counted twice; remove one"))
             continue
         if settle_seconds and st.st_mtime > newest_allowed:

@@ -50,8 +50,9 @@ def survey(path: Path, is_gzip: bool) -> Survey:
     lf = cr = crlf = 0
     last = b""
     for block in chunks(path, is_gzip):
-        lf, cr, crlf = lf + block.count(b"\n"), cr + block.count(b"\r"), crlf + block.count(b"\r\n")
-        crlf += last == b"\r" and block[:1] == b"\n"
+        lf, in_block = lf + block.count(b"\n"), block.count(b"\r")
+        if in_block or last == b"\r":  # most drops hold no CR: no third pass over them
+            cr, crlf = cr + in_block, crlf + block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
         last = block[-1:]
     lines = lf + cr - crlf + (last not in (b"", b"\n", b"\r"))
     return Survey(lines, cr != crlf or (crlf > 0 and lf != crlf))

@@ -28,6 +28,7 @@ BOUNDS = ", ".join(
 )
 # The first failing rule names the row. $earliest, $latest and the month bounds are bound per drop.
 _IN_RANGE = "{0} BETWEEN $earliest AND $latest"
+_NOT_IN_RANGE = " is before 1900 or in the future"
 REASON = f"""CASE
     WHEN _pid IS NULL THEN '{Reason.MISSING_PATIENT_ID}'
     WHEN _collected IS NULL THEN '{Reason.BAD_DATE}'
@@ -44,11 +45,11 @@ DETAIL = f"""CASE
     WHEN _collected IS NULL THEN 'collected_at=' || coalesce(collected_at, '')
     WHEN _reported_raw IS NOT NULL AND _reported IS NULL THEN 'reported_at=' || reported_at
     WHEN _birth_raw IS NOT NULL AND _birth IS NULL THEN 'birth_date=' || birth_date
-    WHEN NOT ({_IN_RANGE.format('_collected')}) THEN 'collected_at=' || collected_at || ' is before 1900 or in the future'
-    WHEN NOT ({_IN_RANGE.format('_reported')}) THEN 'reported_at=' || reported_at || ' is before 1900 or in the future'
-    WHEN NOT ({_IN_RANGE.format('_birth')}) THEN 'birth_date=' || birth_date || ' is before 1900 or in the future'
-    WHEN _collected < $month_start OR _collected >= $month_end
-        THEN 'collected_at=' || collected_at || ' is outside ' || strftime($month_start, '%Y-%m') || ', the month of the drop'
+    WHEN NOT ({_IN_RANGE.format('_collected')}) THEN 'collected_at=' || collected_at || '{_NOT_IN_RANGE}'
+    WHEN NOT ({_IN_RANGE.format('_reported')}) THEN 'reported_at=' || reported_at || '{_NOT_IN_RANGE}'
+    WHEN NOT ({_IN_RANGE.format('_birth')}) THEN 'birth_date=' || birth_date || '{_NOT_IN_RANGE}'
+    WHEN _collected < $month_start OR _collected >= $month_end THEN 'collected_at=' || collected_at
+        || ' is outside ' || strftime($month_start, '%Y-%m') || ', the month of the drop'
     WHEN _value IS NULL OR NOT isfinite(_value) THEN 'result_value=' || coalesce(result_value, '')
     ELSE 'result_value=' || result_value || ' outside [' || lo || ', ' || hi || '] for ' || test_code
 END"""

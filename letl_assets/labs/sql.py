@@ -188,7 +188,8 @@ class Scan:
             UNION ALL
             SELECT $file_{self.index}, m.line, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line, m.line
             FROM {self._name}_malformed m""" + (
-            f" ANTI JOIN {self._side} p USING (line) UNION ALL {side_select(self.index, self.side)}" if self.side else "")
+            f" ANTI JOIN {self._side} p USING (line) UNION ALL {side_select(self.index, self.side)}"
+            if self.side else "")
 
     def params(self) -> dict[str, str]:
         return {f"file_{self.index}": self.relpath}
