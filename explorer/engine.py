@@ -1,9 +1,8 @@
 """Locked, in-memory DuckDB connections for the explorer, and a guarded
-query runner (single SELECT, row cap, time limit)."""
+query runner (single SELECT, row cap, time limit, memory bound)."""
 from __future__ import annotations
 
 import re
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -13,10 +12,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from explorer.sql_guard import check_sql
+from explorer.watchdog import Watchdog, memory_bytes
 
 __all__ = [
     "QueryError",
     "QueryTimeout",
+    "QueryMemoryLimit",
+    "QueryMoved",
     "locked_connection",
     "run_query",
     "export_csv",
@@ -31,11 +33,29 @@ TRUNCATED_KEY = b"letl.truncated"
 
 
 class QueryError(RuntimeError):
-    """A query failed while running (after passing the SQL guard)."""
+    """A query failed while running (after passing the SQL guard).
+
+    ``reason`` is the category the audit log keeps: never the message, which may quote a value."""
+
+    reason = "error"
 
 
 class QueryTimeout(QueryError, TimeoutError):
     """A query ran past its time limit and was interrupted."""
+
+    reason = "time-limit"
+
+
+class QueryMemoryLimit(QueryError, MemoryError):
+    """A query grew past the memory limit (DuckDB's, or the process RSS bound) and was stopped."""
+
+    reason = "memory-limit"
+
+
+class QueryMoved(QueryError):
+    """A file behind a view moved since the views were built."""
+
+    reason = "moved"
 
 
 def _sql_string(value: str) -> str:
@@ -117,7 +137,7 @@ def describe(con: duckdb.DuckDBPyConnection, view: str, timeout_s: float) -> dic
     """Column name -> DuckDB type of a view, under the same time limit and error mapping as a query."""
     if not _NAME.match(view):
         raise ValueError(f"invalid view name {view!r}")
-    with _time_limit(con, timeout_s):
+    with _limits(con, timeout_s):
         return {name: typ for name, typ, *_ in con.execute(f'DESCRIBE "{view}"').fetchall()}
 
 
@@ -146,30 +166,27 @@ def _stream(con: duckdb.DuckDBPyConnection, sql: str, params, limit: int) -> tup
 
 
 @contextmanager
-def _time_limit(con: duckdb.DuckDBPyConnection, timeout_s: float):
-    """Interrupt the connection past ``timeout_s``; DuckDB errors become QueryError/QueryTimeout."""
-    timed_out = threading.Event()
-
-    def _interrupt() -> None:
-        timed_out.set()
-        con.interrupt()
-
-    timer = threading.Timer(timeout_s, _interrupt)
-    timer.daemon = True
-    timer.start()
+def _limits(con: duckdb.DuckDBPyConnection, timeout_s: float):
+    """Run under the time limit and the memory bound; DuckDB errors become QueryError subclasses."""
+    # Read back from the connection, so the bound is the limit the query really runs under.
+    limit = memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    dog = Watchdog(con, timeout_s, limit)
     try:
-        yield
+        with dog:
+            yield
     except duckdb.Error as e:
-        if timed_out.is_set() or isinstance(e, duckdb.InterruptException):
+        if dog.tripped == "memory" or isinstance(e, duckdb.OutOfMemoryException):
+            raise QueryMemoryLimit(
+                f"query exceeded the memory limit of {limit / 2**20:,.0f} MiB and was stopped"
+            ) from None
+        if dog.tripped == "time" or isinstance(e, duckdb.InterruptException):
             raise QueryTimeout(
                 f"query exceeded the time limit of {timeout_s:g} s and was stopped"
             ) from None
         if isinstance(e, duckdb.IOException) and "No files found" in str(e):
             # A version moved tier or was removed after the views were built.
-            raise QueryError("a file behind this dataset moved since the page was opened: reload the page") from e
+            raise QueryMoved("a file behind this dataset moved since the page was opened: reload the page") from e
         raise QueryError(f"query failed: {e}") from e
-    finally:
-        timer.cancel()
 
 
 def export_csv(
@@ -192,7 +209,7 @@ def export_csv(
     temp = path.with_name(f".{path.name}.tmp")
     rows = 0
     try:
-        with _time_limit(con, timeout_s):
+        with _limits(con, timeout_s):
             schema, batches = _stream(con, inner, params, row_cap)
             with pa_csv.CSVWriter(temp, schema) as writer:
                 for batch in batches:
@@ -226,7 +243,7 @@ def run_query(
     if timeout_s <= 0:
         raise ValueError(f"invalid timeout_s {timeout_s!r}")
     inner = _checked(sql, check)
-    with _time_limit(con, timeout_s):
+    with _limits(con, timeout_s):
         # One row past the cap tells a cut result from one that fits exactly.
         schema, batches = _stream(con, inner, params, row_cap + 1)
         table = pa.Table.from_batches(list(batches), schema=schema)

@@ -2,7 +2,8 @@
 
 Streamlit pages call this; so do the bench and the tests, without Streamlit. Each query runs
 on its own cursor (Streamlit serves sessions from several threads, and the time limit
-interrupts a single connection). Every query, cached or not, lands in the catalog's access log.
+interrupts a single connection). Every query, cached or not, lands in the catalog's access log (the
+versions it read) or its query log (refused, failed, or reading no version), by SQL hash only.
 """
 
 import hashlib
@@ -149,7 +150,7 @@ class Explorer:
             user: str | None = None, log: bool = True, use_cache: bool = True) -> Result:
         """Run a query. ``trusted`` is only for SQL from :meth:`build`; anything else is checked."""
         if not trusted:
-            parsed = self._check(sql)
+            parsed = self._checked(sql, params, user, log)
             sql, read = parsed.text, read or self._reads(parsed)
         digest = sql_hash(sql, params)
         key = (digest, self.snapshot.key, self.settings.row_cap)
@@ -165,9 +166,9 @@ class Explorer:
                 # Checked above (or built by the builder): a second parse would only cost time.
                 table = run_query(cur, sql, params, row_cap=self.settings.row_cap,
                                   timeout_s=self.settings.timeout_s, check=False)
-            except QueryError:
+            except QueryError as e:
                 if log:
-                    self._log(read, digest, None, user, failed=True)
+                    self._log(read, digest, None, user, failed=e.reason)
                 raise
             finally:
                 cur.close()
@@ -184,20 +185,42 @@ class Explorer:
                user: str | None = None) -> int:
         """The full result, up to the download cap, as a CSV file at ``path``."""
         if not trusted:
-            parsed = self._check(sql)
+            parsed = self._checked(sql, params, user)
             sql, read = parsed.text, read or self._reads(parsed)
+        digest = sql_hash(sql, params)
         cur = self.con.cursor()
         try:
             rows = export_csv(cur, sql, path, params, row_cap=self.settings.download_cap,
                               timeout_s=max(self.settings.timeout_s, 120), check=False)
+        except QueryError as e:
+            self._log(read, digest, None, user, failed=e.reason)
+            raise
         finally:
             cur.close()
-        self._log(read, sql_hash(sql, params), rows, user)
+        self._log(read, digest, rows, user)
         return rows
 
+    def _checked(self, sql: str, params, user: str | None, log: bool = True) -> Parsed:
+        try:
+            return self._check(sql)
+        except UnsafeSQL as e:
+            if log:
+                self._event("query-refused", sql_hash(sql, params), None, user, e.reason)
+            raise
+
     def _log(self, read: Estimate | None, digest: str, rows: int | None, user: str | None,
-             failed: bool = False) -> None:
-        self.lake.catalog.record_query(
-            [v.version_id for v in read.versions] if read else [], digest, rows,
-            user=user or current_user(), host=socket.gethostname(), kind="query-failed" if failed else "query",
-        )
+             failed: str | None = None) -> None:
+        """``failed`` is the failure's category. Versions read go to the access log; the category, and
+        a query that read no version (``SELECT 1``, a VALUES list), go to the query log."""
+        kind = "query-failed" if failed else "query"
+        versions = [v.version_id for v in read.versions] if read else []
+        if versions:
+            self.lake.catalog.record_query(versions, digest, rows, user=user or current_user(),
+                                           host=socket.gethostname(), kind=kind)
+        if failed or not versions:
+            self._event(kind, digest, rows, user, failed)
+
+    def _event(self, kind: str, digest: str, rows: int | None, user: str | None, reason: str | None) -> None:
+        # The hash and a fixed category only: the SQL, or an error quoting it, may hold a typed patient value.
+        self.lake.catalog.record_query_event(kind, digest, rows, detail=reason, user=user or current_user(),
+                                             host=socket.gethostname())

@@ -4,7 +4,8 @@ The guard uses DuckDB's own parser (``extract_statements`` and
 ``json_serialize_sql``) rather than regular expressions. It accepts exactly
 one read-only ``SELECT`` (a ``WITH`` query, ``VALUES`` and set operations
 parse as ``SELECT`` too) whose every table reference is a plain, unqualified
-name: users query the views the explorer creates, nothing else.
+name: users query the views the explorer creates, nothing else. Calls that could build a value
+past the memory limit within one expression are bounded or refused (``explorer.limits``).
 
 It is one layer of two: the connection the query runs on is also locked
 (see ``explorer.engine.locked_connection``).
@@ -19,6 +20,8 @@ import unicodedata
 from typing import NamedTuple
 
 import duckdb
+
+from .limits import SizeRefused, check_sizes
 
 __all__ = ["UnsafeSQL", "analyze", "check_sql", "DENIED_FUNCTIONS"]
 
@@ -68,7 +71,14 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class UnsafeSQL(ValueError):
-    """The SQL is not a single, read-only SELECT over the explorer's views."""
+    """The SQL is not a single, read-only SELECT over the explorer's views.
+
+    ``reason`` is a fixed category for the audit log, which must never hold the SQL or the message
+    (either may quote a value typed into the query)."""
+
+    def __init__(self, message: str, reason: str = "refused"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _check_characters(sql: str) -> None:
@@ -81,7 +91,7 @@ def _check_characters(sql: str) -> None:
         if cat in ("Cc", "Cf", "Cs", "Co", "Cn"):
             raise UnsafeSQL(
                 f"SQL contains a disallowed invisible or control character "
-                f"U+{ord(ch):04X} at position {i}"
+                f"U+{ord(ch):04X} at position {i}", "characters"
             )
 
 
@@ -109,28 +119,28 @@ def _check_tree(tree: dict) -> None:
             if kind == "TABLE_FUNCTION":
                 fn = (d.get("function") or {}).get("function_name", "?")
                 raise UnsafeSQL(
-                    f"table function {fn}() is not allowed; query the dataset views by name"
+                    f"table function {fn}() is not allowed; query the dataset views by name", "function"
                 )
             if kind not in _ALLOWED_TABLE_REFS:
-                raise UnsafeSQL(f"table reference of type {kind} is not allowed")
+                raise UnsafeSQL(f"table reference of type {kind} is not allowed", "table")
             if kind == "BASE_TABLE":
                 name = d.get("table_name", "")
                 if d.get("schema_name") or d.get("catalog_name"):
                     raise UnsafeSQL(
                         f"qualified table names are not allowed: "
-                        f"{d.get('catalog_name') or ''}.{d.get('schema_name') or ''}.{name}".lstrip(".")
+                        f"{d.get('catalog_name') or ''}.{d.get('schema_name') or ''}.{name}".lstrip("."), "table"
                     )
                 if not _IDENT.match(name):
                     # e.g. FROM '/etc/passwd' (a replacement scan on a file)
-                    raise UnsafeSQL(f"table name {name!r} is not a plain identifier")
+                    raise UnsafeSQL(f"table name {name!r} is not a plain identifier", "table")
                 if d.get("at_clause"):
-                    raise UnsafeSQL("time-travel AT clauses are not allowed")
+                    raise UnsafeSQL("time-travel AT clauses are not allowed", "table")
         if d.get("class") == "FUNCTION" or ("function_name" in d and "class" in d):
             fn = str(d.get("function_name", "")).lower()
             if d.get("schema") or d.get("catalog"):
-                raise UnsafeSQL(f"qualified function names are not allowed: {fn}")
+                raise UnsafeSQL(f"qualified function names are not allowed: {fn}", "function")
             if fn in DENIED_FUNCTIONS:
-                raise UnsafeSQL(f"function {fn}() is not allowed")
+                raise UnsafeSQL(f"function {fn}() is not allowed", "function")
 
 
 def _strip(sql: str) -> str:
@@ -155,9 +165,9 @@ class Parsed(NamedTuple):
 def analyze(sql: str, max_length: int = MAX_LENGTH) -> Parsed:
     """Like :func:`check_sql`, and also the names the query reads and the names its WITH defines."""
     if not isinstance(sql, str):
-        raise UnsafeSQL("SQL must be a string")
+        raise UnsafeSQL("SQL must be a string", "parse")
     if len(sql) > max_length:
-        raise UnsafeSQL(f"SQL is too long ({len(sql)} characters; the limit is {max_length})")
+        raise UnsafeSQL(f"SQL is too long ({len(sql)} characters; the limit is {max_length})", "size")
     return _analyze(sql)
 
 
@@ -169,30 +179,30 @@ def _analyze(sql: str) -> Parsed:
     _check_characters(sql)
     text = _strip(sql)
     if not text:
-        raise UnsafeSQL("SQL is empty")
+        raise UnsafeSQL("SQL is empty", "parse")
 
     with _parser_lock:
         try:
             statements = _parser.extract_statements(text)
         except duckdb.Error as e:
-            raise UnsafeSQL(f"SQL does not parse: {e}") from None
+            raise UnsafeSQL(f"SQL does not parse: {e}", "parse") from None
         raw = _parser.execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
     if len(statements) != 1:
-        raise UnsafeSQL(
-            f"exactly one statement is allowed, found {len(statements)}"
-        )
+        raise UnsafeSQL(f"exactly one statement is allowed, found {len(statements)}", "statement")
     stype = statements[0].type
     if stype != duckdb.StatementType.SELECT:
-        raise UnsafeSQL(
-            f"only SELECT/WITH queries are allowed, not {stype.name}"
-        )
+        raise UnsafeSQL(f"only SELECT/WITH queries are allowed, not {stype.name}", "statement")
 
     tree = json.loads(raw)
     if tree.get("error"):
-        raise UnsafeSQL(f"SQL was refused by the parser: {tree.get('error_message')}")
+        raise UnsafeSQL(f"SQL was refused by the parser: {tree.get('error_message')}", "parse")
     if len(tree.get("statements", [])) != 1:
-        raise UnsafeSQL("exactly one statement is allowed")
+        raise UnsafeSQL("exactly one statement is allowed", "statement")
     _check_tree(tree)
+    try:
+        check_sizes(d for d, _path in _walk(tree))
+    except SizeRefused as e:
+        raise UnsafeSQL(str(e), "size") from None
     tables, ctes = set(), set()
     for d, _path in _walk(tree):
         if _is_table_ref(d) and d.get("type") == "BASE_TABLE" and d.get("table_name"):
