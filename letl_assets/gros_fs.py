@@ -10,9 +10,7 @@ no import of letl_assets:
 
 Paths (a URI without ``gros://``) name either one version, which is a file, or several
 (no partition on a partitioned asset, or ``?partition=*``), which is a directory holding one
-pseudo-file per selected version::
-
-    {directory path}/partition={P}.{format}       (P is ``_`` for the unpartitioned version)
+pseudo-file per selected version, ``{directory}/partition={P}.{format}`` (gros_paths.py).
 
 Every read is logged in the catalog's access log with kind ``gros``, user and host. Restricted
 datasets (see lake/access.py) are read only by the user names in ``LETL_STEWARDS``; a refusal is
@@ -27,23 +25,20 @@ from __future__ import annotations
 import atexit
 import gc
 import os
-import re
 import threading
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
+from letl_assets.gros_paths import as_directory, child_name, ref_of, strip_protocol
 from letl_assets.gros_write import GrosWriteFile
 from letl_assets.lake.access import check_read
-from letl_assets.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, invalid, parse, resolve
+from letl_assets.lake.uri import SCHEME, invalid, resolve
 
 ACCESS_KIND = "gros"
 REFUSED_KIND = "gros-refused"
 # fsspec hands these to a filesystem built as one link of a chained URL ("gros://x::...").
 CHAIN_OPTIONS = ("fo", "target_protocol", "target_options")
-CHILD = re.compile(r"partition=(?P<partition>" + PARTITION.pattern + r")\.(?P<fmt>[A-Za-z0-9]+)")
-UNPARTITIONED = "_"
-
 
 
 class GrosNotFoundError(LookupError):
@@ -87,11 +82,6 @@ def current_lake():
 PARQUET_SIDECARS = ("_metadata", "_common_metadata")
 
 
-def _as_directory(path: str) -> str:
-    """One trailing '/' is how fsspec callers spell a directory; anything more is left to the parser."""
-    return path[:-1] if path.endswith("/") else path
-
-
 class GrosFileSystem(AbstractFileSystem):
     protocol = "gros"
     root_marker = ""
@@ -111,40 +101,23 @@ class GrosFileSystem(AbstractFileSystem):
     def lake(self):
         return self._lake if self._lake is not None else current_lake()
 
-    # --- paths --------------------------------------------------------------------------
+    # --- paths (gros_paths.py) ---------------------------------------------------------
 
     @classmethod
     def _strip_protocol(cls, path):
         if isinstance(path, (list, tuple)):
-            return [cls._strip_protocol(p) for p in path]
-        path = str(path)
-        if path.startswith(SCHEME):
-            path = path[len(SCHEME):]
-        return _as_directory(path)
+            return [strip_protocol(p) for p in path]
+        return strip_protocol(path)
 
     def unstrip_protocol(self, name: str) -> str:
         return name if name.startswith(SCHEME) else SCHEME + name
-
-    def _ref(self, path: str) -> GrosRef:
-        """The ref a path names; a pseudo-file inside a directory names one partition of it.
-        Callers pass the path as given: stripping it twice would forgive a second trailing '/'."""
-        path = self._strip_protocol(path)
-        head, sep, last = path.rpartition("/")
-        child = CHILD.fullmatch(last) if sep else None
-        if child is None:
-            return parse(SCHEME + path)
-        parent = parse(SCHEME + head)
-        if parent.partition not in (None, "*"):
-            raise GrosURIError(f"invalid gros path {path!r}: {head!r} names a single version, not a directory")
-        partition = child["partition"]
-        return parent.with_partition("" if partition == UNPARTITIONED else partition)
 
     def _select(self, path: str):
         """(ref, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
         AccessDenied (audited) when the caller may not read what it selects."""
         from letl_assets.lake.lake import current_user
 
-        ref = self._ref(path)
+        ref = ref_of(path)
         try:
             versions = resolve(self.lake, ref)
         except LookupError as exc:
@@ -169,12 +142,7 @@ class GrosFileSystem(AbstractFileSystem):
         }
 
     def _children(self, path: str, versions) -> list[dict[str, Any]]:
-        # Children keep the caller's spelling of the directory (with or without gros://):
-        # pyarrow checks that every listed path lies under the base dir it asked about.
-        base = _as_directory(str(path))
-        return [
-            self._file_info(f"{base}/partition={v.partition or UNPARTITIONED}.{v.format}", v) for v in versions
-        ]
+        return [self._file_info(child_name(path, v), v) for v in versions]
 
     # --- listing ------------------------------------------------------------------------
 
@@ -183,7 +151,7 @@ class GrosFileSystem(AbstractFileSystem):
         head, _, last = name.rpartition("/")
         if last in PARQUET_SIDECARS:
             # pyarrow probes a dataset directory for these; a lake directory never has them.
-            self._ref(head)
+            ref_of(head)
             raise FileNotFoundError(name)
         _, versions, is_dir = self._select(path)
         if is_dir:
@@ -191,13 +159,13 @@ class GrosFileSystem(AbstractFileSystem):
         return self._file_info(name, versions[0])
 
     def ls(self, path, detail=True, **kwargs):
-        name = _as_directory(str(path))
+        name = as_directory(str(path))
         _, versions, is_dir = self._select(path)
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
         return entries if detail else [e["name"] for e in entries]
 
     def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
-        name = _as_directory(str(path))
+        name = as_directory(str(path))
         _, versions, is_dir = self._select(path)
         out: dict[str, dict[str, Any]] = {}
         if is_dir:
@@ -281,7 +249,7 @@ class GrosFileSystem(AbstractFileSystem):
     def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
         name = self._strip_protocol(path)
         if mode in ("wb", "xb"):
-            return GrosWriteFile(self.lake, self._ref(path), name, self.dataset)
+            return GrosWriteFile(self.lake, ref_of(path), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
         _, versions, is_dir = self._select(path)
