@@ -62,6 +62,8 @@ def hostile_sources(env, tmp_path):
     return {
         "/etc/passwd": "/etc/passwd",
         "file:///etc/passwd": "file:///etc/passwd",
+        "//etc/passwd": "//etc/passwd",
+        "file:////proc/self/environ": "file:////proc/self/environ",
         "/proc/self/environ": "/proc/self/environ",
         "catalog": str(home / "catalog.sqlite"),
         "pseudonym key": f"file://{home / 'pseudonym.key'}",
@@ -88,7 +90,8 @@ def test_server_files_are_refused_with_403_and_nothing_is_written(client, api_en
 def test_broad_source_roots_never_open_server_secrets(client, api_env, tmp_path, monkeypatch):
     sources = hostile_sources(api_env, tmp_path)
     monkeypatch.setenv("LETL_SOURCE_ROOTS", f"/:{api_env['home']}")
-    for name in ("/etc/passwd", "/proc/self/environ", "catalog", "pseudonym key", "objectstore credentials"):
+    for name in ("/etc/passwd", "//etc/passwd", "/proc/self/environ", "catalog", "pseudonym key",
+                 "objectstore credentials", "symlink to the key"):
         assert post(client, "/daos/ssd/write", sources[name], "team.loot", "w-1").status_code == 403, name
     nothing_recorded()
     assert post(client, "/daos/ssd/write", sources["outside file"], "team.outside", "w-2").status_code == 200
