@@ -134,14 +134,14 @@ def test_unbalanced_quote_rejects_its_own_line_and_the_next_rows_are_read(tmp_pa
     assert pseudonym(after["patient_id"]) in {g["patient_key"] for g in good}
 
 
-@pytest.mark.parametrize("endings", ["crlf_then_lf", "alternating", "cr_only", "lone_cr_in_crlf"])
+@pytest.mark.parametrize("endings", ["crlf_then_lf", "alternating", "cr_only", "lone_cr_in_crlf", "gzip_alternating"])
 def test_mixed_and_cr_only_line_endings_parse_with_the_same_lines(tmp_path, endings):
     plain = write_drop(tmp_path / "plain" / "labs" / "H001" / f"{MONTH}.csv", hospital_id="H001", month=MONTH,
                        rows=600, seed=3)
     lines = plain.path.read_bytes().split(b"\n")[:-1]
     if endings == "crlf_then_lf":
         data = b"\r\n".join(lines[:200]) + b"\r\n" + b"\n".join(lines[200:]) + b"\n"
-    elif endings == "alternating":
+    elif endings in ("alternating", "gzip_alternating"):
         data = b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(lines))
     elif endings == "cr_only":
         data = b"\r".join(lines) + b"\r"
@@ -149,6 +149,8 @@ def test_mixed_and_cr_only_line_endings_parse_with_the_same_lines(tmp_path, endi
         data = b"".join(line + (b"\r" if i == 300 else b"\r\n") for i, line in enumerate(lines))
     messy = tmp_path / "messy" / "labs" / "H001" / f"{MONTH}.csv"
     messy.parent.mkdir(parents=True)
+    if endings.startswith("gzip"):
+        messy, data = messy.with_name(f"{MONTH}.csv.gz"), gzip.compress(data)
     messy.write_bytes(data)
 
     report, good, rejects, _ = ingest(tmp_path / "messy")
@@ -157,7 +159,10 @@ def test_mixed_and_cr_only_line_endings_parse_with_the_same_lines(tmp_path, endi
     assert Counter(r["reason"] for r in rejects) == plain.defects
     assert [(r["line"], r["reason"], r["patient_id"]) for r in rejects] == \
         [(r["line"], r["reason"], r["patient_id"]) for r in plain_rejects]
-    assert sorted(good, key=str) == sorted(plain_good, key=str)
+    def records(rows):
+        return sorted((str({k: v for k, v in r.items() if k != "source_file"}) for r in rows))
+
+    assert records(good) == records(plain_good)
 
 
 def test_blank_lines_are_counted_on_their_own_lines(tmp_path):
@@ -171,21 +176,24 @@ def test_blank_lines_are_counted_on_their_own_lines(tmp_path):
     assert (report.rows_out, report.lines_in) == (50, 54)
 
 
-def test_a_headerless_drop_is_quarantined_and_the_month_goes_on(tmp_path):
+@pytest.mark.parametrize("compressed", [False, True], ids=["csv", "gzip"])
+def test_a_headerless_drop_is_quarantined_and_the_month_goes_on(tmp_path, compressed):
     landing = tmp_path / "landing"
     gen = clean_drop(landing, "H001", rows=40)
     body = gen.path.read_bytes().split(b"\n", 1)[1]
-    gen.path.write_bytes(body)
+    gen.path.write_bytes(gzip.compress(body) if compressed else body)
+    name = f"{MONTH}.csv.gz" if compressed else f"{MONTH}.csv"
+    gen.path.rename(gen.path.with_name(name))
     clean_drop(landing, "H002", rows=40)
 
     report, good, rejects, messages = ingest(landing)
-    broken = [r for r in rejects if r["source_file"] == f"labs/H001/{MONTH}.csv"]
+    broken = [r for r in rejects if r["source_file"] == f"labs/H001/{name}"]
     assert [r["line"] for r in broken] == list(range(1, 41))
     assert {r["reason"] for r in broken} == {"missing_header"}
     assert [r["raw_line"].encode() for r in broken] == lines_of(body)[1:]
     assert len(good) == 40 and report.files[0].problem == "missing_header"
     [message] = [m for m in messages if "H001" in m]
-    assert message.startswith(f"labs/H001/{MONTH}.csv: no header line") and "quarantined" in message
+    assert message.startswith(f"labs/H001/{name}: no header line") and "quarantined" in message
     first = dict(zip(DROP_COLUMNS, next(csv.reader([body.split(b"\n", 1)[0].decode()]))))
     assert not [c for c in IDENTIFIER_COLUMNS if first[c] in message], "the message quotes the file's first line"
 
@@ -201,6 +209,8 @@ def _utf16(text):
      "a zip archive (an Excel .xlsx?)"),
     ("binary", f"{MONTH}.csv", lambda t: bytes(range(256)) * 8 + t.encode(), "binary_file", "binary data"),
     ("damaged_gzip", f"{MONTH}.csv.gz", lambda t: gzip.compress(t.encode())[:12], "damaged_gzip", "damaged"),
+    ("truncated_gzip", f"{MONTH}.csv.gz", lambda t: gzip.compress(t.encode())[:-200], "damaged_gzip",
+     "the gzip stream is damaged after line"),
 ])
 def test_unreadable_files_are_quarantined_with_a_message_saying_what_they_are(tmp_path, kind, name, make,
                                                                               reason, says):
@@ -220,6 +230,8 @@ def test_unreadable_files_are_quarantined_with_a_message_saying_what_they_are(tm
     assert message.startswith(f"labs/H001/{name}: ") and says in message and "\n" not in message
     if kind in ("utf16", "not_gzip"):  # text the steward can read in the quarantine
         assert [r["raw_line"] for r in rejects] == text.splitlines()
+    if kind == "truncated_gzip":  # the lines before the break, decompressed; the last one is cut
+        assert 1 < len(rejects) < 31 and [r["raw_line"] for r in rejects][:-1] == text.splitlines()[:len(rejects) - 1]
 
 
 def test_empty_and_header_only_drops_count_their_lines(tmp_path):
@@ -228,8 +240,11 @@ def test_empty_and_header_only_drops_count_their_lines(tmp_path):
     (landing / "labs" / "H001" / f"{MONTH}.csv").write_bytes(b"")
     (landing / "labs" / "H002").mkdir()
     (landing / "labs" / "H002" / f"{MONTH}.csv").write_text(",".join(DROP_COLUMNS) + "\n")
+    (landing / "labs" / "H003").mkdir()
+    (landing / "labs" / "H003" / f"{MONTH}.csv.gz").write_bytes(gzip.compress(b""))
     report, good, rejects, messages = ingest(landing)
-    assert [(f.problem, f.lines, f.rows) for f in report.files] == [("empty_file", 0, 0), (None, 1, 0)]
+    assert [(f.problem, f.lines, f.rows) for f in report.files] == [("empty_file", 0, 0), (None, 1, 0),
+                                                                    ("empty_file", 0, 0)]
     assert good == rejects == [] and report.lines_in == report.header_lines == 1
 
 

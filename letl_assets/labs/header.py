@@ -8,7 +8,6 @@ a headerless file's first line is a patient record, so it is never quoted.
 
 import codecs
 import csv
-import gzip
 import re
 import zlib
 from dataclasses import dataclass, replace
@@ -42,9 +41,9 @@ class FileProblem:
 class DropSchemaError(InvalidInput):
     """A drop that cannot be read as a lab file; ``reason`` is a ``FileProblem`` value."""
 
-    def __init__(self, message: str, reason: str, encoding: str = "utf-8"):
+    def __init__(self, message: str, reason: str, encoding: str = "utf-8", gzip: bool = False):
         super().__init__(message)
-        self.reason, self.encoding = reason, encoding
+        self.reason, self.encoding, self.gzip = reason, encoding, gzip
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,15 @@ def _head(path: Path, relpath: str, named_gz: bool) -> tuple[bytes, bool]:
                               "or name it .csv, and drop it again", FileProblem.NOT_GZIP)
     if not is_gzip:
         return raw, False
-    try:
-        with gzip.open(path, "rb") as f:
-            return f.read(_HEAD), True
-    except (OSError, EOFError, zlib.error):
+    stream = zlib.decompressobj(wbits=31)
+    try:  # a stream cut further on still yields its head here; the line count finds the break
+        head = stream.decompress(raw, _HEAD)
+    except zlib.error:
+        head = b""
+    if not head and not stream.eof:
         raise DropSchemaError(f"{relpath}: the gzip stream is damaged at its start; compress the export "
-                              "again and drop it again", FileProblem.BAD_GZIP, "latin-1") from None
+                              "again and drop it again", FileProblem.BAD_GZIP, "latin-1")
+    return head, True
 
 
 def _text_like(raw: bytes) -> bool:
@@ -101,14 +103,23 @@ def read_header(path: Path, relpath: str | None = None) -> Header:
     path = Path(path)
     relpath = relpath or str(path)
     head, is_gzip = _head(path, relpath, relpath.lower().endswith(".gz"))
+    try:
+        return _header(path, relpath, head, is_gzip)
+    except DropSchemaError as problem:
+        problem.gzip = is_gzip  # its lines are quarantined from the decompressed stream
+        raise
+
+
+def _header(path: Path, relpath: str, head: bytes, is_gzip: bool) -> Header:
     if not head:
         raise DropSchemaError(f"{relpath}: empty file; nothing to read", FileProblem.EMPTY)
-    utf16 = _utf16(head)
+    kind = next((what for magic, what in _KNOWN_BINARY if head.startswith(magic)), None)
+    utf16 = None if kind else _utf16(head)
     if utf16:
         raise DropSchemaError(f"{relpath}: UTF-16 text; export it as UTF-8 (or Latin-1) and drop it again",
                               FileProblem.UTF16, utf16)
-    if not _text_like(head):
-        kind = next((what for magic, what in _KNOWN_BINARY if head.startswith(magic)), "binary data")
+    if kind or not _text_like(head):
+        kind = kind or "binary data"
         raise DropSchemaError(f"{relpath}: {kind}, not a CSV text file; export the results as CSV and "
                               "drop it again", FileProblem.BINARY, "latin-1")
     bom = head.startswith(codecs.BOM_UTF8)

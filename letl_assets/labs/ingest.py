@@ -13,7 +13,7 @@ is checked against the Parquet footers before anything is published.
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from ..lake.errors import InvalidInput, LetlError
 from .drops import Drop
-from .header import GZIP_MAGIC, DropSchemaError, FileProblem, read_header
+from .header import DropSchemaError, FileProblem, read_header
 from .lines import SideWriter, normalize, quarantine, survey
+from .schema import Reason
 from .sql import HMAC, NO_RECORDS, Quarantined, Scan, hmac_pads, literal
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
@@ -126,20 +127,21 @@ def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None
     try:
         header = read_header(drop.path, drop.relpath)
     except DropSchemaError as problem:
-        return _quarantine(index, drop, temp_dir, problem.reason, problem.encoding, str(problem), log)
+        return _quarantine(index, drop, temp_dir, problem.reason, problem.encoding, str(problem), log, problem.gzip)
     counted = survey(drop.path, header.gzip)
-    side = None
-    if counted.irregular_endings:
-        source, side = _normalize(drop, header, temp_dir)
-    else:
-        source = drop.path
-    scan = _parse(con, index, drop, header, source, side, temp_dir)
-    if (scan is None or scan.lines != counted.lines) and side is None:
-        # The reader skipped or merged lines (blank lines, a quote left open) or gave up.
+    if counted.damaged:
+        return _quarantine(index, drop, temp_dir, FileProblem.BAD_GZIP, header.encoding,
+                           f"{drop.relpath}: the gzip stream is damaged after line {counted.lines:,}; compress the "
+                           "export again and drop it again", log, True)
+    source, side, scan = drop.path, None, None
+    if not counted.irregular_endings:
+        scan = _parse(con, index, drop, header, source, None, temp_dir)
+    if scan is None or scan.lines != counted.lines:
+        # The reader skipped or merged lines (blank lines, a quote left open), or would fail on the line endings.
         if scan:
             scan.drop_stage()
         source, side = _normalize(drop, header, temp_dir)
-        scan = _parse(con, index, drop, header, source, side, temp_dir)
+        scan = _parse(con, index, drop, replace(header, gzip=False), source, side, temp_dir)
     if scan is None or scan.lines != counted.lines:
         if scan:
             scan.drop_stage()
@@ -147,7 +149,7 @@ def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None
         side.unlink(missing_ok=True)
         return _quarantine(index, drop, temp_dir, FileProblem.UNREADABLE, header.encoding,
                            f"{drop.relpath}: the CSV reader cannot split it into one record per line; "
-                           "check its quoting and line endings and drop it again", log)
+                           "check its quoting and line endings and drop it again", log, header.gzip)
     scan.cleanup += [source, side] if side else []
     scan.flag()
     set_aside = f"; normalized, {scan.side_rows:,} line(s) rejected on their own" if side else ""
@@ -159,7 +161,7 @@ def _normalize(drop: Drop, header, temp_dir: Path) -> tuple[Path, Path]:
     source = temp_dir / f"{uuid.uuid4().hex}-normalized.csv"
     side = SideWriter(temp_dir / f"{uuid.uuid4().hex}-side.parquet")
     try:
-        normalize(drop.path, header.gzip, source, side, "malformed_row")
+        normalize(drop.path, header.gzip, source, side, Reason.MALFORMED)
     finally:
         side.close()
     return source, side.path
@@ -182,16 +184,15 @@ def _parse(con, index, drop, header, source, side, temp_dir) -> Scan | None:
     return None
 
 
-def _quarantine(index, drop, temp_dir, reason, encoding, message, log) -> Quarantined:
-    with open(drop.path, "rb") as f:
-        is_gzip = f.read(2) == GZIP_MAGIC and reason not in (FileProblem.NOT_GZIP, FileProblem.BAD_GZIP)
+def _quarantine(index, drop, temp_dir, reason, encoding, message, log, is_gzip: bool) -> Quarantined:
+    """is_gzip: the lines are those of the decompressed stream (as far as it can be read)."""
     side = SideWriter(temp_dir / f"{uuid.uuid4().hex}-side.parquet")
     try:
         lines = quarantine(drop.path, is_gzip, encoding, side, reason, message.split(": ", 1)[-1])
     finally:
         side.close()
     log(f"{message}. Its {lines:,} line(s) are quarantined in {REJECTS} as {reason}; "
-        "the month's other drops go through.")
+        "the month's other drops go through." if lines else f"{message}.")
     return Quarantined(index, drop.relpath, encoding, side.path, lines, reason)
 
 

@@ -11,7 +11,6 @@ text, to a side table of rejects. Everything streams in chunks; memory stays bou
 """
 
 import codecs
-import gzip
 import re
 import zlib
 from dataclasses import dataclass
@@ -34,32 +33,51 @@ _TEXT_NL = re.compile(r"\r\n|\r|\n")
 class Survey:
     lines: int
     irregular_endings: bool  # CR-only, lone CRs, or CRLF mixed with LF: the reader fails on these
+    damaged: bool  # a gzip stream that breaks before its end: lines counts what could be read
 
 
-def chunks(path: Path, is_gzip: bool):
-    """The file's (decompressed) bytes. A damaged gzip stream ends the data where it breaks."""
-    with (gzip.open if is_gzip else open)(path, "rb") as f:
-        try:
+def chunks(path: Path, is_gzip: bool, damage: list | None = None):
+    """The file's (decompressed) bytes, at most CHUNK at a time. A damaged gzip stream ends the
+    data where it breaks, noted in damage when given."""
+    with open(path, "rb") as f:
+        if not is_gzip:
             while block := f.read(CHUNK):
                 yield block
-        except (OSError, EOFError, zlib.error):
             return
+        # zlib rather than GzipFile: a cut stream still yields what it holds before the cut.
+        stream = zlib.decompressobj(wbits=31)
+        try:
+            while raw := f.read(CHUNK):
+                while raw:
+                    if stream.eof:  # the next member of a concatenated gzip file
+                        stream = zlib.decompressobj(wbits=31)
+                    block = stream.decompress(raw, CHUNK)
+                    raw = stream.unused_data if stream.eof else stream.unconsumed_tail
+                    if block:
+                        yield block
+            while not stream.eof and (block := stream.decompress(b"", CHUNK)):
+                yield block
+            broken = not stream.eof
+        except zlib.error:
+            broken = True
+        if broken and damage is not None:
+            damage.append(True)
 
 
 def survey(path: Path, is_gzip: bool) -> Survey:
     lf = cr = crlf = 0
-    last = b""
-    for block in chunks(path, is_gzip):
+    last, damage = b"", []
+    for block in chunks(path, is_gzip, damage):
         lf, in_block = lf + block.count(b"\n"), block.count(b"\r")
         if in_block or last == b"\r":  # most drops hold no CR: no third pass over them
             cr, crlf = cr + in_block, crlf + block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
         last = block[-1:]
     lines = lf + cr - crlf + (last not in (b"", b"\n", b"\r"))
-    return Survey(lines, cr != crlf or (crlf > 0 and lf != crlf))
+    return Survey(lines, cr != crlf or (crlf > 0 and lf != crlf), bool(damage))
 
 
 def split(blocks, pattern):
-    """(line, terminated) for every physical line; a line over MAX_LINE is cut, flagged by None."""
+    """Every physical line, without its terminator; None for a line over MAX_LINE."""
     pending, empty = None, None
     for block in blocks:
         pending = block if pending is None else pending + block
@@ -68,11 +86,11 @@ def split(blocks, pattern):
         for match in pattern.finditer(pending):
             if match.end() == len(pending) and pending[-1:] in ("\r", b"\r"):
                 break  # a CR at the end of a block may be the first half of CRLF
-            yield pending[start:match.start()], True
+            yield pending[start:match.start()]
             start = match.end()
         pending = pending[start:]
         if len(pending) > MAX_LINE:
-            yield None, False
+            yield None
             pending = empty
             for block in blocks:  # skip to the end of the over-long line
                 match = pattern.search(block)
@@ -80,9 +98,9 @@ def split(blocks, pattern):
                     pending = block[match.end():]
                     break
     if pending and pending[-1:] in ("\r", b"\r"):
-        yield pending[:-1], True
+        yield pending[:-1]
     elif pending:
-        yield pending, False
+        yield pending
 
 
 def _decode(line: bytes) -> str:
@@ -127,7 +145,7 @@ def normalize(path: Path, is_gzip: bool, target: Path, side: SideWriter, reason:
     """
     number = 0
     with open(target, "wb") as out:
-        for line, _ in split(chunks(path, is_gzip), _BYTES_NL):
+        for line in split(chunks(path, is_gzip), _BYTES_NL):
             number += 1
             if line is None:
                 side.add(number, reason, f"line longer than {MAX_LINE} bytes", None)
@@ -151,7 +169,7 @@ def quarantine(path: Path, is_gzip: bool, encoding: str, side: SideWriter, reaso
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     blocks = (decoder.decode(block) for block in chunks(path, is_gzip))
     number = 0
-    for line, _ in split(blocks, _TEXT_NL):
+    for line in split(blocks, _TEXT_NL):
         number += 1
         side.add(number, reason, detail, None if line is None else line[:KEEP])
     return number
