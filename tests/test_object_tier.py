@@ -8,6 +8,7 @@ import pytest
 
 from letl_assets import objectstore as store
 from letl_assets.lake import moves as moves_module
+from letl_assets.lake.errors import NoRoom
 from letl_assets.lake.fsck import fsck
 from letl_assets.lake.lake import Lake
 from letl_assets.lake.moves import Mover
@@ -55,7 +56,7 @@ def test_unreachable_object_tier_is_skipped_by_placement(letl_env, monkeypatch):
         monkeypatch.setenv(f"LETL_TIER_{name}_QUOTA", "1KB")
     lake = Lake.from_env()
     assert "unavailable" in lake.tiers["cortx"].unavailable()
-    with pytest.raises(RuntimeError, match="no tier"):
+    with pytest.raises(NoRoom, match="no tier among .* unreachable: tier cortx"):
         lake.choose_tier(10_000)
     monkeypatch.delenv("LETL_TIER_HDD_QUOTA")
     assert Lake.from_env().choose_tier(10_000)[0] == "hdd"
