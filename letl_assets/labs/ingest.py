@@ -7,7 +7,11 @@ an uncompressed Parquet stage in file order; from the stages, in parallel:
 3. one COPY of every file's good records into one zstd Parquet file;
 4. one COPY of every file's flagged records and unsplittable lines into the rejects.
 Every record read ends up in exactly one output; ``rows_in == rows_out + rows_rejected``
-is checked against the Parquet footers before anything is published.
+is checked against the Parquet footers before anything is published, and so is
+``lines_in == header_lines + rows_in`` against each file's physical lines, counted apart
+from the CSV reader (``lines.survey``). A file the reader would miscount is normalized into
+staging first (``lines.normalize``); one that cannot be read as a drop at all is quarantined
+line by line under a file-level reason (``Quarantined``), and the other files still publish.
 """
 
 import os
@@ -25,7 +29,8 @@ from .drops import Drop
 from .header import DropSchemaError, FileProblem, read_header
 from .lines import SideWriter, normalize, quarantine, survey
 from .schema import Reason
-from .sql import HMAC, NO_RECORDS, Quarantined, Scan, hmac_pads, literal
+from .rules import HMAC, hmac_pads
+from .sql import NO_RECORDS, Quarantined, Scan, literal
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
 # less per 10M rows on the pseudonym column alone); pyarrow and DuckDB read it.

@@ -1,10 +1,9 @@
 """The DuckDB SQL of the lab ingest: validation, exact-duplicate detection, de-identification.
 
-Values (file paths, the key pads, test bounds) are bound as parameters. Identifiers
+Values (file paths, the key pads, date bounds) are bound as parameters. Identifiers
 come from the header, which ``read_header`` validated, and are quoted here.
 """
 
-import hashlib
 import uuid
 from pathlib import Path
 
@@ -244,15 +243,3 @@ class Quarantined:
 
 def literal(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-# HMAC-SHA256 (RFC 2104) spelled in SQL; equal to Python's hmac, checked in the tests.
-HMAC = "sha256($opad || unhex(sha256($ipad || patient_id::BLOB)))"
-
-
-def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
-    """The inner and outer HMAC-SHA256 pads of a key (RFC 2104)."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
