@@ -12,10 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow.parquet as pq
+import pytest
+from dagster._utils.error import serializable_error_info_from_exc_info
 
+from letl_assets.labs import sql
+from letl_assets.labs.drops import find_drops
+from letl_assets.labs.ingest import ingest_drops
 from letl_assets.labs.sample import write_drop
 from letl_assets.labs.schema import DROP_COLUMNS
+from letl_assets.lake.errors import LetlError
+from letl_assets.lake.lake import Lake
+from letl_assets.local_run import run_months
 
 MONTH = "2024-03"
 NAME, MRN, BIRTH, ZIP = "ZZPATIENTNAME, Quentin", "MRN-9731-UNIQUE", "1917-04-23", "Z9731Z"
@@ -84,9 +93,6 @@ def catalog_leaks(catalog: Path) -> dict[str, list[str]]:
 
 
 def test_no_planted_identifier_reaches_any_log_or_the_catalog(letl_env, capfd):
-    from letl_assets.lake.lake import Lake
-    from letl_assets.local_run import run_months
-
     plant(letl_env["landing"])
     console = []
     [outcome] = run_months(None, force=False, log=console.append)
@@ -112,3 +118,18 @@ def test_no_planted_identifier_reaches_any_log_or_the_catalog(letl_env, capfd):
         assert [v for v in PLANTED if v in repr(table.to_pylist())] == [], path
     rejects = "".join(repr(pq.read_table(p).to_pylist()) for p in restricted)
     assert all(v in rejects for v in PLANTED), "the quarantine should hold the planted values"
+
+
+def test_a_duckdb_error_reaches_no_log_with_its_message(tmp_path, monkeypatch):
+    """DuckDB's messages quote lines ('Original Line: ...'): an unexpected one is passed on by kind only."""
+    write_drop(tmp_path / "labs" / "H001" / f"{MONTH}.csv", hospital_id="H001", month=MONTH, rows=50, seed=1)
+
+    def fail(_scan):
+        raise duckdb.ConversionException(f"Could not convert string '{MRN}'; Original Line: {NAME},{BIRTH}")
+
+    monkeypatch.setattr(sql.Scan, "flag", fail)
+    with pytest.raises(LetlError) as error:
+        ingest_drops(find_drops(tmp_path), tmp_path / "g.parquet", tmp_path / "r.parquet", b"k", tmp_path,
+                     log=lambda _: None)
+    shown = serializable_error_info_from_exc_info((error.type, error.value, error.tb)).to_string()
+    assert "ConversionException" in shown and [v for v in PLANTED if v in shown] == []

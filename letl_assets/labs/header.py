@@ -129,7 +129,7 @@ def _header(path: Path, relpath: str, head: bytes, is_gzip: bool) -> Header:
     except UnicodeDecodeError:
         encoding = "latin-1"
     first = re.split(rb"\r\n|\r|\n", head[3 if bom else 0:], maxsplit=1)[0]
-    columns = [c.strip() for c in next(csv.reader([first.decode(encoding)]), [])]
+    columns = [c.strip() for c in next(csv.reader([first.decode(encoding, errors="replace")]), [])]
     known = [c for c in columns if c in REQUIRED_COLUMNS]
     if not known:
         raise DropSchemaError(f"{relpath}: no header line (line 1 names none of the drop's columns); add the "

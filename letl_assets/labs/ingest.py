@@ -109,6 +109,11 @@ def ingest_drops(
             report.rows_rejected = _copy(
                 con, [s.rejected() for s in scans], report.rejects_path, params, order="source_file, line"
             )
+        except duckdb.Error as error:
+            # DuckDB's message may quote a field of a drop: only its kind goes on, never the text.
+            raise LetlError(f"the lab ingest's DuckDB query failed ({type(error).__name__}); its message is "
+                            "withheld as it may quote patient data; run the month again, and report the run id "
+                            "if it fails again") from None
         finally:
             for scan in scans:
                 scan.drop_stage()
