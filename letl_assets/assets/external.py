@@ -22,6 +22,7 @@ from typing import Mapping, Optional
 
 import dagster as dg
 
+from ..lake import names
 from ..lake.uri import parse
 from ..resources.io_manager import PIN, VersionFile
 from .labs import MONTHLY, MONTHLY_FRESHNESS, ON_UPSTREAM_CHANGE
@@ -85,10 +86,10 @@ def automation_for(pins: Mapping[dg.AssetKey, Optional[str]]) -> Optional[dg.Aut
 
 
 MY_DATASET = dg.AssetKey(["team", "my_dataset"])
-MY_DATASET_SUMMARY = dg.AssetKey(["team", "my_dataset_summary"])
-MY_DATASET_SNAPSHOT = dg.AssetKey(["team", "my_dataset_snapshot"])
+MY_DATASET_SUMMARY = dg.AssetKey.from_user_string(names.MY_DATASET_SUMMARY)
+MY_DATASET_SNAPSHOT = dg.AssetKey.from_user_string(names.MY_DATASET_SNAPSHOT)
 MONTHLY_COUNTS = dg.AssetKey(["team", "monthly_counts"])
-MONTHLY_COUNTS_SUMMARY = dg.AssetKey(["team", "monthly_counts_summary"])
+MONTHLY_COUNTS_SUMMARY = dg.AssetKey.from_user_string(names.MONTHLY_COUNTS_SUMMARY)
 
 SNAPSHOT_PIN = "gros://team.my_dataset:latest"
 
