@@ -134,10 +134,10 @@ class Explorer:
         unknown = parsed.tables - set(self.snapshot.views) - parsed.ctes
         if unknown:
             raise UnsafeSQL(f"unknown dataset(s) {', '.join(sorted(unknown))}; "
-                            f"query one of: {', '.join(sorted(self.snapshot.views)) or '(none)'}")
+                            f"query one of: {', '.join(sorted(self.snapshot.views)) or '(none)'}", "table")
         reserved = (parsed.ctes | parsed.tables) & self._reserved
         if reserved:
-            raise UnsafeSQL(f"{', '.join(sorted(reserved))} is a DuckDB system name; use another name")
+            raise UnsafeSQL(f"{', '.join(sorted(reserved))} is a DuckDB system name; use another name", "table")
         return parsed
 
     def _reads(self, parsed: Parsed) -> Estimate:

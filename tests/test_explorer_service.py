@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from explorer.datasets import at_tag, history, lineage, load_datasets, view_names, visible
-from explorer.engine import QueryError
+from explorer.engine import QueryError, QueryTimeout
 from explorer.query_builder import Aggregate, Filter, Query
-from explorer.service import Explorer, Settings
+from explorer.service import Explorer, Settings, sql_hash
 from explorer.sql_guard import UnsafeSQL
 from letl_assets.gros_fs import GrosFileSystem
-from letl_assets.lake.catalog import access_log
+from letl_assets.lake.catalog import access_log, query_log as query_events
 
 RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
 
@@ -310,3 +310,43 @@ def test_a_version_moved_under_open_views_gives_a_clear_error(lab_lake):
     assert fresh.snapshot.key != ex.snapshot.key
     assert fresh.run("SELECT count(*) AS n FROM lab_results").table.column("n")[0].as_py() == sum(
         v.rows for v in fresh.view("lab_results").versions)
+
+
+def test_refused_failed_and_table_free_queries_are_in_the_query_log_by_hash_only(ex, lab_lake, tmp_path):
+    typed = "PAT-4711"  # a value typed into the query: it must reach no audit table
+    refused = f"SELECT * FROM read_csv('{typed}.csv')"
+    unknown = f"SELECT * FROM patients WHERE mrn = '{typed}'"
+    table_free = f"SELECT '{typed}' AS v"
+    failing = f"SELECT CAST('{typed}' AS INTEGER) AS n"
+    for sql in (refused, unknown):
+        with pytest.raises(UnsafeSQL):
+            ex.run(sql, user="ana")
+    with pytest.raises(UnsafeSQL):
+        ex.export(refused, None, tmp_path / "x.csv", user="ana")
+    assert ex.run(table_free, user="ana").table.num_rows == 1
+    with pytest.raises(QueryError):
+        ex.run(failing, user="ana")
+    with lab_lake.catalog.engine.begin() as conn:
+        events = conn.execute(sa.select(query_events).order_by(query_events.c.id)).mappings().all()
+    assert [(e["kind"], e["sql_hash"], e["rows"], e["detail"], e["user"]) for e in events] == [
+        ("query-refused", sql_hash(refused, None), None, "function", "ana"),
+        ("query-refused", sql_hash(unknown, None), None, "table", "ana"),
+        ("query-refused", sql_hash(refused, None), None, "function", "ana"),
+        ("query", sql_hash(table_free, None), 1, None, "ana"),
+        ("query-failed", sql_hash(failing, None), None, "error", "ana"),
+    ]
+    assert all(e["host"] for e in events)
+    assert typed not in repr([dict(e) for e in events])
+    assert query_log(lab_lake) == []  # none of them read a version
+
+
+def test_a_query_stopped_by_the_time_limit_is_audited_with_that_reason(lab_lake):
+    quick = Explorer(lab_lake, "analyst", Settings(timeout_s=0.5))
+    # No dataset, no generator: ten small VALUES lists cross-joined are 10^10 rows.
+    slow = "SELECT count(*) AS n FROM " + ", ".join(
+        f"(VALUES (1), (2), (3), (4), (5), (6), (7), (8), (9), (10)) t{i}(x)" for i in range(10))
+    with pytest.raises(QueryTimeout, match="time limit of 0.5 s"):
+        quick.run(slow, user="ana")
+    with lab_lake.catalog.engine.begin() as conn:
+        events = conn.execute(sa.select(query_events.c.kind, query_events.c.detail, query_events.c.sql_hash)).all()
+    assert events == [("query-failed", "time-limit", sql_hash(slow, None))]
