@@ -168,12 +168,13 @@ def test_mixed_and_cr_only_line_endings_parse_with_the_same_lines(tmp_path, endi
 def test_blank_lines_are_counted_on_their_own_lines(tmp_path):
     gen = clean_drop(tmp_path / "landing", rows=50)
     lines = gen.path.read_bytes().split(b"\n")
-    lines[10:10] = [b"", b"   "]
+    lines[10:10] = [b"", b"   ", b"H001,too,short"]
     gen.path.write_bytes(b"\n".join(lines) + b"\n")
     report, good, rejects, _ = ingest(tmp_path / "landing")
-    assert [(r["line"], r["reason"]) for r in rejects] == [(11, Reason.BLANK), (12, Reason.BLANK),
-                                                           (54, Reason.BLANK)]  # the file ends in "\n\n"
-    assert (report.rows_out, report.lines_in) == (50, 54)
+    assert [(r["line"], r["reason"], r["raw_line"]) for r in rejects] == [
+        (11, Reason.BLANK, ""), (12, Reason.BLANK, ""), (13, Reason.MALFORMED, "H001,too,short"),
+        (55, Reason.BLANK, "")]  # the file ends in "\n\n"
+    assert (report.rows_out, report.lines_in) == (50, 55)
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["csv", "gzip"])

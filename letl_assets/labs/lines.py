@@ -6,8 +6,8 @@ So every file's physical lines (LF, CRLF or a lone CR ends one) are counted by a
 and the ingest checks that the reader accounted for each of them. Where it did not, or where the
 line endings would defeat it, ``normalize`` writes a copy into staging with one LF per line and
 the same line numbers: each line the reader cannot take as a record of its own (blank, with an
-unbalanced quote, too long) is replaced by a placeholder and written, with its raw
-text, to a side table of rejects. Everything streams in chunks; memory stays bounded.
+unbalanced quote, too long) is left empty there and written, with its raw text, to a side table
+of rejects. Everything streams in chunks; memory stays bounded.
 """
 
 import codecs
@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 CHUNK = 1 << 20
 MAX_LINE = 1 << 20  # the reader's own limit is 2 MB; longer lines are rejected here
 KEEP = 1 << 16  # characters of a quarantined line kept in raw_line
-PLACEHOLDER = b" "  # one field where 15 are expected: the reader rejects it on its own line
 SIDE_SCHEMA = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
                          ("raw_line", pa.string())])
 _BYTES_NL = re.compile(rb"\r\n|\r|\n")
@@ -142,6 +141,8 @@ def normalize(path: Path, is_gzip: bool, target: Path, side: SideWriter, reason:
     A record is one line. A line whose quotes do not pair up (RFC 4180 doubles a quote inside a
     field, so a well-formed line holds an even number) is rejected on its own, and the next line
     starts a new record: a good row after an unbalanced quote is read, not swallowed.
+    A line set aside becomes an empty line: the reader skips it, yet counts it in the line
+    numbers it gives its own rejects, so those stay physical line numbers.
     """
     number = 0
     with open(target, "wb") as out:
@@ -160,7 +161,7 @@ def normalize(path: Path, is_gzip: bool, target: Path, side: SideWriter, reason:
             else:
                 out.write(line + b"\n")
                 continue
-            out.write(PLACEHOLDER + b"\n")
+            out.write(b"\n")
     return number
 
 

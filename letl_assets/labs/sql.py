@@ -87,10 +87,12 @@ class Scan:
                 FROM {rejects} GROUP BY line ORDER BY line"""
         ).to_arrow_table()
         self.con.register(f"{self._name}_malformed", self.malformed)
-        self._side_counts = dict(self.con.execute(
-            f"SELECT reason, count(*) FROM {self._side} GROUP BY reason").fetchall()) if self.side else {}
-        kept = f"SELECT count(*) FROM {self._name}_malformed m ANTI JOIN {self._side} s USING (line)"
-        self._malformed_kept = self.con.execute(kept).fetchall()[0][0] if self.side else self.malformed.num_rows
+        side = f"read_parquet('{literal(self.side)}')"
+        self._side_counts = dict(self.con.execute(f"SELECT reason, count(*) FROM {side} GROUP BY reason").fetchall()) \
+            if self.side else {}
+        # A line set aside is an empty line in the normalized copy: the reader skips it but counts it.
+        self._side_lines = self.con.execute(f"SELECT line FROM {side}").fetchnumpy()["line"] if self.side \
+            else np.empty(0, np.int64)
 
     @property
     def encoding(self) -> str:
@@ -101,27 +103,22 @@ class Scan:
         return self.header.extra_columns
 
     @property
-    def _side(self) -> str:
-        return f"read_parquet('{literal(self.side)}')"
-
-    @property
     def lines(self) -> int:
-        """Physical lines the reader accounted for: the header, each record, each line it rejected.
-        Equal to the file's line count exactly when no record spans lines and none was skipped."""
-        return 1 + self.records + self.malformed.num_rows
+        """Physical lines accounted for: the header, each record, each line rejected by the reader
+        or set aside. Equal to the file's line count exactly when no record spans lines."""
+        return 1 + self.rows
 
     @property
     def rows(self) -> int:
-        """Input rows: records, rejected lines (a placeholder counts as the side reject it stands for)."""
-        return self.records + self._malformed_kept + sum(self._side_counts.values())
+        return self.records + self.malformed.num_rows + self.side_rows
 
     @property
     def side_rows(self) -> int:
-        return sum(self._side_counts.values())
+        return len(self._side_lines)
 
     @property
     def rejected_count(self) -> int:
-        return self.flags.num_rows + self._malformed_kept + sum(self._side_counts.values())
+        return self.flags.num_rows + self.malformed.num_rows + self.side_rows
 
     @property
     def invalid_encoding(self) -> bool:
@@ -142,8 +139,8 @@ class Scan:
         self.con.register(f"{self._name}_flags", self.flags)
 
     def _locate(self, flagged: pa.Table) -> pa.Table:
-        """Record numbers to physical lines (header = line 1), skipping lines the reader rejected."""
-        bad = self.malformed.column("line").to_numpy()
+        """Record numbers to physical lines (header = line 1), skipping the lines that hold no record."""
+        bad = np.sort(np.concatenate([self.malformed.column("line").to_numpy(), self._side_lines]))
         accepted_before = bad - 1 - np.arange(1, len(bad) + 1)
 
         def to_line(rn: np.ndarray) -> pa.Array:
@@ -159,8 +156,8 @@ class Scan:
 
     def reasons(self) -> dict[str, int]:
         counts = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(self.flags.column("reason"))}
-        if self._malformed_kept:
-            counts[Reason.MALFORMED] = self._malformed_kept
+        if self.malformed.num_rows:
+            counts[Reason.MALFORMED] = self.malformed.num_rows
         for reason, n in self._side_counts.items():
             counts[reason] = counts.get(reason, 0) + n
         return counts
@@ -186,9 +183,7 @@ class Scan:
             FROM {self._stage} s JOIN {self._name}_flags f ON s.rn = f.rn
             UNION ALL
             SELECT $file_{self.index}, m.line, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line, m.line
-            FROM {self._name}_malformed m""" + (
-            f" ANTI JOIN {self._side} p USING (line) UNION ALL {side_select(self.index, self.side)}"
-            if self.side else "")
+            FROM {self._name}_malformed m""" + (f" UNION ALL {side_select(self.index, self.side)}" if self.side else "")
 
     def params(self) -> dict[str, str]:
         return {f"file_{self.index}": self.relpath}
