@@ -20,7 +20,7 @@ MAX_GENERATED = 4_096
 
 # function -> position of the argument that sets the output size
 _SIZED = {"lpad": 1, "rpad": 1, "list_resize": 1, "array_resize": 1, "bitstring": 1}
-_PRINTF_SPEC = re.compile(r"%[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?")
+_PRINTF_SPEC = re.compile(r"%([^a-zA-Z%]*)")  # flags, position, width, precision: up to the conversion
 _FORMAT_SPEC = re.compile(r"\{([^{}]*)(\{?)")
 
 
@@ -58,17 +58,13 @@ def _widths(fn: str, args: list) -> int:
     text = _literal(args[0] if args else None, "STRING")
     if text is None:
         raise SizeRefused(f"{fn}() needs a string literal as its format")
-    if fn == "printf":
-        specs = [w for m in _PRINTF_SPEC.finditer(text) for w in m.groups() if w]
-    else:
-        specs = []
-        for m in _FORMAT_SPEC.finditer(text):
-            if m.group(2):
-                specs.append("*")  # {:>{}}: a width taken from an argument
-            specs += re.findall(r"\d+", m.group(1))
-    if "*" in specs:
-        raise SizeRefused(f"{fn}() widths must be written in the format, not passed as arguments")
-    return sum(int(w) for w in specs)
+    total = 0
+    for m in (_PRINTF_SPEC if fn == "printf" else _FORMAT_SPEC).finditer(text):
+        # printf's "*" and format's nested "{}" take the width from an argument: no literal to bound
+        if ("*" in m.group(1)) if fn == "printf" else m.group(2):
+            raise SizeRefused(f"{fn}() widths must be written in the format, not passed as arguments")
+        total += sum(int(w) for w in re.findall(r"\d+", m.group(1)))
+    return total
 
 
 def _size(fn: str, args: list) -> int:

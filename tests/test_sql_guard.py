@@ -98,6 +98,7 @@ from explorer.sql_guard import UnsafeSQL, check_sql
         ("SELECT bitstring('1', 2000000000)", "bitstring()"),
         ("SELECT printf('%1000000000d', 1)", "printf()"),
         ("SELECT printf('%*d', 1000000000, 1)", "widths must be written"),
+        ("SELECT printf('%1$*2$d', 1, 1000000000)", "widths must be written"),
         ("SELECT format('{:>1000000000}', 'x')", "format()"),
         ("SELECT format('{:>{}}', 'x', 1000000000)", "widths must be written"),
         ("SELECT format(f, 1) FROM v", "string literal"),
@@ -156,6 +157,7 @@ def test_too_long():
         "SELECT lpad(code, 5, '0'), rpad(code, 8, ' ') FROM v",
         "SELECT repeat('-', 20), printf('%.2f %5d %%', a, b), format('{:>8} {}', a, b) FROM v",
         "SELECT list_resize(l, 3) FROM v",
+        "SELECT format('{:*>8}', code), printf('** %s **', code) FROM v",  # a fill or text '*' is no width
     ],
 )
 def test_allowed(sql):
