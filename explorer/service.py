@@ -37,6 +37,9 @@ class Settings:
     memory_limit: str = "1GB"
     threads: int = 2
     cache_entries: int = 64
+    # Results live in the server process, outside DuckDB's memory limit: 64 aggregates built close
+    # to that limit would hold 64 times it. Bounded in bytes too, and a bigger result is not kept.
+    cache_bytes: int = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,11 @@ class Explorer:
                 raise
             finally:
                 cur.close()
-            if use_cache:
+            if use_cache and table.nbytes <= self.settings.cache_bytes:
                 with self._lock:
                     self._cache[key] = table
-                    while len(self._cache) > self.settings.cache_entries:
+                    while (len(self._cache) > self.settings.cache_entries
+                           or sum(t.nbytes for t in self._cache.values()) > self.settings.cache_bytes):
                         self._cache.popitem(last=False)
         if log:
             self._log(read, digest, table.num_rows, user)

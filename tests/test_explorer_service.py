@@ -129,6 +129,15 @@ def test_result_cache_is_keyed_by_versions(lab_lake):
         lab_lake.read_table(version)) + 1
 
 
+def test_the_result_cache_is_bounded_in_bytes(lab_lake):
+    ex = Explorer(lab_lake, "analyst", Settings(cache_bytes=64 * 1024))
+    small, big = "SELECT count(*) AS n FROM lab_results", "SELECT * FROM lab_results"
+    assert ex.run(big).table.nbytes > 64 * 1024
+    assert not ex.run(big).cached  # too big to keep
+    ex.run(small)
+    assert ex.run(small).cached
+
+
 def test_sql_is_guarded_capped_and_errors_are_clear(lab_lake):
     ex = Explorer(lab_lake, "analyst", Settings(row_cap=5))
     capped = ex.run("SELECT * FROM lab_results")
