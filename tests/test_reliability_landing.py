@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import io
 import os
+import random
 from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 
+from letl_assets.labs import lines as drop_lines
 from letl_assets.labs.drops import scan_landing
 from letl_assets.labs.ingest import ingest_drops
 from letl_assets.labs.sample import write_drop
@@ -316,3 +318,32 @@ def test_broken_drops_through_the_real_job(letl_env):
     assert out["rows_in"] == 40 + 400 + 30 == out["rows_out"] + out["rows_rejected"]
     assert out["source_files"] == [f"labs/H00{i}/{MONTH}.csv" for i in (1, 2, 3)]
     assert os.path.exists(outside.path)  # refused, never moved or touched
+
+
+@pytest.mark.parametrize("terminator, says", [(b"\n", "Maximum line size"), (b"\r", "line longer than 1048576")],
+                         ids=["by_the_reader", "while_normalizing"])
+def test_a_line_too_long_for_the_reader_is_rejected_on_its_own(tmp_path, terminator, says):
+    gen = clean_drop(tmp_path / "landing", rows=30)
+    lines = gen.path.read_bytes().split(b"\n")
+    lines[4] = lines[4] + b"x" * (3 << 20)  # over the reader's 2 MB line limit
+    gen.path.write_bytes(b"\n".join(lines[:10]) + terminator + b"\n".join(lines[10:]))  # a lone CR: normalized
+    report, good, rejects, _ = ingest(tmp_path / "landing")
+    assert [(r["line"], r["reason"]) for r in rejects] == [(5, Reason.MALFORMED)] and says in rejects[0]["detail"]
+    assert (report.rows_out, report.lines_in) == (29, 31)
+
+
+def test_the_line_count_and_the_line_splitter_agree_across_block_boundaries(tmp_path, monkeypatch):
+    """LF, CRLF and lone CR at every position relative to the block size, plain and gzip."""
+    rng = random.Random(5)
+    path = tmp_path / "lines.bin"
+    for _ in range(300):
+        data = bytes(rng.choice(b"a\r\n") for _ in range(rng.randint(0, 400)))
+        monkeypatch.setattr(drop_lines, "CHUNK", rng.choice([1, 2, 3, 64]))
+        expected = len(lines_of(data)) - 1 if data else 0
+        path.write_bytes(data)
+        split = list(drop_lines.split(drop_lines.chunks(path, False), drop_lines._BYTES_NL))
+        assert drop_lines.survey(path, False).lines == len(split) == expected
+        assert split == (lines_of(data)[1:] if data else [])
+        path.write_bytes(gzip.compress(data))
+        compressed = drop_lines.survey(path, True)
+        assert (compressed.lines, compressed.damaged) == (expected, False)

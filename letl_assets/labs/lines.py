@@ -77,29 +77,26 @@ def survey(path: Path, is_gzip: bool) -> Survey:
 
 def split(blocks, pattern):
     """Every physical line, without its terminator; None for a line over MAX_LINE."""
-    pending, empty = None, None
+    pending, cr, skipping = None, None, False
     for block in blocks:
+        if cr is None:
+            cr = "\r" if isinstance(block, str) else b"\r"
         pending = block if pending is None else pending + block
-        empty = pending[:0]
         start = 0
         for match in pattern.finditer(pending):
-            if match.end() == len(pending) and pending[-1:] in ("\r", b"\r"):
+            if match.end() == len(pending) and pending.endswith(cr):
                 break  # a CR at the end of a block may be the first half of CRLF
-            yield pending[start:match.start()]
-            start = match.end()
+            if not skipping:
+                yield pending[start:match.start()]
+            skipping, start = False, match.end()
         pending = pending[start:]
-        if len(pending) > MAX_LINE:
+        if skipping:
+            pending = pending[-1:]  # inside an over-long line: only a CR at its end may matter
+        elif len(pending) > MAX_LINE + 1:  # a CR kept for a possible CRLF does not count
             yield None
-            pending = empty
-            for block in blocks:  # skip to the end of the over-long line
-                match = pattern.search(block)
-                if match:
-                    pending = block[match.end():]
-                    break
-    if pending and pending[-1:] in ("\r", b"\r"):
-        yield pending[:-1]
-    elif pending:
-        yield pending
+            skipping, pending = True, pending[-1:]
+    if pending and not skipping:
+        yield pending[:-1] if pending.endswith(cr) else pending
 
 
 def _decode(line: bytes) -> str:

@@ -87,12 +87,13 @@ class Scan:
                 FROM {rejects} GROUP BY line ORDER BY line"""
         ).to_arrow_table()
         self.con.register(f"{self._name}_malformed", self.malformed)
-        side = f"read_parquet('{literal(self.side)}')"
-        self._side_counts = dict(self.con.execute(f"SELECT reason, count(*) FROM {side} GROUP BY reason").fetchall()) \
-            if self.side else {}
-        # A line set aside is an empty line in the normalized copy: the reader skips it but counts it.
-        self._side_lines = self.con.execute(f"SELECT line FROM {side}").fetchnumpy()["line"] if self.side \
-            else np.empty(0, np.int64)
+        self._side_counts, self._side_lines = {}, np.empty(0, np.int64)
+        if self.side:
+            side = f"read_parquet('{literal(self.side)}')"
+            counts = self.con.execute(f"SELECT reason, count(*) FROM {side} GROUP BY reason").fetchall()
+            self._side_counts = dict(counts)
+            # A line set aside is an empty line in the normalized copy: the reader skips it but counts it.
+            self._side_lines = self.con.execute(f"SELECT line FROM {side}").fetchnumpy()["line"]
 
     @property
     def encoding(self) -> str:
