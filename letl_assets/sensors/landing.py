@@ -26,7 +26,7 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) 
     """
     cursor = json.loads(context.cursor) if context.cursor else {}
     # A cursor from before ignored files were remembered is the flat map of files.
-    seen: dict[str, str] = cursor.get("files", {}) if "files" in cursor else cursor
+    seen: dict[str, str] = cursor["files"] if "files" in cursor else cursor
     scan = landing.scan()
     ignored = {i.relpath: i.reason for i in scan.ignored}
     for relpath, reason in sorted(ignored.items()):
