@@ -85,7 +85,10 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
         "rows_in": report.rows_in,
         "rows_out": report.rows_out,
         "rows_rejected": report.rows_rejected,
+        "lines_in": report.lines_in,
+        "header_lines": report.header_lines,
         "source_files": [f.relpath for f in report.files],
+        "quarantined_files": {f.relpath: f.problem for f in report.files if f.problem},
         "source_signatures": [d.signature for d in drops],
     }
     extra = sorted({c for f in report.files for c in f.extra_columns})
