@@ -1,8 +1,8 @@
 """The explorer's query service: one locked DuckDB database over a lake snapshot, for one role.
 
-Streamlit pages call this; so do the bench and the tests, without Streamlit. Each query runs
+Streamlit pages call this; so do the bench and the tests, without Streamlit. Each builder query runs
 on its own cursor (Streamlit serves sessions from several threads, and the time limit
-interrupts a single connection). Every query, cached or not, lands in the catalog's access log (the
+interrupts a single connection); hand-written SQL runs in a worker process that can be killed. Every query, cached or not, lands in the catalog's access log (the
 versions it read) or its query log (refused, failed, or reading no version), by SQL hash only.
 """
 
@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from .objectfs import LakeObjectFileSystem
 from .scan import Estimate, partitions_kept, whole
 from .sql_guard import Parsed, UnsafeSQL, analyze
 from .views import PARTITION_COLUMN, Snapshot, View, snapshot
+from .watchdog import memory_bytes
+from .worker import QueryWorker
 
 
 @dataclass(frozen=True)
@@ -69,16 +72,21 @@ class Explorer:
         self.datasets = visible(datasets if datasets is not None else load_datasets(lake), role)
         self.snapshot: Snapshot = snapshot(lake, self.datasets, ROLES.get(role, ROLES["analyst"]), pinned)
         views = self.snapshot.views
+        spec = dict(views={name: view.files for name, view in views.items()}, allowed_dirs=self.snapshot.allowed_dirs,
+                    memory_limit=self.settings.memory_limit, threads=self.settings.threads,
+                    hive={name: view.partition_type for name, view in views.items() if view.hive},
+                    object_versions=self.snapshot.object_versions, lake_config=lake.config)
         self.con = locked_connection(
-            {name: view.files for name, view in views.items()},
-            self.snapshot.allowed_dirs,
-            memory_limit=self.settings.memory_limit,
-            threads=self.settings.threads,
-            hive={name: view.partition_type for name, view in views.items() if view.hive},
+            spec["views"], spec["allowed_dirs"], memory_limit=spec["memory_limit"], threads=spec["threads"],
+            hive=spec["hive"],
             # Only when needed: a registered Python filesystem is consulted on every file DuckDB opens.
             filesystems=[LakeObjectFileSystem(lake=lake, allowed=self.snapshot.object_versions)]
             if self.snapshot.object_versions else [],
         )
+        # Hand-written SQL runs there (see explorer.worker); started at its first query.
+        self._worker = QueryWorker(spec, memory_bytes(self.settings.memory_limit))
+        # Streamlit drops cached explorers without closing them: their worker must not outlive them.
+        weakref.finalize(self, self._worker.close)
         # Names DuckDB itself resolves (pg_settings, duckdb_views, pragma_* ...): they reveal paths
         # and settings, so neither a query nor a WITH name may use them.
         self._reserved = {r[0].lower() for r in self.con.execute(
@@ -90,6 +98,7 @@ class Explorer:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        self._worker.close()
         self.con.close()
 
     def view(self, name: str) -> View:
@@ -164,17 +173,12 @@ class Explorer:
                 self._cache.move_to_end(key)
         table = hit
         if hit is None:
-            cur = self.con.cursor()
             try:
-                # Checked above (or built by the builder): a second parse would only cost time.
-                table = run_query(cur, sql, params, row_cap=self.settings.row_cap,
-                                  timeout_s=self.settings.timeout_s, check=False)
+                table = self._query(trusted, sql, params, self.settings.row_cap, self.settings.timeout_s)
             except QueryError as e:
                 if log:
                     self._log(read, digest, None, user, failed=e.reason)
                 raise
-            finally:
-                cur.close()
             if use_cache and table.nbytes <= self.settings.cache_bytes:
                 with self._lock:
                     self._cache[key] = table
@@ -192,17 +196,28 @@ class Explorer:
             parsed = self._checked(sql, params, user)
             sql, read = parsed.text, read or self._reads(parsed)
         digest = sql_hash(sql, params)
-        cur = self.con.cursor()
         try:
-            rows = export_csv(cur, sql, path, params, row_cap=self.settings.download_cap,
-                              timeout_s=max(self.settings.timeout_s, 120), check=False)
+            rows = self._query(trusted, sql, params, self.settings.download_cap,
+                               max(self.settings.timeout_s, 120), path=path)
         except QueryError as e:
             self._log(read, digest, None, user, failed=e.reason)
             raise
-        finally:
-            cur.close()
         self._log(read, digest, rows, user)
         return rows
+
+    def _query(self, trusted: bool, sql: str, params, cap: int, timeout_s: float, path: Path | None = None):
+        """A table (or, with ``path``, the rows written there as CSV) from SQL checked by the caller."""
+        if not trusted:
+            return (self._worker.export(sql, params, path, cap, timeout_s) if path is not None
+                    else self._worker.run(sql, params, cap, timeout_s))
+        cur = self.con.cursor()
+        try:
+            # Checked above (or built by the builder): a second parse would only cost time.
+            if path is not None:
+                return export_csv(cur, sql, path, params, row_cap=cap, timeout_s=timeout_s, check=False)
+            return run_query(cur, sql, params, row_cap=cap, timeout_s=timeout_s, check=False)
+        finally:
+            cur.close()
 
     def _checked(self, sql: str, params, user: str | None, log: bool = True) -> Parsed:
         try:

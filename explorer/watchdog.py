@@ -5,8 +5,8 @@ DuckDB checks for an interrupt between vectors, not inside a function call, and 
 lands while no check is pending can be lost: ``lpad('x', 300000000, 'y')`` interrupted once after
 1 s finished normally after 21 s. So the watchdog interrupts again at every poll until the query
 ends. The RSS side covers allocations DuckDB's ``memory_limit`` does not count (values built in
-expressions, Arrow buffers); what one call builds before DuckDB looks again is the SQL guard's
-business (``explorer.limits``).
+expressions, Arrow buffers); what one call builds before DuckDB looks again is bounded by the SQL
+guard (``explorer.limits``) and, for hand-written SQL, by killing its process (``explorer.worker``).
 """
 from __future__ import annotations
 

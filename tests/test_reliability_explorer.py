@@ -1,7 +1,9 @@
 """The explorer's memory and time limits hold against the queries an attacker would write.
 
-Each query runs in its own subprocess on the explorer's locked connection, so its peak RSS is the
-kernel's high-water mark for that process alone (``ru_maxrss``), not the test runner's.
+Each query runs in its own subprocess, so its peak RSS is the kernel's high-water mark for that
+process alone (``ru_maxrss``), not the test runner's: on the explorer's locked connection for the
+in-process layers (guard, watchdog), and in a driver whose only child is the SQL worker for the
+process layer (``explorer.worker``), whose peak is then ``RUSAGE_CHILDREN``.
 """
 import json
 import subprocess
@@ -109,3 +111,67 @@ def test_a_call_that_ignores_one_interrupt_still_ends_with_the_time_limit_error(
     21.7 s. The watchdog interrupts until the query ends. Run without the guard, which refuses it."""
     out = run_child(tmp_path, "SELECT length(lpad('x', 60000000, 'y'))", timeout_s=0.5, check=False)
     assert out["error"] == "QueryTimeout", out
+
+
+DRIVER = r"""
+import json, os, resource, sys
+import duckdb, psutil
+from explorer.watchdog import memory_bytes
+from explorer.worker import QueryWorker
+
+data, sql, timeout_s, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+views = {}
+for name, rows in (("t", 1_000), ("big", 300_000)):
+    views[name] = [os.path.join(data, f"{name}.parquet")]
+    duckdb.sql(f"COPY (SELECT range AS a, 'v' || range AS s FROM range({rows})) TO '{views[name][0]}'")
+spec = dict(views=views, allowed_dirs=[data], memory_limit=limit, threads=2, hive={},
+            object_versions=frozenset(), lake_config=None)
+worker = QueryWorker(spec, memory_bytes(limit))
+worker.run("SELECT count(*) FROM big", None, 10, 30)
+pid = worker._process.pid
+baseline = psutil.Process(pid).memory_info().rss
+try:
+    worker.run(sql, None, 10, timeout_s)
+    error = None
+except Exception as e:
+    error = type(e).__name__
+killed = not psutil.pid_exists(pid)
+worker.close()  # reaped, so RUSAGE_CHILDREN holds its high-water mark
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"error": error, "killed": killed, "baseline": baseline, "peak": peak}))
+"""
+
+
+def run_worker(tmp_path, sql, timeout_s):
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path), sql, str(timeout_s), LIMIT],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = [line[line.index('{"error"'):] for line in done.stdout.splitlines() if '{"error"' in line]
+    assert lines, done.stderr[-2000:]
+    out = json.loads(lines[-1])
+    # As above: the allowance is the worker's RSS before the query, with its views warmed up.
+    out["within"] = out["peak"] <= out["baseline"] + 1.5 * memory_bytes(LIMIT)
+    return out
+
+
+# Single calls no interrupt reaches: in-process they went past 3 GB under 256 MB.
+@pytest.mark.parametrize("sql", [
+    "WITH a AS (SELECT string_agg(s, ',') s FROM big) SELECT length(" + "||".join(["s"] * 100) + ") FROM a",
+    "WITH a AS (SELECT string_agg(s, ',') s FROM big) SELECT length(replace(s, '1', s)) FROM a",
+    "WITH a AS (SELECT list(a) l FROM big) SELECT len(list_concat(" + ", ".join(["l"] * 100) + ")) FROM a",
+])
+def test_the_worker_is_killed_at_the_memory_bound(tmp_path, sql):
+    out = run_worker(tmp_path, sql, timeout_s=30)
+    assert out["error"] == "QueryMemoryLimit" and out["killed"] and out["within"], out
+
+
+def test_the_worker_is_killed_when_a_single_call_outlasts_the_time_limit(tmp_path):
+    """In-process, this levenshtein ran 5.6 s against a 1 s limit: it checks no interrupt. Killed, the
+    worker is gone before the call could end, which is what proves the limit held."""
+    sql = "WITH a AS (SELECT string_agg(s, '') x FROM big WHERE a < 20000) SELECT levenshtein(x, reverse(x)) FROM a"
+    out = run_worker(tmp_path, sql, timeout_s=1)
+    assert out["error"] == "QueryTimeout" and out["killed"], out
+
+
+def test_the_worker_answers_and_stays_up(tmp_path):
+    out = run_worker(tmp_path, "SELECT count(*) AS n FROM big a JOIN t b USING (a)", timeout_s=30)
+    assert out["error"] is None and not out["killed"] and out["within"], out
