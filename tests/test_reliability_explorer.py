@@ -6,6 +6,7 @@ in-process layers (guard, watchdog), and in a driver whose only child is the SQL
 process layer (``explorer.worker``), whose peak is then ``RUSAGE_CHILDREN``.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from explorer.watchdog import memory_bytes
 
 LIMIT = "256MB"
 REPO = Path(__file__).resolve().parents[1]
+# Run in tmp_path, not the repository: DuckDB spills to ".tmp" under the working directory.
+CHILD_RUN = dict(env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
 
 CHILD = r"""
 import json, os, resource, sys, threading, time
@@ -54,7 +57,7 @@ def run_child(tmp_path, sql, timeout_s=30.0, check=True):
     ceiling = int(4 * bound + 2**30)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path), sql, str(timeout_s), "1" if check else "0", str(ceiling), LIMIT],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, **CHILD_RUN,
     )
     # DuckDB's progress bar may share the line.
     lines = [line[line.index('{"error"'):] for line in done.stdout.splitlines() if '{"error"' in line]
@@ -144,7 +147,7 @@ print(json.dumps({"error": error, "killed": killed, "baseline": baseline, "peak"
 
 def run_worker(tmp_path, sql, timeout_s):
     done = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path), sql, str(timeout_s), LIMIT],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=tmp_path, **CHILD_RUN)
     lines = [line[line.index('{"error"'):] for line in done.stdout.splitlines() if '{"error"' in line]
     assert lines, done.stderr[-2000:]
     out = json.loads(lines[-1])
