@@ -30,6 +30,7 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _TYPE = re.compile(r"(DATE|VARCHAR)\Z")
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\Z", re.IGNORECASE)
 TRUNCATED_KEY = b"letl.truncated"
+MOVED = "a file behind this dataset moved since the page was opened: reload the page"
 
 
 class QueryError(RuntimeError):
@@ -185,7 +186,7 @@ def _limits(con: duckdb.DuckDBPyConnection, timeout_s: float):
             ) from None
         if isinstance(e, duckdb.IOException) and "No files found" in str(e):
             # A version moved tier or was removed after the views were built.
-            raise QueryMoved("a file behind this dataset moved since the page was opened: reload the page") from e
+            raise QueryMoved(MOVED) from e
         raise QueryError(f"query failed: {e}") from e
 
 

@@ -18,7 +18,8 @@ import duckdb
 import psutil
 import pyarrow as pa
 
-from .engine import QueryError, QueryMemoryLimit, QueryMoved, QueryTimeout, export_csv, locked_connection, run_query
+from .engine import (MOVED, QueryError, QueryMemoryLimit, QueryMoved, QueryTimeout, export_csv, locked_connection,
+                     run_query)
 
 __all__ = ["QueryWorker", "KILL_MEMORY", "KILL_TIME"]
 
@@ -45,9 +46,7 @@ def _serve(conn, spec: dict[str, Any]) -> None:
     except duckdb.IOException as e:
         # Views are bound when the worker starts, at its first query: a version may have moved since.
         moved = "No files found" in str(e)
-        conn.send(("error", "QueryMoved" if moved else "QueryError",
-                   "a file behind this dataset moved since the page was opened: reload the page" if moved
-                   else f"query failed: {e}"))
+        conn.send(("error", "QueryMoved", MOVED) if moved else ("error", "QueryError", f"query failed: {e}"))
         return
     conn.send(("ready",))
     while True:
@@ -69,6 +68,8 @@ def _serve(conn, spec: dict[str, Any]) -> None:
 
 
 class QueryWorker:
+    """The server's side: starts the worker, sends it one query at a time, kills it past a bound."""
+
     def __init__(self, spec: dict[str, Any], memory_limit: int):
         self.spec, self.memory_limit = spec, memory_limit
         self._process = None
