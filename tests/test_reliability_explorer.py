@@ -5,14 +5,17 @@ process alone (``ru_maxrss``), not the test runner's: on the explorer's locked c
 in-process layers (guard, watchdog), and in a driver whose only child is the SQL worker for the
 process layer (``explorer.worker``), whose peak is then ``RUSAGE_CHILDREN``.
 """
+import gc
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from explorer.service import Explorer
 from explorer.watchdog import memory_bytes
 
 LIMIT = "256MB"
@@ -178,3 +181,13 @@ def test_the_worker_is_killed_when_a_single_call_outlasts_the_time_limit(tmp_pat
 def test_the_worker_answers_and_stays_up(tmp_path):
     out = run_worker(tmp_path, "SELECT count(*) AS n FROM big a JOIN t b USING (a)", timeout_s=30)
     assert out["error"] is None and not out["killed"] and out["within"], out
+
+
+def test_a_dropped_explorer_takes_its_worker_with_it(lake):
+    """Streamlit evicts cached explorers without closing them; their worker processes must not pile up."""
+    ex = Explorer(lake, "analyst")
+    assert ex.run("SELECT 42 AS n").table.to_pylist() == [{"n": 42}]
+    pid = ex._worker._process.pid
+    del ex
+    gc.collect()
+    assert not psutil.pid_exists(pid)
