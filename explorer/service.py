@@ -1,9 +1,10 @@
 """The explorer's query service: one locked DuckDB database over a lake snapshot, for one role.
 
-Streamlit pages call this; so do the bench and the tests, without Streamlit. Each builder query runs
-on its own cursor (Streamlit serves sessions from several threads, and the time limit
-interrupts a single connection); hand-written SQL runs in a worker process that can be killed. Every query, cached or not, lands in the catalog's access log (the
-versions it read) or its query log (refused, failed, or reading no version), by SQL hash only.
+Streamlit pages call this; so do the bench and the tests, without Streamlit. Each builder query
+runs on its own cursor (Streamlit serves sessions from several threads, and the time limit
+interrupts a single connection); hand-written SQL runs in a worker process that can be killed.
+Every query, cached or not, lands in the catalog's access log (the versions it read) or its query
+log (refused, failed, or reading no version), by SQL hash only.
 """
 
 import hashlib
