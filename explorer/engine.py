@@ -73,6 +73,7 @@ def locked_connection(
     *,
     hive: Mapping[str, str] | None = None,
     filesystems: Sequence[Any] = (),
+    temp_dir: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with one VIEW per dataset over its Parquet
     files, locked to ``allowed_dirs`` with external access, extension
@@ -100,6 +101,10 @@ def locked_connection(
         con.execute("SET parquet_metadata_cache = true")
         # A bare name must never resolve to a Python variable of the process (a DataFrame in scope).
         con.execute("SET python_enable_replacements = false")
+        if temp_dir is not None:
+            # DuckDB otherwise spills to .tmp under the working directory: a checkout, or anywhere.
+            # Set before external access is locked, which freezes it.
+            con.execute(f"SET temp_directory = {_sql_string(str(temp_dir))}")
         for fs in filesystems:
             con.register_filesystem(fs)
         for name, files in views.items():

@@ -10,7 +10,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from letl_assets.lake.catalog import query_log
+
 from explorer.query_builder import Aggregate, Filter, Query
+from explorer.service import sql_hash
 from explorer.share import to_url_params
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
@@ -38,6 +41,11 @@ def ok(at: AppTest) -> AppTest:
 
 def markdown(at: AppTest, heading: str) -> str:
     return next(m.value for m in at.markdown if m.value.startswith(heading))
+
+
+def refusals(lake) -> list[tuple[str, str]]:
+    with lake.catalog.engine.connect() as conn:
+        return [(r.kind, r.sql_hash) for r in conn.execute(query_log.select())]
 
 
 def latest_files(lake, key):
@@ -141,8 +149,13 @@ def test_sql_page_refuses_unsafe_sql_and_runs_selects(lab_lake):
     at = ok(app())
     at.switch_page("app_pages/sql.py").run()
     ok(at)
-    at.text_area(key="sql_text").input("SELECT * FROM read_csv('/etc/passwd')").run()
+    refused = "SELECT * FROM read_csv('/etc/passwd')"
+    at.text_area(key="sql_text").input(refused).run()
     assert at.error and at.error[0].value.startswith("Refused: table function read_csv()")
+    assert refusals(lab_lake) == []  # checking while typing is feedback, not a query attempt
+    at.button(key="sql_run").click().run()
+    ok(at)
+    assert refusals(lab_lake) == [("query-refused", sql_hash(refused, None))]  # pressing Run is audited
     at.text_area(key="sql_text").input("SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY 1 ORDER BY 1").run()
     at.button(key="sql_run").click().run()
     ok(at)

@@ -30,6 +30,12 @@ try:
     est = ex.estimate_sql(text)
 except UnsafeSQL as e:
     st.error(f"Refused: {e}")
+    # Checking as one types is feedback, not a query; pressing Run is an attempt, and is audited.
+    if st.button("Run", type="primary", key="sql_run"):
+        try:
+            ex.run(sql, user=viewer.user)
+        except UnsafeSQL:
+            pass
     st.stop()
 confirmed = ui.scan_ok(ex, est, "sql", hand_written=True)
 if st.button("Run", type="primary", key="sql_run") and confirmed:
