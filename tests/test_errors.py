@@ -17,7 +17,7 @@ def _subclasses(cls):
 def test_every_error_has_one_exit_code_and_one_status():
     seen_codes: dict[int, type] = {}
     for cls in [errors.LetlError, *_subclasses(errors.LetlError)]:
-        exc = cls("x")
+        exc = cls.__new__(cls)  # subclasses may take more arguments; the table looks at the type alone
         code, status = errors.exit_code(exc), errors.http_status(exc)
         assert 1 <= code < errors.EXIT_INTERNAL and 400 <= status <= 599, cls
         if cls in errors._TABLE and cls is not errors.TooLarge:  # TooLarge shares InvalidInput's exit code
