@@ -46,10 +46,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .api_guard import BodyLimit, validation_handler
 from .lake.backends import validate_key
-from .lake.errors import Conflict, InProgress, InvalidInput, LetlError, http_status, one_line
+from .lake.errors import InProgress, InvalidInput, LetlError, http_status, one_line
 from .lake.lake import Lake, current_user
 from .lake.moves import MoveConflict, MoveResult, Mover
-from .lake.names import PRODUCED
+from .lake.names import refuse_produced
 from .lake.s3 import S3ProbeError
 from .lake.sources import resolve_source
 
@@ -128,20 +128,11 @@ def _check_available(lake: Lake, *names: str) -> None:
             raise HTTPException(502, f"{problem}; nothing was done")
 
 
-def _refuse_produced(lake: Lake, asset: str) -> None:
-    """An outside file must never replace what a pipeline publishes (and its checks vouched for)."""
-    produced = asset in PRODUCED or any(v.run_id and v.metadata.get("writer") != "external"
-                                        for v in lake.catalog.list_versions(asset_key=asset))
-    if produced:
-        raise Conflict(f"{asset} is produced by the pipelines, so the API cannot write it: write to a dataset "
-                       "of your own (e.g. team.my_upload)")
-
-
 def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
     mover = Mover(lake)
     with _http_errors():
         asset, partition = _dataset(body.destination_uri)
-        _refuse_produced(lake, asset)
+        refuse_produced(lake, asset)  # before the source is even resolved: 409 whatever it names
         repeat = mover.get(body.request_id) is not None
         # Resolved on repeats too: a request id never lets an unregistered source through.
         source = resolve_source(lake, body.source_uri, current_user(), repeat)

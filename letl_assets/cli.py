@@ -207,7 +207,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample_data)
 
     r = sub.add_parser("run", help="materialize every lab asset for every month in the landing zone")
-    r.add_argument("--months", nargs="*", metavar="YYYY-MM", help="only these months")
+    r.add_argument("--months", nargs="*", metavar="YYYY-MM",
+                   help="only these months: 2024-03, 2024-3, or a range 2024-01..2024-06")
     r.add_argument("--force", action="store_true", help="rebuild months whose drops did not change")
     r.add_argument("--sample-rows", type=int, default=20_000, help="rows per sample file if the landing zone is empty")
     r.add_argument("--no-wait", action="store_true", help="refuse (exit 9) instead of waiting while another run holds LETL_HOME")

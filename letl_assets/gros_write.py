@@ -84,7 +84,9 @@ class GrosWriteFile(io.RawIOBase):
         self.staged.rename(target)
         self.staged = target
         from letl_assets.lake.lake import current_user
+        from letl_assets.lake.names import refuse_produced
 
+        refuse_produced(self.lake, self.ref.asset_key)
         return self.lake.write_version(
             self.ref.asset_key,
             target,

@@ -2,12 +2,13 @@
 
 import fcntl
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .lake.errors import InProgress
+from .lake.errors import InProgress, InvalidInput, NotFound
 from .lake.lake import Lake
 from .report import month_problem
 
@@ -88,6 +89,26 @@ def _one_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
+def parse_months(months: list[str]) -> list[str]:
+    """'2024-3', '2024-03', '2024-03-01' and ranges '2024-01..2024-06' -> sorted, distinct partition keys."""
+    def month(part: str, text: str) -> tuple[int, int]:
+        match = re.fullmatch(r"(\d{4})-(\d{1,2})(?:-01)?", part.strip())
+        if not match or not 1 <= int(match[2]) <= 12:
+            raise InvalidInput(f"--months {text!r}: give a month as YYYY-MM (or YYYY-M), or a range YYYY-MM..YYYY-MM")
+        return int(match[1]), int(match[2])
+
+    keys = set()
+    for text in months:
+        first, dots, last = text.partition("..")
+        (y, m), end = month(first, text), month(last if dots else first, text)
+        if end < (y, m):
+            raise InvalidInput(f"--months {text!r}: the range ends before it starts")
+        while (y, m) <= end:
+            keys.add(f"{y:04d}-{m:02d}-01")
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return sorted(keys)
+
+
 def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print) -> list[dict]:
     """Materialize labs_job for each month with drops that is not current; one record per month.
 
@@ -108,12 +129,13 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
         by_month: dict[str, list[str]] = {}
         for drop in LandingZone().scan(settled=False).drops:
             by_month.setdefault(drop.partition_key, []).append(drop.signature)
-        wanted = sorted(by_month) if not months else [m if len(m) == 10 else f"{m}-01" for m in months]
+        wanted = sorted(by_month) if not months else parse_months(months)
         job = defs.resolve_job_def("labs_job")
         outcomes = []
         for i, partition in enumerate(wanted, 1):
             if partition not in by_month:
-                raise SystemExit(f"no drops for {partition[:7]} in {LandingZone().root() / 'labs'}")
+                raise NotFound(f"no drops for {partition[:7]} in {LandingZone().root() / 'labs'}; months with "
+                               f"drops: {', '.join(p[:7] for p in sorted(by_month)) or 'none'}")
             if not force and month_problem(lake, partition, by_month[partition]) is None:
                 log(f"[{i}/{len(wanted)}] {partition[:7]}: up to date, skipped (use --force to rebuild)")
                 outcomes.append({"partition": partition, "status": "up to date"})

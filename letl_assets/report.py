@@ -126,6 +126,7 @@ def format_summary(s: dict) -> str:
         for name, d in s["datasets"].items()
     ]
     labs, months = s["labs"], s["not_current"]
+    balanced = labs["rows_in"] == labs["rows_out"] + labs["rows_rejected"]
     if s["reconciled"]:
         verdict = "reconciled"
     elif months:
@@ -136,7 +137,8 @@ def format_summary(s: dict) -> str:
         f"LETL lake at {s['home']} (branch {s['branch']}), latest versions:",
         table(rows, ["dataset", "versions", "partitions", "rows", "tier: bytes"]),
         "",
-        f"lab rows: in {labs['rows_in']:,} = out {labs['rows_out']:,} + rejected {labs['rows_rejected']:,}  ({verdict})",
+        f"lab rows: in {labs['rows_in']:,} {'=' if balanced else '≠'} out {labs['rows_out']:,} + rejected "
+        f"{labs['rows_rejected']:,}  ({verdict})",
     ]
     lines += [f"  {m['partition'][:7]}: {m['status']}: {m['reason']}" for m in months]
     if s["ignored"]:

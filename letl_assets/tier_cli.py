@@ -229,6 +229,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def non_negative_seconds(text: str) -> float:
+    """A non-negative, finite number of seconds (argparse turns the ValueError into a usage error)."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
 def add_commands(sub) -> None:
     store = sub.add_parser("objectstore", help="the local S3 server (SeaweedFS) behind the 'cortx' tier")
     store.add_argument("action", choices=["up", "down", "status"])
@@ -269,7 +279,7 @@ def add_commands(sub) -> None:
                          "remove orphans and temp and staging leftovers; exit 1 if objects are missing, "
                          "7 if a tier could not be reached")
     fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")
-    fs.add_argument("--grace", type=float, default=3600, help="leave objects younger than this many seconds (default 3600)")
+    fs.add_argument("--grace", type=non_negative_seconds, default=3600, help="leave objects younger than this many seconds (default 3600)")
     fs.add_argument("--force", action="store_true", help="repair even when the catalog is empty")
     fs.add_argument("--json", action="store_true", help="machine-readable output")
     fs.set_defaults(func=cmd_fsck)

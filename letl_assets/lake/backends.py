@@ -8,13 +8,18 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple, Protocol
 
+from .errors import InvalidInput
+
 CHUNK = 8 * 1024 * 1024
 TMP_DIR = ".tmp"
+# Filesystems allow 255 bytes a name; leave room for the version id and suffix a key ends with.
+MAX_KEY_PART = 200
 _KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
 
 
@@ -23,14 +28,16 @@ class Written(NamedTuple):
     sha256: str
 
 
-class InvalidKeyError(ValueError):
+class InvalidKeyError(InvalidInput):
     """A storage key that could escape its tier or name a hidden object."""
 
 
 def validate_key(key: str) -> str:
     parts = key.split("/")
-    if not key or any(not _KEY_PART.match(p) or p in (".", "..") for p in parts):
-        raise InvalidKeyError(f"invalid storage key {key!r}: use '/'-separated parts of [A-Za-z0-9_.=-]")
+    if not key or any(not _KEY_PART.match(p) or p in (".", "..") or len(p) > MAX_KEY_PART for p in parts):
+        shown = key if len(key) <= 80 else key[:80] + "..."
+        raise InvalidKeyError(f"invalid storage key {shown!r}: use '/'-separated parts of [A-Za-z0-9_.=-], "
+                              f"each at most {MAX_KEY_PART} characters")
     return key
 
 
@@ -89,7 +96,8 @@ class PosixBackend:
     def _tmp(self) -> Path:
         tmp = self.root / TMP_DIR
         tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"{uuid.uuid4().hex}.part"
+        # Named by its writer, so that clean_temp can tell a live write from a leftover.
+        return tmp / f"{_WRITER}-{os.getpid()}-{uuid.uuid4().hex}.part"
 
     def put(self, key: str, stream: BinaryIO) -> Written:
         final, tmp = self._path(key), self._tmp()
@@ -174,10 +182,30 @@ class PosixBackend:
         if not tmp.is_dir():
             return 0
         cutoff = time.time() - older_than
-        leftovers = [item for item in tmp.iterdir() if item.lstat().st_mtime <= cutoff]
+        leftovers = [item for item in tmp.iterdir()
+                     if item.lstat().st_mtime <= cutoff and not _writer_alive(item.name)]
         for item in leftovers:
             shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
         return len(leftovers)
+
+
+_WRITER = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64]
+
+
+def _writer_alive(name: str) -> bool:
+    """A temp file of a process still running on this host (a slow copy, a stopped mover) is live work,
+    whatever its age; another host's writers are judged by age alone."""
+    host, _, rest = name.partition("-")
+    pid = rest.partition("-")[0]
+    if host != _WRITER or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

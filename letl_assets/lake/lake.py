@@ -1,6 +1,5 @@
 """The Lake: the catalog plus the tiers. Everything above storage talks to this."""
 
-import getpass
 import hashlib
 import json
 import os
@@ -354,8 +353,11 @@ def schema_fingerprint(schema: pa.Schema) -> str:
 
 
 def current_user() -> str:
-    """Who this process runs as, for the access log (the uid when the name cannot be found)."""
+    """Who this process runs as, for the access log and the steward check: the effective uid's account
+    name (the uid when it has none). Not getpass.getuser(), which believes $USER and $LOGNAME."""
+    import pwd
+
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())

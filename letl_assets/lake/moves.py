@@ -23,10 +23,11 @@ from typing import BinaryIO, Callable
 
 import xxhash
 
-from .backends import CHUNK
+from .backends import CHUNK, validate_key
 from .catalog import OPEN_STATES, Version
 from .errors import InvalidInput, LetlError, NotFound, TierUnavailable, VerificationFailed, one_line
 from .leases import request_tag
+from .names import refuse_produced
 from .requests import Claim, MoveConflict, MoveResult, Requests
 
 __all__ = ["MoveConflict", "MoveResult", "Mover", "VerificationError", "failpoint"]
@@ -144,6 +145,8 @@ class Mover:
 
     def write(self, source: str, asset_key: str, tier: str, request_id: str, partition: str | None = None) -> MoveResult:
         """Bring an outside file into the lake as a new version of asset_key on exactly this tier."""
+        validate_key(f"{asset_key}/{partition or '_'}")  # refused before a request row exists
+        refuse_produced(self.lake, asset_key)
         path = Path(source.removeprefix("file://"))
         ask = {"asset_key": asset_key, "partition": partition, "tier": tier, "source": str(path.absolute())}
         if self.requests.get(request_id) is None:  # a repeat is answered even if its file is gone since

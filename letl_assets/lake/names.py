@@ -16,3 +16,15 @@ MONTHLY_COUNTS_SUMMARY = "team/monthly_counts_summary"
 
 PRODUCED = frozenset({LAB_DROPS, LAB_RESULTS, LAB_REJECTS, LAB_SUMMARY, MY_DATASET_SUMMARY, MY_DATASET_SNAPSHOT,
                       MONTHLY_COUNTS_SUMMARY})
+
+
+def refuse_produced(lake, asset_key: str) -> None:
+    """An outside writer (the API, `letl tier write`, a gros:// write) must never replace what a pipeline
+    publishes and its checks vouched for: a listed key, or one a pipeline run has written."""
+    from .errors import Conflict
+
+    produced = asset_key in PRODUCED or any(v.run_id and v.metadata.get("writer") != "external"
+                                            for v in lake.catalog.list_versions(asset_key=asset_key))
+    if produced:
+        raise Conflict(f"{asset_key} is produced by the pipelines, so an outside writer cannot write it: "
+                       "write to a dataset of your own (e.g. team.my_upload)")
