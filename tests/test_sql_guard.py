@@ -1,5 +1,4 @@
 """SQL guard and locked DuckDB connection of the explorer."""
-import os
 
 import duckdb
 import pyarrow as pa
