@@ -16,6 +16,7 @@ from explorer.query_builder import Aggregate, Filter, Query
 from explorer.service import Explorer, Settings, sql_hash
 from explorer.sql_guard import UnsafeSQL
 from letl_assets.gros_fs import GrosFileSystem
+from letl_assets.lake.errors import Conflict
 from letl_assets.lake.catalog import access_log, query_log as query_events
 
 RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
@@ -232,21 +233,27 @@ def test_notebook_writes_declare_their_access_and_csv_is_listed_not_queried(lab_
     assert ex.run("SELECT sum(n) AS n FROM site_counts").table.to_pylist() == [{"n": 3}]
 
 
+def declassify(lake, table, partition: str) -> None:
+    lake.write_version(REJECTS, table, partition=partition, run_id="declassify",
+                       metadata={"dataset": {"access": "deidentified"}})
+
+
 def test_one_declassified_write_does_not_open_a_restricted_dataset(lab_lake):
     rejects = lab_lake.latest(REJECTS, "2024-03-01")
-    sink = pa.BufferOutputStream()
-    pq.write_table(lab_lake.read_table(rejects).slice(0, 0), sink)
-    with GrosFileSystem(lake=lab_lake, access="deidentified").open(
-            "gros://labs.lab_results_rejects?partition=2024-03-01", "wb") as f:
-        f.write(sink.getvalue().to_pybytes())
+    empty = lab_lake.read_table(rejects).slice(0, 0)
+    # An outside gros:// writer may not touch a produced dataset at all...
+    with pytest.raises(Conflict, match="produced by the pipelines"):
+        with GrosFileSystem(lake=lab_lake, access="deidentified").open(
+                "gros://labs.lab_results_rejects?partition=2024-03-01", "wb") as f:
+            f.write(b"PAR1")
+    # ...so the declassifying writes here are the pipeline's own, one partition at a time.
+    declassify(lab_lake, empty, "2024-03-01")
     found = {d.key: d for d in load_datasets(lab_lake)}
     assert found[REJECTS].access == "restricted"  # the other partitions still say restricted
     assert "lab_results_rejects" not in Explorer(lab_lake, "analyst").snapshot.views
     # Every partition rewritten as de-identified: analysts see those versions, never the old ones.
     for partition in ("2024-01-01", "2024-02-01"):
-        with GrosFileSystem(lake=lab_lake, access="deidentified").open(
-                f"gros://labs.lab_results_rejects?partition={partition}", "wb") as f:
-            f.write(sink.getvalue().to_pybytes())
+        declassify(lab_lake, empty, partition)
     dataset = next(d for d in load_datasets(lab_lake) if d.key == REJECTS)
     assert dataset.access == "deidentified"
     ex = Explorer(lab_lake, "analyst")

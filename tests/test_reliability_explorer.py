@@ -1,7 +1,7 @@
 """The explorer's memory and time limits hold against the queries an attacker would write.
 
 Each query runs in its own subprocess, so its peak RSS is the kernel's high-water mark for that
-process alone (``ru_maxrss``), not the test runner's: on the explorer's locked connection for the
+process alone (``VmHWM``), not the test runner's: on the explorer's locked connection for the
 in-process layers (guard, watchdog), and in a driver whose only child is the SQL worker for the
 process layer (``explorer.worker``), whose peak is then ``RUSAGE_CHILDREN``.
 """
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD_RUN = dict(env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
 
 CHILD = r"""
-import json, os, resource, sys, threading, time
+import json, os, sys, threading, time
 import duckdb, psutil
 from explorer.engine import locked_connection, run_query
 
@@ -51,7 +51,10 @@ try:
     error = None
 except Exception as e:
     error = type(e).__name__
-print(json.dumps({"error": error, "baseline": baseline, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the test runner's own peak.
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"error": error, "baseline": baseline, "peak": peak}))
 """
 
 
