@@ -19,7 +19,7 @@ def test_every_error_has_one_exit_code_and_one_status():
     for cls in [errors.LetlError, *_subclasses(errors.LetlError)]:
         exc = cls.__new__(cls)  # subclasses may take more arguments; the table looks at the type alone
         code, status = errors.exit_code(exc), errors.http_status(exc)
-        assert 1 <= code < errors.EXIT_INTERNAL and 400 <= status <= 599, cls
+        assert code >= 1 and code < errors.EXIT_INTERNAL and 400 <= status <= 599, cls
         if cls in errors._TABLE and cls is not errors.TooLarge:  # TooLarge shares InvalidInput's exit code
             assert seen_codes.setdefault(code, cls) is cls, f"{cls.__name__} shares exit code {code}"
 
