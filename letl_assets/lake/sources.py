@@ -49,7 +49,8 @@ class Source:
 
 
 def landing_root() -> Path:
-    """The landing zone, by the rule of resources.landing.LandingZone.root() (without Dagster)."""
+    """The landing zone: LETL_LANDING, else LETL_HOME/landing. LandingZone.root() uses this too, so the
+    API (which imports no Dagster) and the pipelines agree on it."""
     if os.environ.get("LETL_LANDING"):
         return Path(os.environ["LETL_LANDING"]).absolute()
     return Path(os.environ.get("LETL_HOME") or ".letl").absolute() / "landing"

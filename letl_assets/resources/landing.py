@@ -1,12 +1,12 @@
 """The landing zone where hospitals drop their monthly files."""
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
 from ..labs.drops import Drop, LandingScan, find_drops, scan_landing
+from ..lake.sources import landing_root
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -16,9 +16,7 @@ class LandingZone(dg.ConfigurableResource):
     settle_seconds: float = 10.0
 
     def root(self) -> Path:
-        if self.path or os.environ.get("LETL_LANDING"):
-            return Path(self.path or os.environ["LETL_LANDING"]).absolute()
-        return Path(os.environ.get("LETL_HOME") or ".letl").absolute() / "landing"
+        return Path(self.path).absolute() if self.path else landing_root()
 
     def drops(self, month: str | None = None, settled: bool = True) -> list[Drop]:
         return find_drops(self.root(), month, self.settle_seconds if settled else 0)
