@@ -9,11 +9,11 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from letl_assets.lake.access import ACCESS_LEVELS, strictest
 from letl_assets.lake.catalog import Version
 from letl_assets.lake.lake import Lake
 from letl_assets.lake.uri import GrosRef, parse, resolve
 
-ACCESS_LEVELS = ("deidentified", "restricted")
 ROLES = {"analyst": frozenset({"deidentified"}), "steward": frozenset(ACCESS_LEVELS)}
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 
@@ -79,17 +79,6 @@ def view_names(keys: list[str]) -> dict[str, str]:
     clashes = {n for n, c in Counter(short.values()).items() if c > 1}
     names = {k: _NOT_NAME.sub("_", k.lower()) if n in clashes else n for k, n in short.items()}
     return {k: n if re.match(r"[a-z_]", n) else f"_{n}" for k, n in names.items()}
-
-
-def version_access(version: Version) -> str:
-    """A version's own access level; one that declares nothing is treated as the most sensitive."""
-    access = (version.metadata.get("dataset") or {}).get("access")
-    return access if access in ACCESS_LEVELS else "restricted"
-
-
-def strictest(versions) -> str:
-    levels = {version_access(v) for v in versions}
-    return "restricted" if "restricted" in levels or not levels else "deidentified"
 
 
 def load_datasets(lake: Lake, branch: str | None = None) -> list[Dataset]:

@@ -13,10 +13,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from letl_assets.lake.access import version_access
 from letl_assets.lake.catalog import Version
 from letl_assets.lake.lake import Lake
 
-from .datasets import Dataset, version_access
+from .datasets import Dataset
 from .objectfs import PROTOCOL, object_path
 
 PARTITION_COLUMN = "partition_key"
