@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from letl_assets.lake.catalog import access_log
-from letl_assets.lake.lake import NoTierWithRoom
+from letl_assets.lake.errors import NoRoom
 from letl_assets.resources.io_manager import TieredIOManager, VersionFile
 from letl_assets.resources.tiers import LakeResource
 
@@ -131,7 +131,7 @@ def test_failed_write_commits_nothing_and_leaves_no_staged_file(monkeypatch, let
     for tier in ("PMEM", "SSD", "HDD"):
         monkeypatch.setenv(f"LETL_TIER_{tier}_QUOTA", "1KB")
     iom = TieredIOManager(lake=LakeResource())
-    with pytest.raises(NoTierWithRoom):
+    with pytest.raises(NoRoom):
         output(iom, DF)
     with pytest.raises(ValueError, match="unknown tier"):
         output(iom, DF, tier="tape")

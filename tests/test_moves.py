@@ -9,9 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
+from letl_assets.lake.errors import VerificationFailed
 from letl_assets.lake.fsck import fsck
 from letl_assets.lake.lake import Lake
-from letl_assets.lake.moves import MoveConflict, Mover, VerificationError
+from letl_assets.lake.moves import MoveConflict, Mover
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_corrupted_source_is_not_moved(lake, version):
     up, _ = version
     path = lake.local_path(up)
     path.write_bytes(path.read_bytes()[:-1] + b"X")
-    with pytest.raises(VerificationError, match="sha256"):
+    with pytest.raises(VerificationFailed, match="sha256"):
         Mover(lake).move(up.version_id, "ssd", "req-3")
     assert lake.catalog.get(up.version_id).tier == "pmem"
     assert stored(lake, "ssd", up.storage_key) is None

@@ -5,9 +5,9 @@ import pytest
 import sqlalchemy as sa
 
 from letl_assets.lake import moves as moves_module
-from letl_assets.lake.errors import InProgress
+from letl_assets.lake.errors import InProgress, VerificationFailed
 from letl_assets.lake.lake import Lake
-from letl_assets.lake.moves import MoveConflict, Mover, VerificationError
+from letl_assets.lake.moves import MoveConflict, Mover
 from letl_assets.lake.requests import Requests
 
 
@@ -25,7 +25,7 @@ def test_destination_lost_after_the_switch_switches_back_and_keeps_the_source(la
             hdd.delete(version.storage_key)
 
     monkeypatch.setattr(moves_module, "failpoint", lose_the_copy)
-    with pytest.raises(VerificationError, match="switched back to pmem"):
+    with pytest.raises(VerificationFailed, match="switched back to pmem"):
         Mover(lake).move(version.version_id, "hdd", "guard-1")
     back = lake.catalog.get(version.version_id)
     assert back.tier == "pmem" and lake.intact(back) and lake.read_table(back).num_rows == 3000

@@ -81,7 +81,6 @@ def _s3_settings(home: Path) -> tuple[str, str, str, str]:
     return state["endpoint"], state["access_key"], state["secret_key"], "us-east-1"
 
 
-NoTierWithRoom = NoRoom  # the name earlier releases exported
 
 
 @dataclass

@@ -30,9 +30,8 @@ from .leases import request_tag
 from .names import refuse_produced
 from .requests import Claim, MoveConflict, MoveResult, Requests
 
-__all__ = ["MoveConflict", "MoveResult", "Mover", "VerificationError", "failpoint"]
+__all__ = ["MoveConflict", "MoveResult", "Mover", "failpoint"]
 
-VerificationError = VerificationFailed  # the name earlier releases exported
 
 
 def failpoint(name: str) -> None:
@@ -113,14 +112,14 @@ class Mover:
         if written.sha256 != version.sha256:
             self._drop_copy(version, to_tier)
             claim.update(state="rolled_back", detail="source bytes do not match the recorded sha256")
-            raise VerificationError(f"{version.version_id} on {version.tier} does not match its recorded sha256")
+            raise VerificationFailed(f"{version.version_id} on {version.tier} does not match its recorded sha256")
         failpoint("after_copy")
         failpoint("before_readback")
         sent = (reader.size, reader.fast.hexdigest())
         if _fast_digest(dst.open(key)) != sent:
             self._drop_copy(version, to_tier)
             claim.update(state="rolled_back", detail="read-back check failed")
-            raise VerificationError(f"read-back of {key} on {to_tier} does not match what was sent")
+            raise VerificationFailed(f"read-back of {key} on {to_tier} does not match what was sent")
         claim.update(state="copied")
         failpoint("after_verify")
         if not self.lake.catalog.switch_tier(version.version_id, version.tier, to_tier,
@@ -130,7 +129,7 @@ class Mover:
         if not self._still_whole(dst, key, sent):
             self.lake.catalog.switch_tier(version.version_id, to_tier, version.tier, claim.as_request(
                 state="rolled_back", detail="destination lost or damaged after the switch; switched back"))
-            raise VerificationError(f"{key} on {to_tier} was lost or damaged after the switch: switched back to "
+            raise VerificationFailed(f"{key} on {to_tier} was lost or damaged after the switch: switched back to "
                                     f"{version.tier}, which still holds it")
         src.delete(key)
         claim.update(state="done", bytes=written.size, seconds=time.perf_counter() - started)
