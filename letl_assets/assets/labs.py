@@ -136,17 +136,6 @@ def _changed_while_read(before, after) -> str | None:
 )
 def lab_results_summary(results: VersionFile):
     """Per hospital and test in one month: count, mean, min, max and abnormal rate."""
-    import duckdb
+    from ..labs.summary import summarize
 
-    with duckdb.connect() as con:
-        return con.sql(
-            """
-            SELECT hospital_id, test_code, any_value(test_name) AS test_name, any_value(unit) AS unit,
-                   count(*) AS results, avg(result_value) AS mean, min(result_value) AS min,
-                   max(result_value) AS max, avg((abnormal_flag IN ('H', 'L'))::INTEGER) AS abnormal_rate
-            FROM read_parquet(?)
-            GROUP BY hospital_id, test_code
-            ORDER BY hospital_id, test_code
-            """,
-            params=[str(results.path)],
-        ).to_arrow_table()
+    return summarize(results.path)

@@ -28,24 +28,25 @@ REQUIRED_COLUMNS = DROP_COLUMNS
 # Raw identifiers that must never reach a de-identified table.
 IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "birth_date", "zip")
 
-# Columns of labs/lab_results, in order. patient_key is the keyed pseudonym.
-RESULT_COLUMNS: tuple[str, ...] = (
-    "hospital_id",
-    "patient_key",
-    "birth_year",
-    "sex",
-    "zip3",
-    "test_code",
-    "test_name",
-    "result_value",
-    "unit",
-    "reference_low",
-    "reference_high",
-    "abnormal_flag",
-    "collected_at",
-    "reported_at",
-    "source_file",
-)
+# Columns of labs/lab_results, in order, with their DuckDB types. patient_key is the keyed pseudonym.
+RESULT_TYPES: dict[str, str] = {
+    "hospital_id": "VARCHAR",
+    "patient_key": "VARCHAR",
+    "birth_year": "SMALLINT",
+    "sex": "VARCHAR",
+    "zip3": "VARCHAR",
+    "test_code": "VARCHAR",
+    "test_name": "VARCHAR",
+    "result_value": "DOUBLE",
+    "unit": "VARCHAR",
+    "reference_low": "DOUBLE",
+    "reference_high": "DOUBLE",
+    "abnormal_flag": "VARCHAR",
+    "collected_at": "TIMESTAMP",
+    "reported_at": "TIMESTAMP",
+    "source_file": "VARCHAR",
+}
+RESULT_COLUMNS: tuple[str, ...] = tuple(RESULT_TYPES)
 
 # Rejects keep the raw fields as text; raw_line holds a line the CSV reader could not split.
 REJECT_COLUMNS: tuple[str, ...] = ("source_file", "line", "reason", "detail", *DROP_COLUMNS, "raw_line")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .header import Header
 from .rules import BOUNDS, DETAIL, PARSED, REASON, TYPED, date_bounds
-from .schema import DROP_COLUMNS, RESULT_COLUMNS, Reason
+from .schema import DROP_COLUMNS, RESULT_COLUMNS, RESULT_TYPES, Reason
 
 
 def q(name: str) -> str:
@@ -195,10 +195,7 @@ class Scan:
 
 
 # The published columns of a month in which no file could be read, typed like Scan.published().
-NO_RECORDS = ", ".join(f"NULL::{t} AS {q(c)}" for c, t in zip(
-    (*RESULT_COLUMNS, "_rn"),
-    ("VARCHAR", "VARCHAR", "SMALLINT", "VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "VARCHAR",
-     "DOUBLE", "DOUBLE", "VARCHAR", "TIMESTAMP", "TIMESTAMP", "VARCHAR", "BIGINT"))) + " WHERE false"
+NO_RECORDS = ", ".join(f"NULL::{t} AS {q(c)}" for c, t in {**RESULT_TYPES, "_rn": "BIGINT"}.items()) + " WHERE false"
 
 
 def side_select(index: int, side: Path) -> str:
