@@ -12,7 +12,8 @@ Paths (a URI without ``gros://``) name either one version, which is a file, or s
 (no partition on a partitioned asset, or ``?partition=*``), which is a directory holding one
 pseudo-file per selected version, ``{directory}/partition={P}.{format}`` (gros_paths.py).
 
-Every read is logged in the catalog's access log with kind ``gros``, user and host. Restricted
+Every read is logged in the catalog's access log with kind ``gros``, user and host. The calls of
+one read share one resolution (one catalog query) and one audit transaction (gros_reads.py). Restricted
 datasets (see lake/access.py) are read only by the user names in ``LETL_STEWARDS``; a refusal is
 an AccessDenied (a PermissionError), audited in the query log with kind ``gros-refused``. The
 strict parser (lake/uri.py) is the only door: a chained URL (``gros://x::y``) is refused
@@ -25,15 +26,19 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import socket
 import threading
+import warnings
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from letl_assets.gros_paths import as_directory, child_name, ref_of, strip_protocol
+from letl_assets.gros_paths import as_directory, child_name, ref_of, split_ref, strip_protocol
+from letl_assets.gros_reads import Read, ReadHandle, Reads
 from letl_assets.gros_write import GrosWriteFile
 from letl_assets.lake.access import check_read
-from letl_assets.lake.uri import SCHEME, invalid, resolve
+from letl_assets.lake.errors import NotFound
+from letl_assets.lake.uri import SCHEME, GrosRef, invalid, resolve_read
 
 ACCESS_KIND = "gros"
 REFUSED_KIND = "gros-refused"
@@ -49,6 +54,10 @@ class GrosNotFoundError(LookupError):
     and the point of this error is to say which part of the URI matched nothing.
     ``exists``/``isdir``/``isfile`` still answer False.
     """
+
+
+class MixedSchemaWarning(UserWarning):
+    """A directory read whose versions were written with different columns or types."""
 
 
 _lakes: dict[tuple, Any] = {}
@@ -96,6 +105,7 @@ class GrosFileSystem(AbstractFileSystem):
         self._lake = lake
         # What the explorer shows and to whom; a dataset that declares nothing stays restricted.
         self.dataset = {k: v for k, v in (("access", access), ("description", description)) if v}
+        self._reads = Reads(self._resolve)
 
     @property
     def lake(self):
@@ -112,20 +122,57 @@ class GrosFileSystem(AbstractFileSystem):
     def unstrip_protocol(self, name: str) -> str:
         return name if name.startswith(SCHEME) else SCHEME + name
 
-    def _select(self, path: str):
-        """(ref, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
-        AccessDenied (audited) when the caller may not read what it selects."""
+    def _resolve(self, top: GrosRef) -> tuple[Any, bool]:
+        """One catalog query for a top-level ref, then the access check on what it returned; a
+        refusal is audited and raised, never cached."""
         from letl_assets.lake.lake import current_user
 
-        ref = ref_of(path)
         try:
-            versions = resolve(self.lake, ref)
+            resolution = resolve_read(self.lake, top)
         except LookupError as exc:
-            raise GrosNotFoundError(f"{SCHEME}{self._strip_protocol(path)}: {exc}") from None
+            raise GrosNotFoundError(f"{top.uri()}: {exc}") from None
         # Listing reveals sizes, rows and hashes too, so every path through here is checked.
-        check_read(self.lake, ref, versions, current_user(), REFUSED_KIND)
-        is_dir = ref.partition == "*" or (ref.partition is None and any(v.partition for v in versions))
-        return ref, versions, is_dir
+        check_read(self.lake, top, resolution.served, current_user(), REFUSED_KIND, current=resolution.current)
+        is_dir = top.partition == "*" or (top.partition is None and any(v.partition for v in resolution.served))
+        if is_dir and len({v.schema_fingerprint for v in resolution.served if v.format == "parquet"}) > 1:
+            warnings.warn(MixedSchemaWarning(
+                f"{top.uri()}: its partitions were written with different columns or types; pyarrow and pandas "
+                "keep the first partition's columns unless given schema=fsspec.filesystem('gros').unified_schema(uri), "
+                "DuckDB needs read_parquet(..., union_by_name=true)"), stacklevel=4)
+        return resolution, is_dir
+
+    def _select(self, path: str) -> tuple[Read, list, bool]:
+        """(read, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
+        AccessDenied (audited) when the caller may not read what it selects."""
+        top, partition = split_ref(path)
+        read = self._reads.get(top, child=partition is not None)
+        if partition is None:
+            return read, list(read.served), read.is_dir
+        version = read.by_partition.get(partition)
+        if version is None or not read.is_dir:
+            # Not among the directory's pseudo-files: resolve it alone, for the exact reason.
+            read = self._reads.get(top.with_partition(partition))
+            return read, list(read.served), False
+        return read, [version], False
+
+    def _listing(self, path: str) -> tuple[Read, list, bool]:
+        read, versions, is_dir = self._select(path)
+        read.listed = read.listed or is_dir
+        return read, versions, is_dir
+
+    def unified_schema(self, path):
+        """The union of the columns of every Parquet version a path serves, types promoted where they
+        differ: pass it as ``schema=`` to pyarrow or pandas so that partitions written before a
+        column existed read as nulls instead of hiding the column. Reads footers, not rows."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        read, versions, _ = self._select(path)
+        schemas = [pq.read_schema(self.lake.local_path(v)) for v in versions if v.format == "parquet"]
+        if not schemas:
+            raise ValueError(f"{SCHEME}{self._strip_protocol(path)} serves no Parquet version")
+        # Each file's pandas metadata describes that file's columns only.
+        return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
 
     @staticmethod
     def _file_info(name: str, version) -> dict[str, Any]:
@@ -160,13 +207,13 @@ class GrosFileSystem(AbstractFileSystem):
 
     def ls(self, path, detail=True, **kwargs):
         name = as_directory(str(path))
-        _, versions, is_dir = self._select(path)
+        _, versions, is_dir = self._listing(path)
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
         return entries if detail else [e["name"] for e in entries]
 
     def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
         name = as_directory(str(path))
-        _, versions, is_dir = self._select(path)
+        _, versions, is_dir = self._listing(path)
         out: dict[str, dict[str, Any]] = {}
         if is_dir:
             if withdirs:
@@ -187,7 +234,7 @@ class GrosFileSystem(AbstractFileSystem):
                 name = name[: -len(suffix)]
                 break
         try:
-            _, versions, is_dir = self._select(name)
+            _, versions, is_dir = self._listing(name)
         except GrosNotFoundError:
             return {} if detail else []
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
@@ -252,18 +299,54 @@ class GrosFileSystem(AbstractFileSystem):
             return GrosWriteFile(self.lake, ref_of(path), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
-        _, versions, is_dir = self._select(path)
+        read, versions, is_dir = self._select(path)
         if is_dir:
             raise IsADirectoryError(
                 f"{SCHEME}{name} selects {len(versions)} versions (one per partition): "
                 "read it as a dataset (pd.read_parquet) or choose one with ?partition=P"
             )
-        version = versions[0]
         _collect_at_exit()
-        handle = open(self.lake.local_path(version), "rb")
+        return self._open_version(read, versions[0])
+
+    def _open_version(self, read: Read, version) -> ReadHandle:
+        handle = self._handle(read, version)
         try:
-            self.lake.record_access(version, ACCESS_KIND, run_id=self.run_id, step_key=self.step_key)
+            self._audit(read, version)
         except BaseException:
             handle.close()
             raise
         return handle
+
+    def _handle(self, read: Read, version) -> ReadHandle:
+        """The version's file. A move copies, switches the catalog, then deletes the source: a file
+        gone from the tier we resolved was moved, so the catalog's row (same bytes) says where to."""
+        try:
+            path = self.lake.local_path(version)
+        except FileNotFoundError:
+            moved = self.lake.catalog.get(version.version_id)
+            if moved is None or moved.tier == version.tier:
+                raise
+            try:
+                path = self.lake.local_path(moved)
+            except FileNotFoundError:
+                raise NotFound(f"version {version.version_id} left tier {version.tier} during the read and is "
+                               f"not on {moved.tier} either: read it again") from None
+        self._reads.opened(read, version)
+        try:
+            return ReadHandle(path, lambda: self._reads.closed(read))
+        except BaseException:
+            self._reads.closed(read)
+            raise
+
+    def _audit(self, read: Read, version) -> None:
+        from letl_assets.lake.lake import current_user
+
+        pending = self._reads.claim_audit(read, version)
+        if not pending:
+            return
+        try:
+            self.lake.catalog.record_accesses([v.version_id for v in pending], ACCESS_KIND, run_id=self.run_id,
+                                              step_key=self.step_key, user=current_user(), host=socket.gethostname())
+        except BaseException:
+            self._reads.unclaim_audit(read, pending)
+            raise

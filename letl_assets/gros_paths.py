@@ -26,19 +26,26 @@ def strip_protocol(path: Any) -> str:
     return as_directory(path[len(SCHEME):] if path.startswith(SCHEME) else path)
 
 
-def ref_of(path: Any) -> GrosRef:
-    """The ref a path names; a pseudo-file inside a directory names one partition of it.
+def split_ref(path: Any) -> tuple[GrosRef, str | None]:
+    """(the ref of the top-level path, the partition of the pseudo-file inside it or None): every
+    pseudo-file of a directory shares the directory's resolution (gros_reads.py).
     Callers pass the path as given: stripping it twice would forgive a second trailing '/'."""
     path = strip_protocol(path)
     head, sep, last = path.rpartition("/")
     child = CHILD.fullmatch(last) if sep else None
     if child is None:
-        return parse(SCHEME + path)
+        return parse(SCHEME + path), None
     parent = parse(SCHEME + head)
     if parent.partition not in (None, "*"):
         raise GrosURIError(f"invalid gros path {path!r}: {head!r} names a single version, not a directory")
     partition = child["partition"]
-    return parent.with_partition("" if partition == UNPARTITIONED else partition)
+    return parent, "" if partition == UNPARTITIONED else partition
+
+
+def ref_of(path: Any) -> GrosRef:
+    """The ref a path names; a pseudo-file inside a directory names one partition of it."""
+    top, partition = split_ref(path)
+    return top if partition is None else top.with_partition(partition)
 
 
 def child_name(directory: str, version) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .errors import AccessDenied
 from .uri import GrosRef, format_uri, resolve
@@ -39,15 +39,20 @@ def stewards() -> frozenset[str]:
     return frozenset(name.strip() for name in os.environ.get(STEWARDS_ENV, "").split(",") if name.strip())
 
 
-def dataset_access(lake: "Lake", ref: GrosRef, served: list["Version"]) -> str:
-    """The level of what a read serves: its versions and the latest of every partition of the dataset."""
-    current = resolve(lake, GrosRef(ref.repo, ref.branch, partition="*"))
+def dataset_access(lake: "Lake", ref: GrosRef, served: Sequence["Version"],
+                   current: Sequence["Version"] | None = None) -> str:
+    """The level of what a read serves: its versions and the latest of every partition of the dataset.
+    ``current`` is that latest of every partition when the caller resolved it already (uri.resolve_read
+    gets both in one catalog query); otherwise it is looked up here."""
+    if current is None:
+        current = resolve(lake, GrosRef(ref.repo, ref.branch, partition="*"))
     return strictest([*served, *current])
 
 
-def check_read(lake: "Lake", ref: GrosRef, served: list["Version"], user: str, refused_kind: str) -> None:
+def check_read(lake: "Lake", ref: GrosRef, served: Sequence["Version"], user: str, refused_kind: str,
+               current: Sequence["Version"] | None = None) -> None:
     """Raise AccessDenied unless user may read what ref serves; a refusal is audited as refused_kind."""
-    if dataset_access(lake, ref, served) != "restricted" or user in stewards():
+    if dataset_access(lake, ref, served, current) != "restricted" or user in stewards():
         return
     uri = format_uri(ref)
     lake.catalog.record_query_event(refused_kind, None, detail=f"restricted: {uri}", user=user,

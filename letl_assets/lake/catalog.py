@@ -345,6 +345,15 @@ class Catalog:
             row = conn.execute(access_log.insert().values(version_id=version_id, kind=kind, accessed_at=utcnow(), **who))
             return row.inserted_primary_key[0]
 
+    def record_accesses(self, version_ids: Iterable[str], kind: str, **who: str | None) -> None:
+        """One access row per version, all in one transaction: a read of many partitions is one
+        catalog write, not one per partition (gros:// directory reads)."""
+        at = utcnow()
+        entries = [{"version_id": v, "kind": kind, "accessed_at": at, **who} for v in sorted(set(version_ids))]
+        if entries:
+            with self.engine.begin() as conn:
+                conn.execute(access_log.insert(), entries)
+
     def record_query(self, version_ids: Iterable[str], sql_hash: str, rows: int | None,
                      kind: str = "query", **who: str | None) -> None:
         """One access row per version an explorer query read, all stamped with the query's hash."""

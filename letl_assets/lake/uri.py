@@ -221,27 +221,29 @@ def format_uri(
 
 # --- resolution ---------------------------------------------------------------------------
 
-def resolve(lake: "Lake", ref: GrosRef) -> list["Version"]:
-    """The versions a ref selects, one per partition (oldest partition first).
+@dataclass(frozen=True)
+class Resolution:
+    """What one catalog query says about a ref: the versions it serves (one per partition, oldest
+    partition first) and the latest version of every partition on its branch, which the access
+    check needs (a dataset is as strict as the strictest of them)."""
 
-    Without a partition (or with ``partition=*``), every partition of the asset on that
-    branch; an unpartitioned asset has exactly one. Raises LookupError for an unknown repo,
-    an unknown branch or a tag that matches nothing.
-    """
+    ref: GrosRef
+    served: tuple["Version", ...]
+    current: tuple["Version", ...]
+
+
+def resolve_read(lake: "Lake", ref: GrosRef) -> Resolution:
+    """Resolve ref with one catalog query (the branch's versions of the asset). Raises LookupError
+    for an unknown repo, an unknown branch, an unknown partition or a tag that matches nothing;
+    only those failures query the catalog again, to say what does exist."""
     catalog = lake.catalog
-    on_asset = catalog.list_versions(asset_key=ref.asset_key)
-    if not on_asset:
-        known = sorted({v.asset_key.replace("/", ".") for v in catalog.list_versions()})
-        raise LookupError(
-            f"unknown repo {ref.repo!r} (asset key {ref.asset_key!r}); known repos: {', '.join(known) or '(none)'}"
-        )
-    on_branch = [v for v in on_asset if v.branch == ref.branch]
+    on_branch = catalog.list_versions(asset_key=ref.asset_key, branch=ref.branch)
     if not on_branch:
-        branches = sorted({v.branch for v in on_asset})
-        raise LookupError(f"repo {ref.repo!r} has no branch {ref.branch!r}; its branches: {', '.join(branches)}")
+        _explain_missing(lake, ref)
     by_partition: dict[str, list[Version]] = {}
     for version in on_branch:  # list_versions orders by partition, created_at, version_id
         by_partition.setdefault(version.partition, []).append(version)
+    current = tuple(_select(by_partition[p], GrosRef(ref.repo, ref.branch)) for p in sorted(by_partition))
     if ref.partition is not None and not ref.all_partitions:
         if ref.partition not in by_partition:
             shown = sorted(p or "(unpartitioned)" for p in by_partition)
@@ -258,7 +260,29 @@ def resolve(lake: "Lake", ref: GrosRef) -> list["Version"]:
     if not selected:
         where = f" partition {ref.partition!r}" if ref.partition and not ref.all_partitions else ""
         raise LookupError(f"no version of {ref.repo!r} on branch {ref.branch!r}{where} matches tag {_tag_text(ref)}")
-    return selected
+    return Resolution(ref, tuple(selected), current)
+
+
+def resolve(lake: "Lake", ref: GrosRef) -> list["Version"]:
+    """The versions a ref selects, one per partition (oldest partition first).
+
+    Without a partition (or with ``partition=*``), every partition of the asset on that
+    branch; an unpartitioned asset has exactly one. Raises LookupError for an unknown repo,
+    an unknown branch or a tag that matches nothing.
+    """
+    return list(resolve_read(lake, ref).served)
+
+
+def _explain_missing(lake: "Lake", ref: GrosRef) -> None:
+    catalog = lake.catalog
+    on_asset = catalog.list_versions(asset_key=ref.asset_key)
+    if not on_asset:
+        known = sorted({v.asset_key.replace("/", ".") for v in catalog.list_versions()})
+        raise LookupError(
+            f"unknown repo {ref.repo!r} (asset key {ref.asset_key!r}); known repos: {', '.join(known) or '(none)'}"
+        )
+    branches = sorted({v.branch for v in on_asset})
+    raise LookupError(f"repo {ref.repo!r} has no branch {ref.branch!r}; its branches: {', '.join(branches)}")
 
 
 def _select(history: list["Version"], ref: GrosRef) -> "Version | None":
