@@ -1,0 +1,234 @@
+"""One gros:// read is one catalog query and one audit transaction, whatever the reader; the next
+read sees what was published since; a move mid-read is followed; mixed-schema datasets read whole."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import duckdb
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+import sqlalchemy as sa
+
+from letl_assets.gros_fs import GrosFileSystem, MixedSchemaWarning, current_lake
+from letl_assets.lake.catalog import access_log
+from letl_assets.lake.lake import current_user
+from letl_assets.lake.moves import Mover
+
+MONTHS = [f"2024-{m:02d}-01" for m in range(1, 7)]
+DEID = {"dataset": {"access": "deidentified"}}
+
+
+@pytest.fixture
+def months(letl_env, monkeypatch):
+    """labs/m: six monthly partitions, one version each, de-identified."""
+    monkeypatch.delenv("LETL_STEWARDS", raising=False)
+    lake = current_lake()  # the Lake gros:// itself uses in this process
+    for i, month in enumerate(MONTHS):
+        lake.write_version("labs/m", pa.table({"month": [month] * 3, "v": [float(i)] * 3}), partition=month,
+                           metadata=DEID)
+    return lake
+
+
+class Statements:
+    """Every statement the catalog runs, except the BEGINs that open its transactions."""
+
+    def __init__(self, engine):
+        self.seen: list[str] = []
+        sa.event.listen(engine, "before_cursor_execute", self._note)
+        self.engine = engine
+
+    def _note(self, conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            self.seen.append(" ".join(statement.split()[:3]).upper())
+
+    def __enter__(self):
+        self.seen.clear()
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        sa.event.remove(self.engine, "before_cursor_execute", self._note)
+
+    @property
+    def selects(self) -> list[str]:
+        return [s for s in self.seen if s.startswith("SELECT")]
+
+    @property
+    def writes(self) -> list[str]:
+        return [s for s in self.seen if not s.startswith("SELECT")]
+
+
+@pytest.fixture
+def statements(months):
+    counter = Statements(months.catalog.engine)
+    yield counter
+    counter.close()
+
+
+def gros_rows(lake) -> list[dict]:
+    with lake.catalog.engine.begin() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.select(access_log).where(access_log.c.kind == "gros"))]
+
+
+def read_pandas(uri):
+    return pd.read_parquet(uri)
+
+
+def read_pyarrow(uri):
+    return ds.dataset(uri, filesystem=fsspec.filesystem("gros"), format="parquet").to_table().to_pandas()
+
+
+def read_duckdb(uri):
+    con = duckdb.connect()
+    con.register_filesystem(fsspec.filesystem("gros"))
+    return con.sql(f"select * from read_parquet('{uri}/*')").df()
+
+
+READERS = {"pandas": read_pandas, "pyarrow": read_pyarrow, "duckdb": read_duckdb}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_whole_dataset_read_is_one_query_and_one_audit_transaction(months, statements, reader):
+    with statements:
+        df = READERS[reader]("gros://labs.m")
+    assert sorted(df["month"].unique()) == MONTHS and len(df) == 3 * len(MONTHS)
+    assert len(statements.selects) == 1, statements.seen
+    assert statements.writes == ["INSERT INTO ACCESS_LOG"], statements.seen
+    rows = gros_rows(months)
+    assert len(rows) == len(MONTHS) and len({r["accessed_at"] for r in rows}) == 1  # one transaction
+    assert {r["version_id"] for r in rows} == {v.version_id for v in months.catalog.list_versions("labs/m")}
+    assert all(r["user"] == current_user() and r["host"] for r in rows)
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_every_read_is_audited_and_sees_the_version_published_before_it(months, reader):
+    first = READERS[reader]("gros://labs.m")
+    months.write_version("labs/m", pa.table({"month": [MONTHS[2]], "v": [99.0]}), partition=MONTHS[2], metadata=DEID)
+    second = READERS[reader]("gros://labs.m")
+    assert 99.0 not in first["v"].tolist()
+    assert second[second["month"] == MONTHS[2]]["v"].tolist() == [99.0]
+    assert len(gros_rows(months)) == 2 * len(MONTHS)
+
+
+def test_a_version_another_process_publishes_is_seen_by_the_next_read(months):
+    fs = fsspec.filesystem("gros")
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    assert con.sql("select count(*) from read_parquet('gros://labs.m/*')").fetchall() == [(18,)]
+    assert len(pd.read_parquet("gros://labs.m")) == 18
+    code = textwrap.dedent(f"""
+        import pyarrow as pa
+        from letl_assets.lake.lake import Lake
+        Lake.from_env().write_version("labs/m", pa.table({{"month": ["2024-07-01"], "v": [7.0]}}),
+                                      partition="2024-07-01", metadata={DEID!r})
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ), timeout=120)
+    assert con.sql("select count(*) from read_parquet('gros://labs.m/*')").fetchall() == [(19,)]
+    assert len(pd.read_parquet("gros://labs.m")) == 19
+    assert "gros://labs.m/partition=2024-07-01.parquet" in fs.glob("gros://labs.m/*")
+
+
+def test_access_is_checked_on_every_read(months, monkeypatch):
+    months.write_version("labs/m", pa.table({"month": [MONTHS[0]], "v": [0.5]}), partition=MONTHS[0])  # undeclared
+    monkeypatch.setenv("LETL_STEWARDS", current_user())
+    assert len(pd.read_parquet("gros://labs.m")) == 16
+    monkeypatch.setenv("LETL_STEWARDS", "someone-else")
+    with pytest.raises(PermissionError):
+        pd.read_parquet("gros://labs.m")
+
+
+def test_one_open_dataset_keeps_the_versions_it_listed(months):
+    dataset = ds.dataset("gros://labs.m", filesystem=fsspec.filesystem("gros"), format="parquet")
+    months.write_version("labs/m", pa.table({"month": [MONTHS[0]] * 5, "v": [5.0] * 5}), partition=MONTHS[0],
+                         metadata=DEID)
+    assert dataset.to_table().num_rows == 18  # the sizes and schema it planned with stay true
+    assert len(pd.read_parquet("gros://labs.m")) == 20  # a new read sees the new version
+
+
+def test_a_version_moved_between_listing_and_open_is_read_from_its_new_tier(months):
+    dataset = ds.dataset("gros://labs.m", filesystem=fsspec.filesystem("gros"), format="parquet")
+    moved = months.latest("labs/m", MONTHS[3])
+    old_path = months.local_path(moved)
+    result = Mover(months).move(moved.version_id, "hdd", "gros-read-move")
+    assert result.state == "done" and not old_path.exists()  # the source copy is gone after the switch
+    table = dataset.to_table()
+    assert sorted(set(table.column("month").to_pylist())) == MONTHS and table.num_rows == 18
+
+
+def test_a_version_lost_from_every_tier_fails_clearly(months):
+    dataset = ds.dataset("gros://labs.m", filesystem=fsspec.filesystem("gros"), format="parquet")
+    months.local_path(months.latest("labs/m", MONTHS[1])).unlink()
+    with pytest.raises(Exception, match="missing from tier"):
+        dataset.to_table()
+
+
+# --- partitions written before a column existed ------------------------------------------------------
+
+OLD = {"test_code": ["GLU"], "result_value": [5.1]}
+NEW = {"test_code": ["COV"], "result_value": [None], "result_comparator": [None], "result_text": ["positive"],
+       "result_original": ["POS"]}
+GAINED = ["result_comparator", "result_text", "result_original"]
+
+
+@pytest.fixture
+def gaining(letl_env, monkeypatch):
+    """labs/g: 2024-01 written before the result_comparator/text/original columns, 2024-02 after."""
+    monkeypatch.setenv("LETL_STEWARDS", current_user())
+    lake = current_lake()
+    new = pa.table(NEW, schema=pa.schema([("test_code", pa.string()), ("result_value", pa.float64()),
+                                          *((c, pa.string()) for c in GAINED)]))
+    lake.write_version("labs/g", pa.table(OLD), partition="2024-01-01")
+    lake.write_version("labs/g", new, partition="2024-02-01")
+    return lake
+
+
+def _union_ok(df):
+    df = df.sort_values("test_code").reset_index(drop=True)
+    assert list(df.columns) == ["test_code", "result_value", *GAINED]
+    assert df["test_code"].tolist() == ["COV", "GLU"]
+    assert df.loc[1, GAINED].isna().all()  # the old month reads as nulls in the new columns
+    assert df.loc[0, "result_text"] == "positive" and df.loc[0, "result_original"] == "POS"
+
+
+def test_mixed_schema_reads_whole_through_pyarrow_and_pandas_with_the_unified_schema(gaining):
+    fs = fsspec.filesystem("gros")
+    schema = fs.unified_schema("gros://labs.g")
+    assert schema.names == ["test_code", "result_value", *GAINED]
+    _union_ok(ds.dataset("gros://labs.g", filesystem=fs, schema=schema, format="parquet").to_table().to_pandas())
+    _union_ok(pd.read_parquet("gros://labs.g", schema=schema))
+
+
+def test_mixed_schema_reads_whole_through_duckdb_union_by_name(gaining):
+    con = duckdb.connect()
+    con.register_filesystem(fsspec.filesystem("gros"))
+    _union_ok(con.sql("select * from read_parquet('gros://labs.g/*', union_by_name=true)").df())
+
+
+def test_mixed_schema_read_without_a_schema_warns_how_to_get_every_column(gaining):
+    with pytest.warns(MixedSchemaWarning, match="unified_schema"):
+        df = pd.read_parquet("gros://labs.g")
+    assert "result_text" not in df.columns  # what pyarrow does alone: the first partition's columns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedSchemaWarning)
+        pd.read_parquet("gros://labs.g?partition=2024-02-01")  # one version: nothing to warn about
+
+
+def test_mixed_schema_reads_whole_through_polars(gaining):
+    pl = pytest.importorskip("polars")
+    with fsspec.open("gros://labs.g?partition=2024-01-01") as old, fsspec.open("gros://labs.g?partition=2024-02-01") as new:
+        frames = [pl.read_parquet(old), pl.read_parquet(new)]
+    _union_ok(pl.concat(frames, how="diagonal_relaxed").to_pandas())
+
+
+def test_the_unified_schema_is_access_checked(gaining, monkeypatch):
+    monkeypatch.setenv("LETL_STEWARDS", "someone-else")
+    with pytest.raises(PermissionError):
+        GrosFileSystem(skip_instance_cache=True).unified_schema("gros://labs.g")
