@@ -109,12 +109,63 @@ def parse_months(months: list[str]) -> list[str]:
     return sorted(keys)
 
 
+def month_runs(partitions: list[str]) -> list[list[str]]:
+    """The partitions as runs of consecutive months: a range run covers every month between its ends,
+    so it may only span months that are to be built (2005-01 and 2024-03 are two runs)."""
+    runs: list[list[str]] = []
+    for partition in sorted(partitions):
+        if runs and _next_month(runs[-1][-1]) == partition:
+            runs[-1].append(partition)
+        else:
+            runs.append([partition])
+    return runs
+
+
+def _next_month(partition: str) -> str:
+    y, m = int(partition[:4]), int(partition[5:7])
+    return f"{y + m // 12:04d}-{m % 12 + 1:02d}-01"
+
+
+def blamed_months(result) -> dict[str, str]:
+    """The months a failed run names as its cause, with their reasons: a blocking check that failed
+    for a month, or a Failure an asset raised naming its month (``labs.FAILED_PARTITION``)."""
+    from .assets.labs import FAILED_PARTITION
+
+    blamed: dict[str, str] = {}
+    for check in result.get_asset_check_evaluations():
+        if not check.passed and check.blocking and check.partition:
+            blamed.setdefault(check.partition, _one_line(
+                f"check {check.check_name} failed: {check.description or 'see its metadata'}"))
+    for event in result.get_step_failure_events():
+        failure = event.step_failure_data.user_failure_data
+        if failure is not None and FAILED_PARTITION in failure.metadata:
+            partition = str(failure.metadata[FAILED_PARTITION].value)
+            blamed.setdefault(partition, _one_line(failure.description or "the month failed"))
+    return blamed
+
+
+def _execute(job, instance, batch: list[str]):
+    """One Dagster run over the batch: a single partition, or a range that the single-run backfill
+    policy of the lab assets builds in one run (the tags are how Dagster's own `asset materialize
+    --partition-range` asks for it)."""
+    if len(batch) == 1:
+        return job.execute_in_process(partition_key=batch[0], instance=instance, raise_on_error=False, run_config=QUIET)
+    tags = {"dagster/asset_partition_range_start": batch[0], "dagster/asset_partition_range_end": batch[-1]}
+    return job.execute_in_process(tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
+
+
 def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print) -> list[dict]:
     """Materialize labs_job for each month with drops that is not current; one record per month.
 
     A month is current when its results, rejects and summary exist and were built from exactly
     the drops the landing zone holds now, so a month left half-built by a crash or a failed
     check is rebuilt on the next run, with or without --force.
+
+    Consecutive months are built in one run (a Dagster run costs ~1.5 s, more than a small month).
+    A run that fails is split so that one broken month does not discard the others: the months it
+    names as failed (a blocking check, a Failure naming its month) are reported with their reason and
+    the rest run again without them; when it names none, each half runs again on its own, down to
+    single months, whose failure is then the month's own.
     """
     import dagster as dg
 
@@ -131,24 +182,45 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
             by_month.setdefault(drop.partition_key, []).append(drop.signature)
         wanted = sorted(by_month) if not months else parse_months(months)
         job = defs.resolve_job_def("labs_job")
-        outcomes = []
-        for i, partition in enumerate(wanted, 1):
+        outcomes: dict[str, dict] = {}
+        index = {partition: i for i, partition in enumerate(wanted, 1)}
+
+        def settle(partition: str, status: str, seconds: float, batch: list[str], run_id: str, reason=None) -> None:
+            outcomes[partition] = {"partition": partition, "status": status, "run_id": run_id}
+            line = f"[{index[partition]}/{len(wanted)}] {partition[:7]}: {status} in {seconds:.1f}s"
+            if reason:
+                outcomes[partition]["reason"] = reason
+                line += f": {reason}"
+            span = f"{len(batch)} months in one run, {batch[0][:7]}..{batch[-1][:7]}: " if len(batch) > 1 else ""
+            log(f"{line} ({span}run {run_id})")
+
+        todo = []
+        for partition in wanted:
             if partition not in by_month:
                 raise NotFound(f"no drops for {partition[:7]} in {LandingZone().root() / 'labs'}; months with "
                                f"drops: {', '.join(p[:7] for p in sorted(by_month)) or 'none'}")
             if not force and month_problem(lake, partition, by_month[partition]) is None:
-                log(f"[{i}/{len(wanted)}] {partition[:7]}: up to date, skipped (use --force to rebuild)")
-                outcomes.append({"partition": partition, "status": "up to date"})
-                continue
+                log(f"[{index[partition]}/{len(wanted)}] {partition[:7]}: up to date, skipped (use --force to rebuild)")
+                outcomes[partition] = {"partition": partition, "status": "up to date"}
+            else:
+                todo.append(partition)
+        queue = month_runs(todo)
+        while queue:
+            batch = queue.pop(0)
             started = time.perf_counter()
-            result = job.execute_in_process(
-                partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
-            )
-            outcome = {"partition": partition, "status": "ok" if result.success else "FAILED", "run_id": result.run_id}
-            line = f"[{i}/{len(wanted)}] {partition[:7]}: {outcome['status']} in {time.perf_counter() - started:.1f}s"
-            if not result.success:
-                outcome["reason"] = failure_reason(result)
-                line += f": {outcome['reason']}"
-            log(f"{line} (run {result.run_id})")
-            outcomes.append(outcome)
-        return outcomes
+            result = _execute(job, instance, batch)
+            seconds = time.perf_counter() - started
+            if result.success:
+                for partition in batch:
+                    settle(partition, "ok", seconds, batch, result.run_id)
+                continue
+            if len(batch) == 1:
+                settle(batch[0], "FAILED", seconds, batch, result.run_id, failure_reason(result))
+                continue
+            blamed = {p: reason for p, reason in blamed_months(result).items() if p in batch}
+            for partition, reason in blamed.items():
+                settle(partition, "FAILED", seconds, batch, result.run_id, reason)
+            rest = [p for p in batch if p not in blamed]
+            halves = [rest] if blamed else [rest[: len(rest) // 2], rest[len(rest) // 2:]]
+            queue[:0] = [run for half in halves for run in month_runs(half)]
+        return [outcomes[p] for p in wanted]

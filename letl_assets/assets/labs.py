@@ -1,6 +1,7 @@
 """Hospital lab results: monthly drops -> validated, de-identified results, rejects and a summary."""
 
 import re
+import warnings
 from datetime import timedelta
 
 import dagster as dg
@@ -8,13 +9,26 @@ import dagster as dg
 from ..labs.drops import month_of_partition
 from ..lake import names
 from ..resources.deid import PseudonymKey
-from ..resources.io_manager import ACCESS, TIER_HINT, VersionFile
+from ..resources.io_manager import ACCESS, TIER_HINT, ByPartition, VersionFiles
 from ..resources.landing import LandingZone
 from ..resources.tiers import LakeResource
 
 LAB_TEAM = "team:lab-data"
 _PLAIN_COLUMN = re.compile(r"[a-z][a-z0-9_]{0,63}")
-MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2020-01-01")
+# Every month from 1900 to the current one, as a constant (configuration is not read at import
+# time): hospitals load their archives first, and a drop of any of those months must find its
+# partition. Monthly time windows, not dynamic partitions, so freshness policies, partition ranges
+# and the UI's time axis keep working; ~1,500 partitions is well within what the UI handles.
+# end_offset=1 adds the month in progress, which the default leaves out until it has ended.
+# labs/drops.py refuses drops dated outside this range, so they never reach a run.
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date="1900-01-01", end_offset=1)
+# Many months in one run (`letl run`, a backfill from the UI): a whole Dagster run costs ~1.5 s,
+# which a small month's ingest does not. Each month still becomes its own version (ByPartition).
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+# Failure metadata naming the month that failed in a run over many, so that `letl run` can rerun
+# the others without it.
+FAILED_PARTITION = "letl/failed_partition"
 
 # The key strings live in lake/names.py, where faces that must not write them (the API) read them.
 LAB_DROPS = dg.AssetKey.from_user_string(names.LAB_DROPS)
@@ -57,32 +71,57 @@ lab_drops = dg.AssetSpec(
     },
     deps=[LAB_DROPS],
     partitions_def=MONTHLY,
+    backfill_policy=SINGLE_RUN,
     group_name="labs",
 )
 def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: LandingZone, pseudonym: PseudonymKey):
-    """Lab results and rejects of one month, parsed from every hospital's drop."""
+    """Lab results and rejects of each month of the run, parsed from every hospital's drop."""
+    the_lake = lake.get_lake()
+    key = pseudonym.get(the_lake.config.home, context.log.info)
+    built: dict[str, tuple] = {}  # partition -> (report, metadata of results, metadata of rejects, drops read)
+    try:
+        for partition in context.partition_keys:
+            built[partition] = _month(context, the_lake, landing, key, partition)
+        # One scan after every month was read: a file that changed or arrived since its month's read
+        # is seen, as the outputs would describe bytes nobody can see again.
+        now = landing.scan(settled=False).drops
+        for partition, (*_, drops) in built.items():
+            month = month_of_partition(partition)
+            if problem := _changed_while_read(drops, [d for d in now if d.month == month]):
+                raise _failed(partition, dg.Failure(description=problem))
+    except BaseException:
+        for report, *_ in built.values():
+            report.good_path.unlink(missing_ok=True)
+            report.rejects_path.unlink(missing_ok=True)
+        raise
+    for partition, (_, good, rejected, _) in built.items():
+        context.add_asset_metadata(good, asset_key=LAB_RESULTS, partition_key=partition)
+        context.add_asset_metadata(rejected, asset_key=LAB_REJECTS, partition_key=partition)
+    yield dg.Output(ByPartition({p: b[0].good_path for p, b in built.items()}, {p: b[1] for p, b in built.items()}),
+                    output_name="lab_results")
+    yield dg.Output(ByPartition({p: b[0].rejects_path for p, b in built.items()}, {p: b[2] for p, b in built.items()}),
+                    output_name="lab_results_rejects")
+
+
+def _month(context, the_lake, landing: LandingZone, key: bytes, partition: str) -> tuple:
+    """One month's drops ingested into staging: (report, results metadata, rejects metadata, drops)."""
     from ..labs.ingest import ingest_drops  # DuckDB loads with the step, not with the code location
 
-    month = month_of_partition(context.partition_key)
+    month = month_of_partition(partition)
     scan = landing.scan(month, settled=False)
     drops = scan.drops
     if not drops:
-        raise dg.Failure(f"no drops for {month} under {landing.root() / 'labs'} (expected <hospital_id>/{month}.csv[.gz])")
-    the_lake = lake.get_lake()
-    key = pseudonym.get(the_lake.config.home, context.log.info)
+        raise _failed(partition, dg.Failure(
+            f"no drops for {month} under {landing.root() / 'labs'} (expected <hospital_id>/{month}.csv[.gz])"))
     context.log.info(f"{month}: parsing {len(drops)} drop(s), {sum(d.size for d in drops) / 1e6:.1f} MB")
-    report = ingest_drops(
-        drops,
-        good_path=the_lake.staging_path(),
-        rejects_path=the_lake.staging_path(),
-        key=key,
-        temp_dir=the_lake.config.staging,
-        log=context.log.info,
-    )
-    if problem := _changed_while_read(drops, landing.scan(month, settled=False).drops):
-        for path in (report.good_path, report.rejects_path):
-            path.unlink(missing_ok=True)
-        raise dg.Failure(description=problem)
+    good_path, rejects_path = the_lake.staging_path(), the_lake.staging_path()
+    try:
+        report = ingest_drops(drops, good_path=good_path, rejects_path=rejects_path, key=key,
+                              temp_dir=the_lake.config.staging, log=context.log.info)
+    except Exception as error:
+        good_path.unlink(missing_ok=True)
+        rejects_path.unlink(missing_ok=True)
+        raise _failed(partition, error) from error
     common = {
         "rows_in": report.rows_in,
         "rows_out": report.rows_out,
@@ -95,20 +134,26 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     }
     extra = sorted({c for f in report.files for c in f.extra_columns})
     named = [c for c in extra if _PLAIN_COLUMN.fullmatch(c) and not re.search(r"[0-9]{3}", c)]
-    yield dg.Output(
-        report.good_path,
-        output_name="lab_results",
-        metadata={
-            **common,
-            # A header cell can be data (a row pasted into the header line): only plain snake_case names
-            # are named here, where the catalog and the event log keep them; the rest are counted.
-            "ignored_columns": named,
-            "ignored_columns_withheld": len(extra) - len(named),
-            "encodings": {f.relpath: f.encoding for f in report.files},
-            "ignored_files": [{"relpath": i.relpath, "reason": i.reason} for i in scan.ignored],
-        },
-    )
-    yield dg.Output(report.rejects_path, output_name="lab_results_rejects", metadata={**common, **report.reasons_metadata()})
+    good = {
+        **common,
+        # A header cell can be data (a row pasted into the header line): only plain snake_case names
+        # are named here, where the catalog and the event log keep them; the rest are counted.
+        "ignored_columns": named,
+        "ignored_columns_withheld": len(extra) - len(named),
+        "encodings": {f.relpath: f.encoding for f in report.files},
+        "ignored_files": [{"relpath": i.relpath, "reason": i.reason} for i in scan.ignored],
+    }
+    return report, good, {**common, **report.reasons_metadata()}, drops
+
+
+def _failed(partition: str, error: Exception) -> dg.Failure:
+    """The month's failure, naming the month in its metadata; the reason is the error's own line (ingest
+    errors name the file, line and problem, never a field)."""
+    if isinstance(error, dg.Failure):
+        description = error.description
+    else:
+        description = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+    return dg.Failure(description=description, metadata={FAILED_PARTITION: partition})
 
 
 def _changed_while_read(before, after) -> str | None:
@@ -127,6 +172,7 @@ def _changed_while_read(before, after) -> str | None:
     key=LAB_SUMMARY,
     ins={"results": dg.AssetIn(key=LAB_RESULTS)},
     partitions_def=MONTHLY,
+    backfill_policy=SINGLE_RUN,
     automation_condition=ON_UPSTREAM_CHANGE,
     freshness_policy=MONTHLY_FRESHNESS,
     metadata={TIER_HINT: "pmem", ACCESS: "deidentified"},
@@ -134,8 +180,9 @@ def _changed_while_read(before, after) -> str | None:
     group_name="labs",
     kinds={"parquet", "duckdb"},
 )
-def lab_results_summary(results: VersionFile):
-    """Per hospital and test in one month: count, mean, min, max and abnormal rate."""
+def lab_results_summary(results: VersionFiles) -> ByPartition:
+    """Per hospital and test in each month: count, mean, min, max and abnormal rate, from that month's
+    results version alone."""
     from ..labs.summary import summarize
 
-    return summarize(results.path)
+    return ByPartition({partition: summarize(file.path) for partition, file in results.items()})

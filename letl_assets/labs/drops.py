@@ -10,6 +10,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 # Month with or without its leading zero, extension in any case: 2024-01.csv, 2024-1.CSV, 2024-01.csv.GZ.
@@ -18,6 +19,22 @@ _CANONICAL = re.compile(r"^\d{4}-\d{2}\.csv(\.gz)?$")
 _HOSPITAL = re.compile(r"^[A-Za-z0-9_-]+$")
 NAMING = "not named <hospital_id>/YYYY-MM.csv or .csv.gz"
 OUTSIDE = "symlink pointing outside the landing zone: refused, nothing is read from it"
+# The first month the monthly partitions hold (assets/labs.py); the last is the current month in UTC.
+FIRST_MONTH = "1900-01"
+
+
+def current_month() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m")
+
+
+def month_refusal(month: str) -> str | None:
+    """Why a drop dated `month` (YYYY-MM) has no partition to go to, or None."""
+    if month < FIRST_MONTH:
+        return f"dated {month}, before {FIRST_MONTH}, the first month the lake holds: refused; check the file's name"
+    if month > (now := current_month()):
+        return (f"dated {month}, a month that has not begun (it is {now} in UTC): refused; "
+                "check the file's name, or drop it again once the month has begun")
+    return None
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,9 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
         _, hospital, name = relpath.split("/")
         match = _NAME.match(name)
         drop_month = f"{match['year']}-{int(match['month']):02d}"
+        if refusal := month_refusal(drop_month):
+            ignored.append(Ignored(relpath, refusal))
+            continue
         same, first = claimed.get((st.st_dev, st.st_ino)), claimed.get((hospital, drop_month))
         if not (same or first):
             claimed[(hospital, drop_month)] = claimed[(st.st_dev, st.st_ino)] = relpath

@@ -1,7 +1,9 @@
 """TieredIOManager: every output becomes an immutable Parquet version in the lake."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -25,6 +27,23 @@ class VersionFile:
 
     version: Version
     path: Path
+
+
+class VersionFiles(dict):
+    """A partitioned input handed over as files, partition key -> VersionFile: one entry per month of
+    a range run (a single-partition run gets one)."""
+
+
+@dataclass(frozen=True)
+class ByPartition:
+    """The output of a range run: one value per partition, each stored as its own version.
+
+    ``metadata`` holds what is true of one partition only (its row counts, its source files): it
+    is kept with that partition's version, where Output metadata would be stamped on every one.
+    """
+
+    values: Mapping[str, Any]
+    metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _pinned_version(lake, uri: str, partition: str | None):
@@ -64,6 +83,16 @@ def asset_key_str(key: dg.AssetKey) -> str:
     return "/".join(key.path)
 
 
+def _upstreams(loaded: dict, partition: str | None, partitions: list) -> set[str]:
+    """The loaded versions one partition of the output was built from. Over a range, each partition
+    reads its own partition of an upstream: those of the other partitions in the range are not its
+    inputs. A version of no partition in the range (unpartitioned, or another month through a
+    partition mapping) may feed any of them, so it counts for each."""
+    if len(partitions) == 1:
+        return set(loaded)
+    return {vid for vid, (_, p) in loaded.items() if p == partition or p not in partitions}
+
+
 def _expected_outputs(context: dg.OutputContext) -> set[str]:
     """The outputs of this step that reach an IO manager; a Nothing output (an asset check's) never does."""
     return {o.name for o in context.op_def.output_defs if not o.dagster_type.is_nothing}
@@ -86,11 +115,11 @@ class TieredIOManager(dg.ConfigurableIOManager):
 
     lake: dg.ResourceDependency[LakeResource]
 
-    # Per op, the versions it loaded in this process and their access-log rows: the exact
-    # upstreams of what it then writes. InputContext has no public run id, so the rows
+    # Per op, the versions it loaded in this process: version id -> (access-log row, partition),
+    # the exact upstreams of what it then writes. InputContext has no public run id, so the rows
     # are stamped with it when the op's outputs are handled.
     _loaded: dict = PrivateAttr(default_factory=dict)
-    # Per (run id, step key): output name -> Staged (or None for a None output), until published.
+    # Per (run id, step key): output name -> its Staged versions (none for a None output), until published.
     _pending: dict = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
@@ -98,58 +127,88 @@ class TieredIOManager(dg.ConfigurableIOManager):
         step = (context.run_id, context.step_key)
         pending = self._pending.setdefault(step, {})
         if context.name in pending:  # a retried step starts over: its earlier attempt never publishes
-            lake.discard([s for s in self._pending.pop(step).values() if s is not None])
+            lake.discard([s for staged in self._pending.pop(step).values() for s in staged])
             pending = self._pending.setdefault(step, {})
-        pending[context.name] = None if obj is None else self._stage(context, lake, obj)
+        pending[context.name] = [] if obj is None else self._stage_all(context, lake, obj)
         if set(pending) < _expected_outputs(context):
             return
-        staged = [s for s in self._pending.pop(step).values() if s is not None]
+        staged = [s for staged in self._pending.pop(step).values() for s in staged]
         failpoint("before_publish")  # the crash tests kill the process here: staged, nothing visible
         lake.publish(staged)
 
-    def _stage(self, context: dg.OutputContext, lake, obj) -> Staged:
+    def _stage_all(self, context: dg.OutputContext, lake, obj) -> list[Staged]:
+        """One staged version per partition of the output; a failure discards those already staged."""
         for note in lake.config.notes:
             context.log.warning(note)
         loaded = self._loaded.get(context.op_def.name, {})
-        lake.catalog.stamp_run(loaded.values(), context.run_id)
-        staged = lake.stage_version(
+        lake.catalog.stamp_run([access for access, _ in loaded.values()], context.run_id)
+        partitions = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        if isinstance(obj, ByPartition):
+            if set(obj.values) != set(partitions):
+                raise ValueError(f"{asset_key_str(context.asset_key)}: the output holds partitions "
+                                 f"{sorted(obj.values)}, the run targets {partitions}")
+            parts = [(p, obj.values[p], obj.metadata.get(p, {})) for p in partitions]
+        elif len(partitions) == 1:
+            parts = [(partitions[0], obj, {})]
+        else:
+            raise TypeError(f"{asset_key_str(context.asset_key)}: a run over {len(partitions)} partitions "
+                            "must return a ByPartition, one value per partition")
+        staged: list[Staged] = []
+        try:
+            for partition, value, extra in parts:
+                staged.append(self._stage(context, lake, value, partition, extra, _upstreams(loaded, partition, partitions)))
+        except BaseException:
+            lake.discard(staged)
+            raise
+        self._describe(context, lake, staged, loaded)
+        return staged
+
+    def _stage(self, context, lake, obj, partition, extra: Mapping, upstream_ids) -> Staged:
+        return lake.stage_version(
             asset_key_str(context.asset_key),
             obj,
-            partition=context.asset_partition_key if context.has_asset_partitions else None,
+            partition=partition,
             tier_hint=context.definition_metadata.get(TIER_HINT),
             run_id=context.run_id,
-            upstream_ids=loaded.keys(),
+            upstream_ids=upstream_ids,
             metadata={
                 "step_key": context.step_key,
-                "output": _plain(context.output_metadata),
+                "output": {**_plain(context.output_metadata), **extra},
                 "dataset": _dataset(context),
             },
         )
-        # What the catalog will hold once the step publishes: a reused version keeps its own id.
-        version = staged.reuse or staged.version
-        seconds = staged.version.metadata["write_seconds"]
-        context.add_output_metadata(
-            {
+
+    def _describe(self, context: dg.OutputContext, lake, staged: list[Staged], loaded: dict) -> None:
+        """The versions in the Dagster event; over a range, one entry per partition, since metadata an
+        IO manager adds is stamped on every partition's materialization alike."""
+        described = []
+        for s in staged:
+            # What the catalog will hold once the step publishes: a reused version keeps its own id.
+            version = s.reuse or s.version
+            seconds = s.version.metadata["write_seconds"]
+            described.append({
                 "tier": version.tier,
                 "uri": lake.uri(version),
                 "version_id": version.version_id,
-                "reused": staged.reuse is not None,
+                "reused": s.reuse is not None,
                 "dagster/row_count": version.rows,
                 "bytes": version.bytes,
                 "sha256": version.sha256,
                 "placement": version.metadata["placement"],
-                "write_mb_per_s": round(staged.version.bytes / 1e6 / seconds, 1) if seconds else None,
-                "upstream_versions": ", ".join(sorted(loaded)) or "none",
-            }
-        )
-        return staged
+                "write_mb_per_s": round(s.version.bytes / 1e6 / seconds, 1) if seconds else None,
+                "upstream_versions": ", ".join(sorted(s.upstream_ids)) or "none",
+            })
+        if len(described) == 1:
+            context.add_output_metadata(described[0])
+        else:
+            context.add_output_metadata({"versions": {s.version.partition: d for s, d in zip(staged, described)}})
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Outputs of steps that failed before their last output stay invisible; drop their objects now
         rather than leaving them to fsck."""
         run_id = context.run.run_id if context.run else None
         steps = [step for step in self._pending if step[0] == run_id]
-        leftovers = [s for step in steps for s in self._pending.pop(step).values() if s is not None]
+        leftovers = [s for step in steps for staged in self._pending.pop(step).values() for s in staged]
         if leftovers:
             self.lake.get_lake().discard(leftovers)
             if context.log is not None:
@@ -176,13 +235,17 @@ class TieredIOManager(dg.ConfigurableIOManager):
                     f"{lake.branch!r} in {lake.config.home}: materialize it first"
                 )
             access_id = lake.record_access(version, "load", step_key=context.op_def.name)
-            self._loaded.setdefault(context.op_def.name, {})[version.version_id] = access_id
+            self._loaded.setdefault(context.op_def.name, {})[version.version_id] = (access_id, partition)
             found.append(version)
-        context.add_input_metadata(
-            {"versions": ", ".join(v.version_id for v in found), "pinned": pin or "no",
-             "branch_fallback": "; ".join(notes) or "none"}
-        )
+        described = {"versions": ", ".join(v.version_id for v in found), "pinned": pin or "no",
+                     "branch_fallback": "; ".join(notes) or "none"}
+        if len(partitions) == 1:
+            context.add_input_metadata(described)
+        else:  # Dagster 1.13 stamps input metadata on one partition only and refuses a range: log it
+            context.log.info(f"loaded {key}: " + "; ".join(f"{k}: {v}" for k, v in described.items()))
         wanted = context.dagster_type.typing_type
+        if wanted is VersionFiles:
+            return VersionFiles({p: VersionFile(v, lake.local_path(v)) for p, v in zip(partitions, found)})
         if wanted is VersionFile:
             if len(found) != 1:
                 raise ValueError(f"{key}: VersionFile inputs need exactly one partition, got {len(found)}")
