@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from letl_assets import objectstore as store
-from letl_assets.lake import moves as moves_module
+from letl_assets.lake import transfer
 from letl_assets.lake.errors import NoRoom
 from letl_assets.lake.fsck import fsck
 from letl_assets.lake.lake import Lake
@@ -69,16 +69,15 @@ def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(
         use_object_store(monkeypatch, info, prefix="down-test")
         lake = Lake.from_env()
         version = lake.write_version("labs/down", pd.DataFrame({"x": range(100_000)}), tier_hint="ssd")
-        reads = {"n": 0}
-        real_read = moves_module._Hashing.read
+        real_blocks = transfer.HashingReader.blocks
 
-        def read_then_stop_server(self, n=-1):
-            reads["n"] += 1
-            if reads["n"] == 2:
-                store.down(home)
-            return real_read(self, n)
+        def stop_server_once_reading_began(self):
+            for n, chunk in enumerate(real_blocks(self)):
+                if n == 0:
+                    store.down(home)
+                yield chunk
 
-        monkeypatch.setattr(moves_module._Hashing, "read", read_then_stop_server)
+        monkeypatch.setattr(transfer.HashingReader, "blocks", stop_server_once_reading_began)
         monkeypatch.setattr(lake.tiers["cortx"].backend, "multipart_threshold", 64 * 1024, raising=False)
         monkeypatch.setattr(lake.tiers["cortx"].backend, "part_size", 5 * 1024 * 1024, raising=False)
         with pytest.raises(Exception):
@@ -87,7 +86,7 @@ def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(
         assert lake.catalog.get(version.version_id).tier == "ssd"
         assert lake.read_table(lake.catalog.get(version.version_id)).num_rows == 100_000
 
-        monkeypatch.setattr(moves_module._Hashing, "read", real_read)
+        monkeypatch.setattr(transfer.HashingReader, "blocks", real_blocks)
         store.up(home)
         retry = Mover(Lake.from_env()).move(version.version_id, "cortx", "down-1")
         assert retry.state == "done"

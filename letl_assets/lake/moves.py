@@ -19,16 +19,15 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
-import xxhash
-
-from .backends import CHUNK, validate_key
+from .backends import validate_key
 from .catalog import OPEN_STATES, Version
 from .errors import InvalidInput, LetlError, NotFound, TierUnavailable, VerificationFailed, one_line
 from .leases import request_tag
 from .names import refuse_produced
 from .requests import Claim, MoveConflict, MoveResult, Requests
+from .transfer import HashingReader, stored_digest
 
 __all__ = ["MoveConflict", "MoveResult", "Mover", "failpoint"]
 
@@ -42,28 +41,6 @@ def failpoint(name: str) -> None:
         os._exit(137)
     if wanted == f"pause_{name}":
         os.kill(os.getpid(), signal.SIGSTOP)
-
-
-class _Hashing:
-    """A read-through stream that hashes what the destination consumes."""
-
-    def __init__(self, stream: BinaryIO):
-        self.stream, self.fast, self.size = stream, xxhash.xxh3_128(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        self.fast.update(data)
-        self.size += len(data)
-        return data
-
-
-def _fast_digest(stream: BinaryIO) -> tuple[int, str]:
-    digest, size = xxhash.xxh3_128(), 0
-    with stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 class Mover:
@@ -103,7 +80,7 @@ class Mover:
         started = time.perf_counter()
         failpoint("after_start")
         with src.open(key) as source:
-            reader = _Hashing(source)
+            reader = HashingReader(source)  # the copy's own stream hash, of exactly what was sent
             try:
                 written = dst.put(key, reader)
             except FileExistsError as exc:
@@ -115,8 +92,8 @@ class Mover:
             raise VerificationFailed(f"{version.version_id} on {version.tier} does not match its recorded sha256")
         failpoint("after_copy")
         failpoint("before_readback")
-        sent = (reader.size, reader.fast.hexdigest())
-        if _fast_digest(dst.open(key)) != sent:
+        sent = reader.hash.hexdigest()
+        if stored_digest(dst, key) != sent:
             self._drop_copy(version, to_tier)
             claim.update(state="rolled_back", detail="read-back check failed")
             raise VerificationFailed(f"read-back of {key} on {to_tier} does not match what was sent")
@@ -136,9 +113,9 @@ class Mover:
         return claim.result()
 
     @staticmethod
-    def _still_whole(backend, key: str, sent: tuple[int, str]) -> bool:
+    def _still_whole(backend, key: str, sent: str) -> bool:
         try:
-            return _fast_digest(backend.open(key)) == sent
+            return stored_digest(backend, key) == sent
         except FileNotFoundError:
             return False
 

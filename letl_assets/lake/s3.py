@@ -10,16 +10,25 @@ boto3 is imported inside functions so that importing this module stays cheap.
 """
 
 import hashlib
+import io
+import os
+from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+import xxhash
+
 from .backends import CHUNK, Written, validate_key
-from .errors import TierUnavailable
+from .errors import TierUnavailable, VerificationFailed
+from .transfer import BLOCK, BoundedPool, RangedReader, parallel_digest, pipe
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3 rejects non-final parts smaller than this
+# Parts or ranges in flight at once (boto3's upload_file and download_file use 10). Memory for
+# one transfer is about part_size (or 8 MiB when reading) times this.
+MAX_CONCURRENCY = int(os.environ.get("LETL_S3_MAX_CONCURRENCY", "8"))
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _AUTH = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
          "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
@@ -52,6 +61,7 @@ def make_s3_client(endpoint_url: str, access_key: str, secret_key: str, region: 
         s3={"addressing_style": "path"},
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout,
+        max_pool_connections=max(10, 2 * MAX_CONCURRENCY),  # a transfer's parallel requests, with room
     )
     return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
                         aws_secret_access_key=secret_key, region_name=region, config=config)
@@ -72,9 +82,13 @@ class S3Backend:
     """Objects named ``prefix + key`` in one bucket."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "",
-                 multipart_threshold: int = 64 * MiB, part_size: int = 16 * MiB):
+                 multipart_threshold: int = 64 * MiB, part_size: int = 16 * MiB,
+                 max_concurrency: int = MAX_CONCURRENCY):
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes (the S3 minimum part size)")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.max_concurrency = max_concurrency
         if prefix:
             # A prefix is a folder: 'lake' and 'lake/' both name objects 'lake/<key>'.
             prefix = validate_key(prefix.strip("/")) + "/"
@@ -110,18 +124,12 @@ class S3Backend:
             return self._put(self._name(key), stream)
 
     def _put(self, name: str, stream: BinaryIO) -> Written:
-        digest = hashlib.sha256()
-        head = bytearray()
-        # Read one byte past the threshold: only then do we know a single put is not enough.
-        while len(head) <= self.multipart_threshold:
-            chunk = stream.read(min(CHUNK, self.multipart_threshold + 1 - len(head)))
-            if not chunk:
-                break
-            head += chunk
-        digest.update(head)
-        if len(head) <= self.multipart_threshold:
-            return self._put_small(name, bytes(head), Written(len(head), digest.hexdigest()))
-        return self._put_multipart(name, head, stream, digest)
+        upload = _Upload(self, name)
+        try:
+            return upload.finish(Written(*pipe(stream, upload.write)))  # reading and sha256 overlap the sends
+        except BaseException:
+            upload.abort()  # nothing becomes visible: the parts of an aborted upload are discarded
+            raise
 
     def _put_small(self, name: str, body: bytes, written: Written) -> Written:
         try:
@@ -132,49 +140,20 @@ class S3Backend:
             self._same_or_raise(name, written)
         return written
 
-    def _put_multipart(self, name: str, pending: bytearray, stream: BinaryIO, digest: Any) -> Written:
-        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
-        parts: list[dict] = []
-        size = len(pending)
-        try:
-            eof = False
-            while True:
-                while not eof and len(pending) < self.part_size:
-                    chunk = stream.read(CHUNK)
-                    if not chunk:
-                        eof = True
-                        break
-                    digest.update(chunk)
-                    size += len(chunk)
-                    pending += chunk
-                if eof:
-                    body, pending = bytes(pending), bytearray()
-                else:
-                    body, pending = bytes(pending[: self.part_size]), pending[self.part_size:]
-                if body:
-                    etag = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
-                                                   PartNumber=len(parts) + 1, Body=body)["ETag"]
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
-                if eof and not pending:
-                    break
-            written = Written(size, digest.hexdigest())
-            # Belt and braces for servers that ignore If-None-Match on complete.
-            if self._exists_name(name):
-                self._abort(name, upload_id)
-                return self._same_or_raise(name, written)
-            try:
-                self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
-            except _client_error() as e:
-                if _code(e) not in ("PreconditionFailed", "412"):
-                    raise
-                self._abort(name, upload_id)  # a refused complete leaves the upload open
-                return self._same_or_raise(name, written)
-            return written
-        except BaseException:
-            # Nothing becomes visible: the parts of an aborted upload are discarded.
+    def _complete(self, name: str, upload_id: str, parts: list[dict], written: Written) -> Written:
+        # Belt and braces for servers that ignore If-None-Match on complete.
+        if self._exists_name(name):
             self._abort(name, upload_id)
-            raise
+            return self._same_or_raise(name, written)
+        try:
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                  MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        except _client_error() as e:
+            if _code(e) not in ("PreconditionFailed", "412"):
+                raise
+            self._abort(name, upload_id)  # a refused complete leaves the upload open
+            return self._same_or_raise(name, written)
+        return written
 
     def _abort(self, name: str, upload_id: str) -> None:
         try:
@@ -184,8 +163,7 @@ class S3Backend:
 
     def _same_or_raise(self, name: str, written: Written) -> Written:
         digest, size = hashlib.sha256(), 0
-        body = self._get(name)
-        with body:
+        with self._open(name) as body:
             while chunk := body.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -203,18 +181,59 @@ class S3Backend:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _get(self, name: str) -> BinaryIO:
+    def _open(self, name: str) -> BinaryIO:
+        # The first block comes with the object's size and ETag: one round trip for a small object.
         try:
             with self._reach():
-                return self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+                response = self.client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes=0-{BLOCK - 1}")
+        except _client_error() as e:
+            if _code(e) in _MISSING:
+                raise FileNotFoundError(f"no object {self._where(name)}") from None
+            if _code(e) in ("InvalidRange", "416"):  # only an empty object has no byte 0
+                return io.BytesIO(b"")
+            raise
+        with response["Body"] as body:
+            first = body.read()
+        total = response.get("ContentRange", "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else len(first)
+        etag = response["ETag"]
+        return RangedReader(lambda start, end: self._block(name, start, end, etag), size, first,
+                            self.max_concurrency)
+
+    def _block(self, name: str, start: int, end: int, etag: str) -> bytes:
+        """Bytes [start, end) of the object as it was when its read began (If-Match: its ETag)."""
+        try:
+            with self._reach():
+                body = self.client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-{end - 1}",
+                                              IfMatch=etag)["Body"]
+                with body:
+                    return body.read()
+        except _client_error() as e:
+            if _code(e) in _MISSING:
+                raise FileNotFoundError(f"no object {self._where(name)}") from None
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise VerificationFailed(f"{self._where(name)} was replaced while being read") from None
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream; past its first block, `max_concurrency` ranged GETs run ahead
+        of the reader. Close it when done."""
+        return self._open(self._name(key))
+
+    def fast_digest(self, key: str) -> str:
+        """The transfer.BlockHash digest of the stored object: its blocks fetched and hashed by
+        `max_concurrency` ranged GETs at once, nothing written anywhere."""
+        name = self._name(key)
+        try:
+            with self._reach():
+                head = self.client.head_object(Bucket=self.bucket, Key=name)
         except _client_error() as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"no object {self._where(name)}") from None
             raise
-
-    def open(self, key: str) -> BinaryIO:
-        """A readable binary stream (botocore StreamingBody, an io.IOBase); close it when done."""
-        return self._get(self._name(key))
+        return parallel_digest(head["ContentLength"],
+                               lambda start, end: xxhash.xxh3_128(self._block(name, start, end, head["ETag"])).digest(),
+                               self.max_concurrency)
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object, fewer if it ends sooner: one ranged GET."""
@@ -322,3 +341,71 @@ class S3Backend:
             if _code(e) != "BucketAlreadyOwnedByYou":  # lost a race with another creator: fine
                 raise
         return True
+
+
+class _Upload:
+    """The sink of one put: bytes are held until they pass the multipart threshold (then one
+    put_object suffices), else sent as parts of part_size, max_concurrency at a time."""
+
+    def __init__(self, backend: S3Backend, name: str):
+        self.backend, self.name = backend, name
+        self.held: deque[memoryview] = deque()
+        self.held_bytes = 0
+        self.upload_id: str | None = None
+        self.pool: BoundedPool | None = None
+        self.sent = 0
+
+    def write(self, chunk: memoryview | bytes) -> None:
+        self.held.append(memoryview(chunk))
+        self.held_bytes += len(chunk)
+        backend = self.backend
+        if self.upload_id is None:
+            if self.held_bytes <= backend.multipart_threshold:
+                return
+            self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name)["UploadId"]
+            self.pool = BoundedPool(backend.max_concurrency)
+        while self.held_bytes >= backend.part_size:
+            self._send(self._take(backend.part_size))
+
+    def _take(self, n: int) -> bytes:
+        if not n:
+            return b""
+        pieces, need = [], n
+        while need:
+            head = self.held[0]
+            if len(head) <= need:
+                pieces.append(self.held.popleft())
+                need -= len(head)
+            else:
+                pieces.append(head[:need])
+                self.held[0], need = head[need:], 0
+        self.held_bytes -= n
+        only = pieces[0] if len(pieces) == 1 else None
+        if only is not None and isinstance(only.obj, bytes) and len(only) == len(only.obj):
+            return only.obj  # a whole block read from a stream goes out uncopied
+        return b"".join(pieces)  # held views (of a memory map) must not outlive the transfer
+
+    def _send(self, body: bytes) -> None:
+        self.sent += 1
+        self.pool.submit(self._part, self.sent, body)
+
+    def _part(self, number: int, body: bytes) -> dict:
+        backend = self.backend
+        etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
+                                          PartNumber=number, Body=body)["ETag"]
+        return {"PartNumber": number, "ETag": etag}
+
+    def finish(self, written: Written) -> Written:
+        if self.upload_id is None:
+            return self.backend._put_small(self.name, self._take(self.held_bytes), written)
+        if self.held_bytes or not self.sent:
+            self._send(self._take(self.held_bytes))
+        parts = self.pool.results()  # in part-number order, as complete requires
+        self.pool.close()
+        return self.backend._complete(self.name, self.upload_id, parts, written)
+
+    def abort(self) -> None:
+        if self.pool is not None:
+            self.pool.close()  # no part may land after the abort
+        if self.upload_id is not None:
+            self.backend._abort(self.name, self.upload_id)

@@ -1,0 +1,318 @@
+"""Moving bytes at the speed of the disk or the network while still proving them.
+
+A verified copy needs three things done to every byte: read it, sha256 it (the content
+identity the catalog records), write it. Done in one thread they add up; sha256 alone
+takes longer than a durable ``cp``. ``pipe`` gives each its own thread, which works because
+file and socket I/O, hashlib (on large buffers) and xxhash all release the GIL.
+
+The copy's own stream hash (``BlockHash``) is xxh3-128 per BLOCK of the stream, folded into
+one digest. Blocks are independent, so a read-back can hash them in any order and in
+parallel (``parallel_digest``): several ranged GETs at once on S3, both cores locally.
+"""
+
+import ctypes
+import hashlib
+import mmap
+import os
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, Callable, Iterator
+
+import xxhash
+
+BLOCK = 8 * 1024 * 1024
+_DONE = object()
+
+
+class BlockHash:
+    """xxh3-128 of each BLOCK of a stream, whatever sizes it arrives in."""
+
+    def __init__(self):
+        self.blocks: list[bytes] = []
+        self.size, self._fill, self._current = 0, 0, xxhash.xxh3_128()
+
+    def update(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            take = min(len(view), BLOCK - self._fill)
+            self._current.update(view[:take])
+            self._fill += take
+            self.size += take
+            view = view[take:]
+            if self._fill == BLOCK:
+                self.blocks.append(self._current.digest())
+                self._current, self._fill = xxhash.xxh3_128(), 0
+
+    def hexdigest(self) -> str:
+        tail = [self._current.digest()] if self._fill else []
+        return fold(self.size, self.blocks + tail)
+
+
+def fold(size: int, blocks: list[bytes]) -> str:
+    """One comparable digest: the size and the xxh3-128 of the block digests in order."""
+    return f"{size}:{xxhash.xxh3_128(b''.join(blocks)).hexdigest()}"
+
+
+def blocks(stream) -> Iterator:
+    """The rest of a stream as buffers of up to BLOCK bytes. A regular file is memory-mapped and
+    handed out as views, so no byte is copied into Python (if the file is truncated meanwhile the
+    process dies of SIGBUS, which a move survives like any crash: fsck or a retry settles it)."""
+    own = getattr(stream, "blocks", None)
+    if own is not None:
+        yield from own()
+        return
+    mapped, start = _mapped(stream)
+    if mapped is None:
+        while chunk := stream.read(BLOCK):
+            yield chunk
+        return
+    view = memoryview(mapped)
+    for offset in range(start, len(mapped), BLOCK):
+        yield view[offset:offset + BLOCK]
+
+
+def _mapped(stream) -> tuple[mmap.mmap | None, int]:
+    try:
+        fd, start = stream.fileno(), stream.tell()
+        size = os.fstat(fd).st_size
+    except (AttributeError, OSError, ValueError):  # not a file
+        return None, 0
+    if size == 0 or start >= size:
+        return None, 0  # an empty map is an error; plain reads return the nothing there is
+    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    mapped.madvise(mmap.MADV_SEQUENTIAL)
+    return mapped, start
+
+
+class HashingReader:
+    """A stream whose blocks are block-hashed as its consumer takes them (in the consumer's reader thread)."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.hash = stream, BlockHash()
+
+    def blocks(self) -> Iterator:
+        for chunk in blocks(self.stream):
+            self.hash.update(chunk)
+            yield chunk
+
+
+def parallel_digest(size: int, hash_block: Callable[[int, int], bytes], workers: int) -> str:
+    """The BlockHash digest of an object of this size, each block [start, end) hashed by
+    hash_block on one of `workers` threads."""
+    spans = [(start, min(start + BLOCK, size)) for start in range(0, size, BLOCK)]
+    if workers <= 1 or len(spans) <= 1:
+        return fold(size, [hash_block(*span) for span in spans])
+    with ThreadPoolExecutor(min(workers, len(spans)), thread_name_prefix="letl-digest") as pool:
+        return fold(size, list(pool.map(lambda span: hash_block(*span), spans)))
+
+
+class _Stopped(Exception):
+    """The consumer gave up: the producer stops quietly."""
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+    raise _Stopped
+
+
+def pipe(stream: BinaryIO, sink: Callable[[memoryview | bytes], None], depth: int = 4) -> tuple[int, str]:
+    """Copy stream into sink; returns (size, sha256 hex).
+
+    A reader thread reads BLOCKs, a hasher thread computes the sha256, and sink writes in the
+    caller's thread, so the three overlap. At most `depth` blocks wait on each side. An error
+    on any side stops the others and is raised here; the sink never sees bytes past it.
+    """
+    to_hash: queue.Queue = queue.Queue(depth)
+    to_sink: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+    digest = hashlib.sha256()
+
+    def read() -> None:
+        try:
+            for chunk in blocks(stream):
+                _put(to_hash, chunk, stop)
+                _put(to_sink, chunk, stop)
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the caller, who raises it
+            failure.append(exc)
+        for q in (to_hash, to_sink):
+            try:
+                _put(q, _DONE, stop)
+            except _Stopped:
+                return
+
+    def hash_all() -> None:
+        while (chunk := to_hash.get()) is not _DONE:
+            digest.update(chunk)
+
+    reader = threading.Thread(target=read, name="letl-read", daemon=True)
+    hasher = threading.Thread(target=hash_all, name="letl-sha256", daemon=True)
+    reader.start()
+    hasher.start()
+    size, finished = 0, False
+    try:
+        while (chunk := to_sink.get()) is not _DONE:
+            sink(chunk)
+            size += len(chunk)
+        finished = True
+    finally:
+        if not finished:  # the sink failed: stop the reader, release the hasher
+            stop.set()
+        reader.join()
+        if not finished:
+            _drain_into(to_hash)
+        hasher.join()
+    if failure:
+        raise failure[0]
+    return size, digest.hexdigest()
+
+
+def _drain_into(q: queue.Queue) -> None:
+    """Let the hasher finish after an abandoned copy: empty its queue and end it."""
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            break
+    q.put(_DONE)
+
+
+class FileSink:
+    """Writes to an open file, asking the kernel to start writing each block to disk at once
+    (sync_file_range), so the final fsync waits for the last blocks only, not the whole file."""
+
+    def __init__(self, fd: int):
+        self.fd, self.offset = fd, 0
+
+    def __call__(self, chunk: memoryview | bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+        _start_writeback(self.fd, self.offset, len(chunk))
+        self.offset += len(chunk)
+
+
+def _load_sync_file_range():
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):  # not Linux: the final fsync does all the work
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writeback, do not wait for it
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
+
+
+def stored_digest(backend, key: str) -> str:
+    """The BlockHash digest of an object as its tier holds it now: read back in parallel where the
+    backend can (``fast_digest``), else as one stream."""
+    fast = getattr(backend, "fast_digest", None)
+    if fast is not None:
+        return fast(key)
+    digest = BlockHash()
+    with backend.open(key) as stream:
+        while chunk := stream.read(BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BoundedPool:
+    """Calls run on `workers` threads, and a submit blocks while `workers` are unfinished, so
+    memory stays bounded by what one call holds times `workers`. The first failure is raised at
+    the next submit (the producer stops early) and by ``results``."""
+
+    def __init__(self, workers: int):
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-io")
+        self._slots = threading.BoundedSemaphore(workers)
+        self._futures: list = []
+        self.failure: BaseException | None = None
+
+    def submit(self, call: Callable, *args) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self._slots.acquire()
+        future = self._pool.submit(call, *args)
+        future.add_done_callback(self._done)
+        self._futures.append(future)
+
+    def _done(self, future) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None and self.failure is None:
+            self.failure = future.exception()
+
+    def results(self) -> list:
+        """Every call's result, in the order they were submitted."""
+        return [future.result() for future in self._futures]
+
+    def close(self) -> None:
+        """Wait for the calls in flight; drop those not started."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RangedReader:
+    """A read-only stream over `size` bytes fetched as BLOCK ranges by fetch(start, end),
+    `workers` at once, delivered in order; at most `workers` blocks are held ahead."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, first: bytes, workers: int):
+        self._fetch, self._size, self._workers = fetch, size, workers
+        self._buffer, self._pos, self._next = first, 0, len(first)
+        self._ahead: deque = deque()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-get") if self._next < size else None
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._pool is not None and len(self._ahead) < self._workers and self._next < self._size:
+            end = min(self._next + BLOCK, self._size)
+            self._ahead.append((end - self._next, self._pool.submit(self._fetch, self._next, end)))
+            self._next = end
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False  # forward only, like the HTTP body it replaces
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(BLOCK), b""))
+        if self._pos == len(self._buffer):
+            if not self._ahead:
+                return b""
+            expected, future = self._ahead.popleft()
+            self._buffer, self._pos = future.result(), 0
+            if len(self._buffer) != expected:  # a torn response must not pass for the object's end
+                raise OSError(f"ranged read returned {len(self._buffer)} bytes, expected {expected}")
+            self._fill()
+        if self._pos == 0 and n >= len(self._buffer):  # the common case: a whole block, no copy
+            self._pos = len(self._buffer)
+            return self._buffer
+        chunk = self._buffer[self._pos:self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ahead.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
