@@ -22,7 +22,7 @@ labs_job = dg.define_asset_job(
     "labs_job",
     selection=dg.AssetSelection.groups("labs") - dg.AssetSelection.assets(labs.LAB_DROPS),
     executor_def=EXECUTOR,
-    description="Parse, de-identify and summarize one month of hospital lab drops.",
+    description="Parse, de-identify and summarize hospital lab drops: one month, or a range of months in one run.",
 )
 
 defs = dg.Definitions(

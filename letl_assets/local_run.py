@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .labs.drops import FIRST_MONTH, current_month
 from .lake.errors import InProgress, InvalidInput, NotFound
 from .lake.lake import Lake
 from .report import month_problem
@@ -103,6 +104,9 @@ def parse_months(months: list[str]) -> list[str]:
         (y, m), end = month(first, text), month(last if dots else first, text)
         if end < (y, m):
             raise InvalidInput(f"--months {text!r}: the range ends before it starts")
+        if f"{y:04d}-{m:02d}" < FIRST_MONTH or f"{end[0]:04d}-{end[1]:02d}" > current_month():
+            raise InvalidInput(f"--months {text!r}: the lake holds the months from {FIRST_MONTH} "
+                               f"to {current_month()} (the current one)")
         while (y, m) <= end:
             keys.add(f"{y:04d}-{m:02d}-01")
             y, m = (y + 1, 1) if m == 12 else (y, m + 1)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from letl_assets.lake.catalog import access_log
 from letl_assets.lake.errors import NoRoom
-from letl_assets.resources.io_manager import TieredIOManager, VersionFile
+from letl_assets.resources.io_manager import ByPartition, TieredIOManager, VersionFile, VersionFiles
 from letl_assets.resources.tiers import LakeResource
 
 DF = pd.DataFrame({"x": [1, 2, 3], "name": ["a", "b", "c"]})
@@ -273,3 +273,61 @@ def test_step_failing_between_outputs_publishes_nothing_and_leaves_no_object(let
     assert not result.success
     assert lake.catalog.list_versions() == []
     assert stored_objects(lake) == []  # discarded when the run ends, not left for fsck
+
+
+MONTHS = dg.MonthlyPartitionsDefinition(start_date="2024-01-01", end_date="2024-06-01")
+RANGE = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-03-01"}
+
+
+@dg.asset(partitions_def=MONTHS, backfill_policy=dg.BackfillPolicy.single_run())
+def monthly_up(context: dg.AssetExecutionContext) -> ByPartition:
+    return ByPartition({p: pd.DataFrame({"month": [p] * int(p[5:7])}) for p in context.partition_keys},
+                       {p: {"rows_in": int(p[5:7])} for p in context.partition_keys})
+
+
+@dg.asset(partitions_def=MONTHS, backfill_policy=dg.BackfillPolicy.single_run())
+def monthly_down(context: dg.AssetExecutionContext, monthly_up: VersionFiles) -> ByPartition:
+    assert list(monthly_up) == list(context.partition_keys)
+    return ByPartition({p: pq.read_table(f.path).append_column("from", pa.array([f.version.version_id] * f.version.rows))
+                        for p, f in monthly_up.items()})
+
+
+def test_a_range_run_writes_one_version_per_partition_with_its_own_upstream(letl_env, lake):
+    result = run([monthly_up, monthly_down], tags=RANGE)
+    assert result.success
+    months = ["2024-01-01", "2024-02-01", "2024-03-01"]
+    ups = {p: lake.latest("monthly_up", p) for p in months}
+    for p in months:
+        up, down = ups[p], lake.latest("monthly_down", p)
+        assert up.rows == down.rows == int(p[5:7]) and up.run_id == down.run_id == result.run_id
+        assert up.metadata["output"] == {"rows_in": int(p[5:7])}  # its own metadata, not the range's
+        assert [u.version_id for u in lake.catalog.upstreams(down.version_id)] == [up.version_id]
+        assert set(lake.read_table(down).column("from").to_pylist()) == {up.version_id}
+    assert lake.latest("monthly_up", "2024-04-01") is None
+    events = result.asset_materializations_for_node("monthly_up")
+    assert sorted(e.partition for e in events) == months
+    versions = events[0].metadata["versions"].value
+    assert {p: v["version_id"] for p, v in versions.items()} == {p: ups[p].version_id for p in months}
+
+    single = run([monthly_up, monthly_down], partition_key="2024-02-01")  # one partition, same code path
+    assert single.success and lake.latest("monthly_up", "2024-02-01").version_id == ups["2024-02-01"].version_id
+
+
+@dg.asset(partitions_def=MONTHS, backfill_policy=dg.BackfillPolicy.single_run())
+def monthly_plain(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    return pd.DataFrame({"x": [1]})
+
+
+@dg.asset(partitions_def=MONTHS, backfill_policy=dg.BackfillPolicy.single_run())
+def monthly_short(context: dg.AssetExecutionContext) -> ByPartition:
+    return ByPartition({context.partition_keys[0]: pd.DataFrame({"x": [1]})})
+
+
+@pytest.mark.parametrize("asset, message", [(monthly_plain, "must return a ByPartition"),
+                                            (monthly_short, "the output holds partitions")])
+def test_a_range_output_must_cover_each_partition_or_nothing_is_published(letl_env, lake, asset, message):
+    result = run([asset], tags=RANGE, raise_on_error=False)
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert message in failure.step_failure_data.error.cause.message
+    assert lake.catalog.list_versions() == [] and stored_objects(lake) == []

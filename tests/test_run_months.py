@@ -15,10 +15,17 @@ def test_months_accept_both_spellings_and_ranges_and_never_repeat():
     assert parse_months(["2023-11..2024-02", "2024-01"]) == ["2023-11-01", "2023-12-01", "2024-01-01", "2024-02-01"]
 
 
-@pytest.mark.parametrize("text", ["foo", "2024-13", "2024-0", "../../etc", "2024-01..", "2024-05..2024-01", "24-01"])
+@pytest.mark.parametrize("text", ["foo", "2024-13", "2024-0", "../../etc", "2024-01..", "2024-05..2024-01", "24-01",
+                                  "1899-12", "1899-12..1900-02", "2026-06..9999-12"])
 def test_anything_else_is_refused_naming_the_argument(text):
     with pytest.raises(InvalidInput, match="--months"):
         parse_months([text])
+
+
+def test_months_from_1900_to_the_current_one_are_accepted():
+    from letl_assets.labs.drops import current_month
+
+    assert parse_months(["1900-01", current_month()]) == ["1900-01-01", f"{current_month()}-01"]
 
 
 def test_letl_run_refuses_a_bad_month_and_a_month_without_drops_in_one_line(letl_env):

@@ -169,3 +169,26 @@ def test_a_cursor_of_the_earlier_flat_format_is_read(letl_env):
     drop(letl_env["landing"], "labs/H001/2024-03.csv")
     flat = json.dumps(json.loads(tick().cursor)["files"])
     assert requests(tick(flat)) == []
+
+
+def test_any_month_from_1900_to_now_is_requested_and_months_outside_are_refused(letl_env, capsys):
+    from datetime import datetime, timezone
+
+    from letl_assets.assets.labs import MONTHLY
+
+    landing = letl_env["landing"]
+    now = datetime.now(timezone.utc)
+    current, future = f"{now:%Y-%m}", f"{now.year + (now.month == 12):04d}-{now.month % 12 + 1:02d}"
+    for month in ("1900-01", "2005-07", current, "1899-12", future):
+        drop(landing, f"labs/H001/{month}.csv")
+    capsys.readouterr()
+    result = tick()
+    partitions = [p for p, _ in requests(result)]
+    assert partitions == ["1900-01-01", "2005-07-01", f"{current}-01"]
+    assert all(MONTHLY.has_partition_key(p) for p in partitions)  # each request names a real partition
+    assert not MONTHLY.has_partition_key(f"{future}-01") and not MONTHLY.has_partition_key("1899-12-01")
+    refused = json.loads(result.cursor)["ignored"]
+    assert set(refused) == {"labs/H001/1899-12.csv", f"labs/H001/{future}.csv"}
+    assert refused["labs/H001/1899-12.csv"].startswith("dated 1899-12, before 1900-01")
+    err = capsys.readouterr().err
+    assert f"ignored labs/H001/{future}.csv: dated {future}, a month that has not begun" in err
