@@ -141,11 +141,11 @@ class GrosFileSystem(AbstractFileSystem):
                 "DuckDB needs read_parquet(..., union_by_name=true)"), stacklevel=4)
         return resolution, is_dir
 
-    def _select(self, path: str) -> tuple[Read, list, bool]:
+    def _select(self, path: str, starts: bool = False) -> tuple[Read, list, bool]:
         """(read, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
         AccessDenied (audited) when the caller may not read what it selects."""
         top, partition = split_ref(path)
-        read = self._reads.get(top, child=partition is not None)
+        read = self._reads.get(top, child=partition is not None, starts=starts)
         if partition is None:
             return read, list(read.served), read.is_dir
         version = read.by_partition.get(partition)
@@ -200,7 +200,7 @@ class GrosFileSystem(AbstractFileSystem):
             # pyarrow probes a dataset directory for these; a lake directory never has them.
             ref_of(head)
             raise FileNotFoundError(name)
-        _, versions, is_dir = self._select(path)
+        _, versions, is_dir = self._select(path, starts=True)
         if is_dir:
             return {"name": name, "size": 0, "type": "directory", "versions": len(versions)}
         return self._file_info(name, versions[0])

@@ -8,9 +8,11 @@ query, which also feeds the access check) shared by the calls of one read, and a
 one transaction. Where one read ends and the next begins:
 
 - pyarrow (and pandas, which reads through it) wraps the filesystem in a new ``FSSpecHandler``
-  for every ``read_parquet``/``read_table``/``dataset`` call: a read is exactly the calls made
-  through one handler, so one open dataset keeps the versions it listed, and the next call sees
-  whatever was published since.
+  for every ``read_parquet``/``read_table``/``dataset`` call: a read is the calls made through one
+  handler, so one open dataset keeps the versions it listed (its planned sizes and schema stay
+  true), and the next call sees whatever was published since. A handler kept for many reads (a
+  ``PyFileSystem`` built once) starts a new read at each ``info`` of the ref once the last read
+  opened everything it served.
 - Every other caller (DuckDB, fsspec.open, direct calls): a read lasts while a file it opened is
   open, or while calls keep coming within ``QUIET`` seconds of each other until it has opened
   every version it serves. A version this process publishes or moves (through any Catalog) ends
@@ -80,17 +82,17 @@ class Read:
         self.listed = False  # the caller was handed the directory's pseudo-files
         self.audited: set[str] = set()
 
-    def current(self, now: float, child: bool) -> bool:
+    def current(self, now: float, child: bool, starts: bool) -> bool:
+        """Whether a call belongs to this read. ``starts``: the call is how pyarrow begins a read (info
+        of the ref itself), so a pyarrow filesystem kept for many reads still starts a new one each time."""
+        # Once every version it serves was opened (and none is open now), a call on the ref itself is
+        # the next read's: DuckDB globs again before reading the rest, pyarrow opens the first file twice.
+        done = not child and self.live == 0 and len(self.opened) >= len(self.served)
         if self.pinned:
-            return True
+            return not (starts and done)
         if self.generation != _current_generation:
             return False
-        if self.live > 0:
-            return True
-        # A child is a pseudo-file this read listed; a new call on the ref itself starts a new read
-        # once this one has opened everything it serves (DuckDB globs again before reading the rest).
-        done = not child and len(self.opened) >= len(self.served)
-        return now - self.last < QUIET and not done
+        return self.live > 0 or (now - self.last < QUIET and not done)
 
     def to_audit(self, version) -> list:
         """The versions the open of ``version`` must write to the access log: a listed directory is
@@ -110,13 +112,13 @@ class Reads:
         self._by_handler: dict[int, tuple[weakref.ref, dict[GrosRef, Read]]] = {}
         self._lock = threading.Lock()
 
-    def get(self, top: GrosRef, child: bool = False) -> Read:
+    def get(self, top: GrosRef, child: bool = False, starts: bool = False) -> Read:
         handler = _pyarrow_handler()
         now = time.monotonic()
         with self._lock:
             reads = self._reads if handler is None else self._handler_reads(handler)
             read = reads.get(top)
-            if read is not None and read.current(now, child):
+            if read is not None and read.current(now, child, starts):
                 read.last = now
                 return read
         # Resolved outside the lock: a refusal or a slow catalog must not stall other threads' reads.

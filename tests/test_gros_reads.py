@@ -153,6 +153,18 @@ def test_one_open_dataset_keeps_the_versions_it_listed(months):
     assert len(pd.read_parquet("gros://labs.m")) == 20  # a new read sees the new version
 
 
+def test_a_pyarrow_filesystem_kept_for_many_reads_starts_a_new_read_each_time(months):
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    kept = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("gros")))
+    assert pq.read_table("labs.m", filesystem=kept).num_rows == 18
+    months.write_version("labs/m", pa.table({"month": [MONTHS[0]] * 5, "v": [5.0] * 5}), partition=MONTHS[0],
+                         metadata=DEID)
+    assert pq.read_table("labs.m", filesystem=kept).num_rows == 20
+    assert len(gros_rows(months)) == 2 * len(MONTHS)
+
+
 def test_a_version_moved_between_listing_and_open_is_read_from_its_new_tier(months):
     dataset = ds.dataset("gros://labs.m", filesystem=fsspec.filesystem("gros"), format="parquet")
     moved = months.latest("labs/m", MONTHS[3])
