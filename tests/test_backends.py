@@ -199,3 +199,18 @@ def test_put_killed_mid_write_leaves_no_object(backend):
     assert len(list((backend.root / TMP_DIR).glob("*.part"))) == 1
     assert backend.clean_temp() == 1
     assert list((backend.root / TMP_DIR).iterdir()) == []
+
+
+def test_discard_removes_the_key_at_once_and_frees_the_space_in_the_background(backend):
+    import threading
+
+    backend.put("a/b/v.bin", io.BytesIO(b"x" * 100_000))
+    backend.put("a/keep.bin", io.BytesIO(b"k"))
+    backend.discard("a/b/v.bin")
+    assert not backend.exists("a/b/v.bin") and not (backend.root / "a/b").exists()
+    assert sorted(backend.keys()) == ["a/keep.bin"] and backend.usage() == 1
+    for thread in threading.enumerate():
+        if thread.name == "letl-unlink":
+            thread.join()
+    assert list((backend.root / TMP_DIR).iterdir()) == []
+    backend.discard("a/b/v.bin")  # discarding nothing is not an error, as with delete
