@@ -73,6 +73,10 @@ def test_consecutive_months_are_runs_and_a_gap_splits_them():
         ["2005-01-01"], ["2023-12-01", "2024-01-01", "2024-02-01", "2024-03-01"]]
     assert month_runs(["2024-01-01", "2024-03-01"]) == [["2024-01-01"], ["2024-03-01"]]
     assert month_runs([]) == []
+    # A run ends before it would take on more drop bytes than it may; a month bigger than that runs alone.
+    sizes = {"2024-01-01": 600, "2024-02-01": 500, "2024-03-01": 400, "2024-04-01": 2000, "2024-05-01": 1}
+    assert month_runs(list(sizes), sizes, max_bytes=1000) == [
+        ["2024-01-01"], ["2024-02-01", "2024-03-01"], ["2024-04-01"], ["2024-05-01"]]
 
 
 def test_a_2005_drop_and_a_current_month_drop_both_ingest(letl_env):
