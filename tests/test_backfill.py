@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from letl_assets.cli import main
 from letl_assets.labs.drops import scan_landing
 from letl_assets.labs.sample import write_drop
 from letl_assets.lake.lake import Lake
@@ -95,7 +96,7 @@ def test_a_2005_drop_and_a_current_month_drop_both_ingest(letl_env):
     assert len({o["run_id"] for o in outcomes}) == 2
 
 
-def test_drops_before_1900_or_in_a_future_month_are_refused_and_the_others_run(letl_env):
+def test_drops_before_1900_or_in_a_future_month_are_refused_and_the_others_run(letl_env, capsys):
     landing = letl_env["landing"]
     now = datetime.now(timezone.utc)
     future = f"{now.year + (now.month == 12):04d}-{now.month % 12 + 1:02d}"
@@ -110,7 +111,10 @@ def test_drops_before_1900_or_in_a_future_month_are_refused_and_the_others_run(l
     assert refused[f"labs/H002/{future}.csv"].startswith(f"dated {future}, a month that has not begun")
     assert [d.month for d in scan_landing(landing).drops] == ["2024-01"]
 
-    assert [(o["partition"], o["status"]) for o in quiet()] == [("2024-01-01", "ok")]
+    assert main(["run"]) == 0  # the refused files do not make the other months fail
+    out = capsys.readouterr().out
+    assert "[1/1] 2024-01: ok in " in out and "(reconciled)" in out
+    assert f"  labs/H002/1899-12.csv: {refused['labs/H002/1899-12.csv']}\n" in out.split("ignored files in the landing zone:")[1]
     lake = Lake.from_env()
     report = summary(lake)
     assert report["reconciled"]
@@ -220,3 +224,26 @@ def test_a_failure_that_names_no_month_is_narrowed_down_to_it(letl_env, five_mon
     assert lake.latest(SUMMARY, "2024-04-01") is None
     assert month_problem(lake, "2024-04-01", signatures(letl_env["landing"], "2024-04-01")) == (
         "no lab_results_summary version")
+
+
+def test_a_month_failing_its_blocking_check_is_reported_and_the_others_rerun_without_it(
+        letl_env, five_months, monkeypatch):
+    from letl_assets.assets import lab_checks
+
+    real = lab_checks.reconcile_problem
+
+    def problem(results, rejects):
+        return "rows do not reconcile: planted" if results.partition == "2024-02-01" else real(results, rejects)
+
+    monkeypatch.setattr(lab_checks, "reconcile_problem", problem)
+    outcomes = {o["partition"]: o for o in quiet()}
+    assert outcomes["2024-02-01"] == {"partition": "2024-02-01", "status": "FAILED", "run_id": outcomes["2024-02-01"]["run_id"],
+                                      "reason": "check rows_reconcile failed: rows do not reconcile: planted"}
+    # The range run named its failed month, so the others ran again as two runs around it, not halves.
+    assert len({o["run_id"] for o in outcomes.values()}) == 3
+    assert outcomes["2024-01-01"]["run_id"] != outcomes["2024-03-01"]["run_id"] == outcomes["2024-05-01"]["run_id"]
+    lake = Lake.from_env()
+    for partition in five_months:
+        if partition != "2024-02-01":
+            assert_published(lake, letl_env["landing"], partition)
+    assert lake.latest(SUMMARY, "2024-02-01") is None  # the blocking check kept its summary from being built
