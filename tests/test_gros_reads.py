@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
+from letl_assets import gros_reads
 from letl_assets.gros_fs import GrosFileSystem, MixedSchemaWarning, current_lake
 from letl_assets.lake.catalog import access_log
 from letl_assets.lake.lake import current_user
@@ -118,7 +119,18 @@ def test_every_read_is_audited_and_sees_the_version_published_before_it(months, 
     assert len(gros_rows(months)) == 2 * len(MONTHS)
 
 
-def test_a_version_another_process_publishes_is_seen_by_the_next_read(months):
+def test_a_listing_sees_a_version_this_process_publishes_at_once(months, monkeypatch):
+    monkeypatch.setattr(gros_reads, "QUIET", 3600.0)  # only the publish itself can end the first read
+    fs = GrosFileSystem(skip_instance_cache=True)
+    assert len(fs.ls("labs.m")) == len(MONTHS)
+    months.write_version("labs/m", pa.table({"month": ["2024-07-01"], "v": [7.0]}), partition="2024-07-01",
+                         metadata=DEID)
+    assert len(fs.ls("labs.m")) == len(MONTHS) + 1
+
+
+def test_a_version_another_process_publishes_is_seen_by_the_next_read(months, monkeypatch):
+    # However soon the next read comes: the first one opened all it listed, so it is over.
+    monkeypatch.setattr(gros_reads, "QUIET", 3600.0)
     fs = fsspec.filesystem("gros")
     con = duckdb.connect()
     con.register_filesystem(fs)
