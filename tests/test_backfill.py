@@ -2,7 +2,7 @@
 Dagster run with one version, lineage and verdict per month, and a broken month that costs only itself."""
 
 import csv
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +13,14 @@ from letl_assets.labs.drops import scan_landing
 from letl_assets.labs.sample import write_drop
 from letl_assets.lake.lake import Lake
 from letl_assets.local_run import month_runs, run_months
-from letl_assets.report import REJECTS, RESULTS, SUMMARY, month_problem, reconcile_problem, summary
+from letl_assets.report import (
+    REJECTS,
+    RESULTS,
+    SUMMARY,
+    month_problem,
+    reconcile_problem,
+    summary,
+)
 
 CHECKS = {"rows_reconcile", "no_raw_identifiers", "physiological_bounds"}
 
@@ -30,7 +37,7 @@ def drop(landing: Path, hospital: str, month: str, rows: int = 30, seed: int = 4
 
 def collected_today(path: Path) -> None:
     """A drop of the month in progress holds results collected up to now, not later in the month."""
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     header = rows[0]
@@ -82,7 +89,7 @@ def test_consecutive_months_are_runs_and_a_gap_splits_them():
 
 def test_a_2005_drop_and_a_current_month_drop_both_ingest(letl_env):
     landing = letl_env["landing"]
-    now = datetime.now(timezone.utc).strftime("%Y-%m")
+    now = datetime.now(UTC).strftime("%Y-%m")
     drop(landing, "H001", "2005-01")
     collected_today(drop(landing, "H002", now))
     outcomes = quiet()
@@ -98,7 +105,7 @@ def test_a_2005_drop_and_a_current_month_drop_both_ingest(letl_env):
 
 def test_drops_before_1900_or_in_a_future_month_are_refused_and_the_others_run(letl_env, capsys):
     landing = letl_env["landing"]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     future = f"{now.year + (now.month == 12):04d}-{now.month % 12 + 1:02d}"
     drop(landing, "H001", "2024-01")
     for month in ("1899-12", future, "0042-01"):

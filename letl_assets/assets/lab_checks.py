@@ -7,7 +7,7 @@ record Dagster stores per partition of a partitioned check.
 """
 
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 

@@ -83,6 +83,25 @@ def asset_key_str(key: dg.AssetKey) -> str:
     return "/".join(key.path)
 
 
+def _described(lake, staged: Staged) -> dict:
+    """A staged version as the Dagster event shows it."""
+    # What the catalog will hold once the step publishes: a reused version keeps its own id.
+    version = staged.reuse or staged.version
+    seconds = staged.version.metadata["write_seconds"]
+    return {
+        "tier": version.tier,
+        "uri": lake.uri(version),
+        "version_id": version.version_id,
+        "reused": staged.reuse is not None,
+        "dagster/row_count": version.rows,
+        "bytes": version.bytes,
+        "sha256": version.sha256,
+        "placement": version.metadata["placement"],
+        "write_mb_per_s": round(staged.version.bytes / 1e6 / seconds, 1) if seconds else None,
+        "upstream_versions": ", ".join(sorted(staged.upstream_ids)) or "none",
+    }
+
+
 def _upstreams(loaded: dict, partition: str | None, partitions: list) -> set[str]:
     """The loaded versions one partition of the output was built from. Over a range, each partition
     reads its own partition of an upstream: those of the other partitions in the range are not its
@@ -156,52 +175,28 @@ class TieredIOManager(dg.ConfigurableIOManager):
         staged: list[Staged] = []
         try:
             for partition, value, extra in parts:
-                staged.append(self._stage(context, lake, value, partition, extra, _upstreams(loaded, partition, partitions)))
+                staged.append(lake.stage_version(
+                    asset_key_str(context.asset_key),
+                    value,
+                    partition=partition,
+                    tier_hint=context.definition_metadata.get(TIER_HINT),
+                    run_id=context.run_id,
+                    upstream_ids=_upstreams(loaded, partition, partitions),
+                    metadata={
+                        "step_key": context.step_key,
+                        "output": {**_plain(context.output_metadata), **extra},
+                        "dataset": _dataset(context),
+                    },
+                ))
         except BaseException:
             lake.discard(staged)
             raise
-        self._describe(context, lake, staged, loaded)
-        return staged
-
-    def _stage(self, context, lake, obj, partition, extra: Mapping, upstream_ids) -> Staged:
-        return lake.stage_version(
-            asset_key_str(context.asset_key),
-            obj,
-            partition=partition,
-            tier_hint=context.definition_metadata.get(TIER_HINT),
-            run_id=context.run_id,
-            upstream_ids=upstream_ids,
-            metadata={
-                "step_key": context.step_key,
-                "output": {**_plain(context.output_metadata), **extra},
-                "dataset": _dataset(context),
-            },
-        )
-
-    def _describe(self, context: dg.OutputContext, lake, staged: list[Staged], loaded: dict) -> None:
-        """The versions in the Dagster event; over a range, one entry per partition, since metadata an
-        IO manager adds is stamped on every partition's materialization alike."""
-        described = []
-        for s in staged:
-            # What the catalog will hold once the step publishes: a reused version keeps its own id.
-            version = s.reuse or s.version
-            seconds = s.version.metadata["write_seconds"]
-            described.append({
-                "tier": version.tier,
-                "uri": lake.uri(version),
-                "version_id": version.version_id,
-                "reused": s.reuse is not None,
-                "dagster/row_count": version.rows,
-                "bytes": version.bytes,
-                "sha256": version.sha256,
-                "placement": version.metadata["placement"],
-                "write_mb_per_s": round(s.version.bytes / 1e6 / seconds, 1) if seconds else None,
-                "upstream_versions": ", ".join(sorted(s.upstream_ids)) or "none",
-            })
+        described = [_described(lake, s) for s in staged]
         if len(described) == 1:
             context.add_output_metadata(described[0])
-        else:
+        else:  # metadata an IO manager adds is stamped on every partition's materialization alike
             context.add_output_metadata({"versions": {s.version.partition: d for s, d in zip(staged, described)}})
+        return staged
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Outputs of steps that failed before their last output stay invisible; drop their objects now
