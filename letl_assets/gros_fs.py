@@ -13,7 +13,8 @@ Paths (a URI without ``gros://``) name either one version, which is a file, or s
 pseudo-file per selected version, ``{directory}/partition={P}.{format}`` (gros_paths.py).
 
 Every read is logged in the catalog's access log with kind ``gros``, user and host. The calls of
-one read share one resolution (one catalog query) and one audit transaction (gros_reads.py). Restricted
+one read share one resolution (one catalog query) and one audit transaction (gros_reads.py);
+a dataset whose partitions differ in columns warns and offers the union (gros_schema.py). Restricted
 datasets (see lake/access.py) are read only by the user names in ``LETL_STEWARDS``; a refusal is
 an AccessDenied (a PermissionError), audited in the query log with kind ``gros-refused``. The
 strict parser (lake/uri.py) is the only door: a chained URL (``gros://x::y``) is refused
@@ -28,16 +29,15 @@ import gc
 import os
 import socket
 import threading
-import warnings
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
 from letl_assets.gros_paths import as_directory, child_name, ref_of, split_ref, strip_protocol
-from letl_assets.gros_reads import Read, ReadHandle, Reads
+from letl_assets.gros_reads import Read, Reads, open_version
+from letl_assets.gros_schema import unified_schema, warn_if_mixed
 from letl_assets.gros_write import GrosWriteFile
 from letl_assets.lake.access import check_read
-from letl_assets.lake.errors import NotFound
 from letl_assets.lake.uri import SCHEME, GrosRef, invalid, resolve_read
 
 ACCESS_KIND = "gros"
@@ -54,10 +54,6 @@ class GrosNotFoundError(LookupError):
     and the point of this error is to say which part of the URI matched nothing.
     ``exists``/``isdir``/``isfile`` still answer False.
     """
-
-
-class MixedSchemaWarning(UserWarning):
-    """A directory read whose versions were written with different columns or types."""
 
 
 _lakes: dict[tuple, Any] = {}
@@ -134,11 +130,8 @@ class GrosFileSystem(AbstractFileSystem):
         # Listing reveals sizes, rows and hashes too, so every path through here is checked.
         check_read(self.lake, top, resolution.served, current_user(), REFUSED_KIND, current=resolution.current)
         is_dir = top.partition == "*" or (top.partition is None and any(v.partition for v in resolution.served))
-        if is_dir and len({v.schema_fingerprint for v in resolution.served if v.format == "parquet"}) > 1:
-            warnings.warn(MixedSchemaWarning(
-                f"{top.uri()}: its partitions were written with different columns or types; pyarrow and pandas "
-                "keep the first partition's columns unless given schema=fsspec.filesystem('gros').unified_schema(uri), "
-                "DuckDB needs read_parquet(..., union_by_name=true)"), stacklevel=4)
+        if is_dir:
+            warn_if_mixed(top.uri(), resolution.served)
         return resolution, is_dir
 
     def _select(self, path: str, starts: bool = False) -> tuple[Read, list, bool]:
@@ -161,18 +154,11 @@ class GrosFileSystem(AbstractFileSystem):
         return read, versions, is_dir
 
     def unified_schema(self, path):
-        """The union of the columns of every Parquet version a path serves, types promoted where they
-        differ: pass it as ``schema=`` to pyarrow or pandas so that partitions written before a
-        column existed read as nulls instead of hiding the column. Reads footers, not rows."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        read, versions, _ = self._select(path)
-        schemas = [pq.read_schema(self.lake.local_path(v)) for v in versions if v.format == "parquet"]
-        if not schemas:
-            raise ValueError(f"{SCHEME}{self._strip_protocol(path)} serves no Parquet version")
-        # Each file's pandas metadata describes that file's columns only.
-        return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+        """The union of the columns of every Parquet version a path serves (gros_schema.py): pass it as
+        ``schema=`` to pyarrow or pandas so that partitions written before a column existed read as
+        nulls instead of hiding the column. Reads footers, not rows; checked like a listing."""
+        _, versions, _ = self._select(path)
+        return unified_schema(self.lake, versions, f"{SCHEME}{self._strip_protocol(path)}")
 
     @staticmethod
     def _file_info(name: str, version) -> dict[str, Any]:
@@ -308,45 +294,8 @@ class GrosFileSystem(AbstractFileSystem):
         _collect_at_exit()
         return self._open_version(read, versions[0])
 
-    def _open_version(self, read: Read, version) -> ReadHandle:
-        handle = self._handle(read, version)
-        try:
-            self._audit(read, version)
-        except BaseException:
-            handle.close()
-            raise
-        return handle
-
-    def _handle(self, read: Read, version) -> ReadHandle:
-        """The version's file. A move copies, switches the catalog, then deletes the source: a file
-        gone from the tier we resolved was moved, so the catalog's row (same bytes) says where to."""
-        try:
-            path = self.lake.local_path(version)
-        except FileNotFoundError:
-            moved = self.lake.catalog.get(version.version_id)
-            if moved is None or moved.tier == version.tier:
-                raise
-            try:
-                path = self.lake.local_path(moved)
-            except FileNotFoundError:
-                raise NotFound(f"version {version.version_id} left tier {version.tier} during the read and is "
-                               f"not on {moved.tier} either: read it again") from None
-        self._reads.opened(read, version)
-        try:
-            return ReadHandle(path, lambda: self._reads.closed(read))
-        except BaseException:
-            self._reads.closed(read)
-            raise
-
-    def _audit(self, read: Read, version) -> None:
+    def _open_version(self, read: Read, version):
         from letl_assets.lake.lake import current_user
 
-        pending = self._reads.claim_audit(read, version)
-        if not pending:
-            return
-        try:
-            self.lake.catalog.record_accesses([v.version_id for v in pending], ACCESS_KIND, run_id=self.run_id,
-                                              step_key=self.step_key, user=current_user(), host=socket.gethostname())
-        except BaseException:
-            self._reads.unclaim_audit(read, pending)
-            raise
+        who = {"run_id": self.run_id, "step_key": self.step_key, "user": current_user(), "host": socket.gethostname()}
+        return open_version(self.lake, self._reads, read, version, ACCESS_KIND, who)

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
+from letl_assets.lake.errors import NotFound
 from letl_assets.lake.uri import GrosRef, Resolution
 
 # Longer than the gaps between the calls of one read (microseconds to a few milliseconds, even on
@@ -169,6 +170,42 @@ def _pyarrow_handler() -> Any:
             return owner
         frame = frame.f_back
     return None
+
+
+def open_version(lake, reads: Reads, read: Read, version, kind: str, who: dict) -> "ReadHandle":
+    """The version's file for this read, audited (once per read) before it is returned."""
+    handle = _handle(lake, reads, read, version)
+    pending = reads.claim_audit(read, version)
+    try:
+        if pending:
+            lake.catalog.record_accesses([v.version_id for v in pending], kind, **who)
+    except BaseException:
+        reads.unclaim_audit(read, pending)
+        handle.close()
+        raise
+    return handle
+
+
+def _handle(lake, reads: Reads, read: Read, version) -> "ReadHandle":
+    """A move copies, switches the catalog, then deletes the source: a file gone from the tier this
+    read resolved was moved, and the catalog's row (same bytes, same key) says where to."""
+    try:
+        path = lake.local_path(version)
+    except FileNotFoundError:
+        moved = lake.catalog.get(version.version_id)
+        if moved is None or moved.tier == version.tier:
+            raise
+        try:
+            path = lake.local_path(moved)
+        except FileNotFoundError:
+            raise NotFound(f"version {version.version_id} left tier {version.tier} during the read and is "
+                           f"not on {moved.tier} either: read it again") from None
+    reads.opened(read, version)
+    try:
+        return ReadHandle(path, lambda: reads.closed(read))
+    except BaseException:
+        reads.closed(read)
+        raise
 
 
 class ReadHandle(io.BufferedReader):

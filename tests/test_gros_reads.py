@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from letl_assets import gros_reads
-from letl_assets.gros_fs import GrosFileSystem, MixedSchemaWarning, current_lake
+from letl_assets.gros_fs import GrosFileSystem, current_lake
+from letl_assets.gros_schema import MixedSchemaWarning
 from letl_assets.lake.catalog import access_log
 from letl_assets.lake.lake import current_user
 from letl_assets.lake.moves import Mover
