@@ -12,7 +12,8 @@ from letl_assets.lake import transfer
 from letl_assets.lake.backends import PosixBackend
 from letl_assets.lake.errors import VerificationFailed
 from letl_assets.lake.moves import Mover
-from letl_assets.lake.transfer import BLOCK, BlockHash, RangedReader, pipe
+from letl_assets.lake.s3_transfer import RangedReader
+from letl_assets.lake.transfer import BLOCK, BlockHash, pipe
 
 SIZE = 2 * BLOCK + 12345  # three blocks, the last one short
 

@@ -12,7 +12,6 @@ boto3 is imported inside functions so that importing this module stays cheap.
 import hashlib
 import io
 import os
-from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +21,8 @@ import xxhash
 
 from .backends import CHUNK, Written, validate_key
 from .errors import TierUnavailable, VerificationFailed
-from .transfer import BLOCK, BoundedPool, RangedReader, parallel_digest, pipe
+from .s3_transfer import RangedReader, Upload
+from .transfer import BLOCK, parallel_digest, pipe
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3 rejects non-final parts smaller than this
@@ -124,7 +124,7 @@ class S3Backend:
             return self._put(self._name(key), stream)
 
     def _put(self, name: str, stream: BinaryIO) -> Written:
-        upload = _Upload(self, name)
+        upload = Upload(self, name)
         try:
             return upload.finish(Written(*pipe(stream, upload.write)))  # reading and sha256 overlap the sends
         except BaseException:
@@ -186,14 +186,14 @@ class S3Backend:
         try:
             with self._reach():
                 response = self.client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes=0-{BLOCK - 1}")
+                with response["Body"] as body:
+                    first = body.read()
         except _client_error() as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"no object {self._where(name)}") from None
             if _code(e) in ("InvalidRange", "416"):  # only an empty object has no byte 0
                 return io.BytesIO(b"")
             raise
-        with response["Body"] as body:
-            first = body.read()
         total = response.get("ContentRange", "").rpartition("/")[2]
         size = int(total) if total.isdigit() else len(first)
         etag = response["ETag"]
@@ -342,70 +342,3 @@ class S3Backend:
                 raise
         return True
 
-
-class _Upload:
-    """The sink of one put: bytes are held until they pass the multipart threshold (then one
-    put_object suffices), else sent as parts of part_size, max_concurrency at a time."""
-
-    def __init__(self, backend: S3Backend, name: str):
-        self.backend, self.name = backend, name
-        self.held: deque[memoryview] = deque()
-        self.held_bytes = 0
-        self.upload_id: str | None = None
-        self.pool: BoundedPool | None = None
-        self.sent = 0
-
-    def write(self, chunk: memoryview | bytes) -> None:
-        self.held.append(memoryview(chunk))
-        self.held_bytes += len(chunk)
-        backend = self.backend
-        if self.upload_id is None:
-            if self.held_bytes <= backend.multipart_threshold:
-                return
-            self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name)["UploadId"]
-            self.pool = BoundedPool(backend.max_concurrency)
-        while self.held_bytes >= backend.part_size:
-            self._send(self._take(backend.part_size))
-
-    def _take(self, n: int) -> bytes:
-        if not n:
-            return b""
-        pieces, need = [], n
-        while need:
-            head = self.held[0]
-            if len(head) <= need:
-                pieces.append(self.held.popleft())
-                need -= len(head)
-            else:
-                pieces.append(head[:need])
-                self.held[0], need = head[need:], 0
-        self.held_bytes -= n
-        only = pieces[0] if len(pieces) == 1 else None
-        if only is not None and isinstance(only.obj, bytes) and len(only) == len(only.obj):
-            return only.obj  # a whole block read from a stream goes out uncopied
-        return b"".join(pieces)  # held views (of a memory map) must not outlive the transfer
-
-    def _send(self, body: bytes) -> None:
-        self.sent += 1
-        self.pool.submit(self._part, self.sent, body)
-
-    def _part(self, number: int, body: bytes) -> dict:
-        backend = self.backend
-        etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
-                                          PartNumber=number, Body=body)["ETag"]
-        return {"PartNumber": number, "ETag": etag}
-
-    def finish(self, written: Written) -> Written:
-        if self.upload_id is None:
-            return self.backend._put_small(self.name, self._take(self.held_bytes), written)
-        if self.held_bytes or not self.sent:
-            self._send(self._take(self.held_bytes))
-        parts = self.pool.results()  # in part-number order, as complete requires
-        self.pool.close()
-        return self.backend._complete(self.name, self.upload_id, parts, written)
-
-    def abort(self) -> None:
-        if self.pool is not None:
-            self.pool.close()  # no part may land after the abort
-        if self.upload_id is not None:
-            self.backend._abort(self.name, self.upload_id)

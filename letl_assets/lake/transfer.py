@@ -16,7 +16,6 @@ import mmap
 import os
 import queue
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterator
 
@@ -230,89 +229,3 @@ def stored_digest(backend, key: str) -> str:
         while chunk := stream.read(BLOCK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class BoundedPool:
-    """Calls run on `workers` threads, and a submit blocks while `workers` are unfinished, so
-    memory stays bounded by what one call holds times `workers`. The first failure is raised at
-    the next submit (the producer stops early) and by ``results``."""
-
-    def __init__(self, workers: int):
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-io")
-        self._slots = threading.BoundedSemaphore(workers)
-        self._futures: list = []
-        self.failure: BaseException | None = None
-
-    def submit(self, call: Callable, *args) -> None:
-        if self.failure is not None:
-            raise self.failure
-        self._slots.acquire()
-        future = self._pool.submit(call, *args)
-        future.add_done_callback(self._done)
-        self._futures.append(future)
-
-    def _done(self, future) -> None:
-        self._slots.release()
-        if not future.cancelled() and future.exception() is not None and self.failure is None:
-            self.failure = future.exception()
-
-    def results(self) -> list:
-        """Every call's result, in the order they were submitted."""
-        return [future.result() for future in self._futures]
-
-    def close(self) -> None:
-        """Wait for the calls in flight; drop those not started."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-class RangedReader:
-    """A read-only stream over `size` bytes fetched as BLOCK ranges by fetch(start, end),
-    `workers` at once, delivered in order; at most `workers` blocks are held ahead."""
-
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, first: bytes, workers: int):
-        self._fetch, self._size, self._workers = fetch, size, workers
-        self._buffer, self._pos, self._next = first, 0, len(first)
-        self._ahead: deque = deque()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-get") if self._next < size else None
-        self._fill()
-
-    def _fill(self) -> None:
-        while self._pool is not None and len(self._ahead) < self._workers and self._next < self._size:
-            end = min(self._next + BLOCK, self._size)
-            self._ahead.append((end - self._next, self._pool.submit(self._fetch, self._next, end)))
-            self._next = end
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False  # forward only, like the HTTP body it replaces
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            return b"".join(iter(lambda: self.read(BLOCK), b""))
-        if self._pos == len(self._buffer):
-            if not self._ahead:
-                return b""
-            expected, future = self._ahead.popleft()
-            self._buffer, self._pos = future.result(), 0
-            if len(self._buffer) != expected:  # a torn response must not pass for the object's end
-                raise OSError(f"ranged read returned {len(self._buffer)} bytes, expected {expected}")
-            self._fill()
-        if self._pos == 0 and n >= len(self._buffer):  # the common case: a whole block, no copy
-            self._pos = len(self._buffer)
-            return self._buffer
-        chunk = self._buffer[self._pos:self._pos + n]
-        self._pos += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._ahead.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
