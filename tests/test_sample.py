@@ -10,7 +10,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from letl_assets.labs.sample import generate_drops, write_drop
-from letl_assets.labs.schema import DROP_COLUMNS, LAB_TESTS, TESTS_BY_CODE, Reason
+from letl_assets.labs.schema import DROP_COLUMNS, LAB_TESTS, QUALITATIVE_TESTS, RESULT_CODES, TESTS_BY_CODE, Reason
+
+DEFECTS = {Reason.BAD_DATE, Reason.MISSING_RESULT, Reason.MISSING_PATIENT_ID, Reason.OUT_OF_RANGE, Reason.DUPLICATE,
+           Reason.MALFORMED}
+CENSORED = re.compile(r"([<>]=?) *(\d+(?:\.\d+)?)")
+SPELLINGS = {s.replace(" ", ""): code for code, spellings in RESULT_CODES.items() for s in spellings}
 
 TS = "%Y-%m-%d %H:%M:%S"
 
@@ -43,15 +48,35 @@ def row_defects(header, record, seen):
         datetime.strptime(r["collected_at"], TS)
     except ValueError:
         found.append(Reason.BAD_DATE)
-    try:
-        value = float(r["result_value"])
-    except ValueError:
-        found.append(Reason.NON_NUMERIC)
-    else:
-        test = TESTS_BY_CODE[r["test_code"]]
-        if not test.min_possible <= value <= test.max_possible:
+    kind, value, op = result_kind(r["result_value"])
+    if kind == "missing":
+        found.append(Reason.MISSING_RESULT)
+    elif value is not None and r["test_code"] in TESTS_BY_CODE:
+        lo, hi = TESTS_BY_CODE[r["test_code"]].min_possible, TESTS_BY_CODE[r["test_code"]].max_possible
+        possible = {"<": value > lo, "<=": value >= lo, ">": value < hi, ">=": value <= hi, None: lo <= value <= hi}
+        if not possible[op]:
             found.append(Reason.OUT_OF_RANGE)
     return found
+
+
+def result_kind(text):
+    """What a result is, judged independently of the parser: missing, number, censored, qualitative or other."""
+    text = text.strip()
+    if not text:
+        return "missing", None, None
+    try:
+        return "number", float(text), None
+    except ValueError:
+        pass
+    if m := CENSORED.fullmatch(text):
+        return "censored", float(m.group(2)), m.group(1)
+    return ("qualitative" if text.lower().replace(" ", "") in SPELLINGS else "other"), None, None
+
+
+def count_kinds(drop):
+    """Published results that are not plain numbers, as GeneratedDrop.kinds counts them."""
+    kinds = Counter(result_kind(r["result_value"])[0] for r in clean_rows(drop))
+    return {k: kinds[k] for k in ("qualitative", "censored", "other")}
 
 
 def count_defects(drop):
@@ -104,8 +129,8 @@ def test_layout_header_and_record_counts(tmp_path):
         assert set(DROP_COLUMNS) <= set(drop["header"])
         assert len(drop["records"]) == d.rows == 400
         assert count_defects(drop) == d.defects
-        assert set(d.defects) == {Reason.BAD_DATE, Reason.NON_NUMERIC, Reason.MISSING_PATIENT_ID,
-                                  Reason.OUT_OF_RANGE, Reason.DUPLICATE, Reason.MALFORMED}
+        assert set(d.defects) == DEFECTS
+        assert count_kinds(drop) == d.kinds and min(d.kinds.values()) >= 1
     # Atomic writes leave no temp files behind.
     assert sorted(p for p in (tmp_path / "labs").rglob("*") if p.is_file()) == sorted(d.path for d in drops)
 
@@ -113,9 +138,7 @@ def test_layout_header_and_record_counts(tmp_path):
 @pytest.mark.parametrize("rows,rate,expected", [(5000, 0.02, 100), (200, 0.001, 1), (150, 0.0, 0), (1000, 0.01, 10)])
 def test_defect_counts_are_exact(tmp_path, rows, rate, expected):
     d = write_drop(tmp_path / "x.csv", hospital_id="H003", month="2024-06", rows=rows, seed=3, defect_rate=rate)
-    assert d.defects == ({r: expected for r in (Reason.BAD_DATE, Reason.NON_NUMERIC, Reason.MISSING_PATIENT_ID,
-                                                Reason.OUT_OF_RANGE, Reason.DUPLICATE, Reason.MALFORMED)}
-                         if expected else {})
+    assert d.defects == ({r: expected for r in DEFECTS} if expected else {})
     drop = read_drop(d.path)
     assert len(drop["records"]) == rows
     assert count_defects(drop) == d.defects
@@ -126,17 +149,32 @@ def test_clean_rows_are_realistic_and_consistent(tmp_path):
     d = write_drop(tmp_path / "x.csv", hospital_id="H001", month="2024-02", rows=3000, seed=0)
     rows = clean_rows(read_drop(d.path))
     assert len(rows) == 3000 - sum(d.defects.values())
-    flags, tests = Counter(), Counter()
+    flags, tests, kinds = Counter(), Counter(), Counter()
+    [sars] = QUALITATIVE_TESTS
     for r in rows:
-        test = TESTS_BY_CODE[r["test_code"]]
-        assert (r["test_name"], r["unit"]) == (test.name, test.unit)
-        assert (float(r["reference_low"]), float(r["reference_high"])) == (test.ref_low, test.ref_high)
-        assert re.fullmatch(r"-?\d+\.\d\d", r["result_value"])
-        value = float(r["result_value"])
-        expected = "H" if value > test.ref_high else "L" if value < test.ref_low else "N"
-        assert r["abnormal_flag"] == expected, r
-        flags[expected] += 1
-        tests[test.code] += 1
+        kind, value, op = result_kind(r["result_value"])
+        kinds[kind] += 1
+        tests[r["test_code"]] += 1
+        if r["test_code"] == sars.code:
+            # Coded results only, flagged abnormal (A) when positive, never with a unit or range.
+            assert kind == "qualitative" and SPELLINGS[r["result_value"].lower().replace(" ", "")] in sars.results, r
+            assert (r["test_name"], r["unit"], r["reference_low"], r["reference_high"]) == (sars.name, "", "", "")
+            positive = SPELLINGS[r["result_value"].lower().replace(" ", "")] in ("positive", "detected")
+            assert r["abnormal_flag"] == ("A" if positive else "" if "invalid" in r["result_value"].lower() else "N")
+        else:
+            test = TESTS_BY_CODE[r["test_code"]]
+            assert (r["test_name"], r["unit"]) == (test.name, test.unit)
+            assert (float(r["reference_low"]), float(r["reference_high"])) == (test.ref_low, test.ref_high)
+            assert kind in ("number", "censored", "other"), r
+            if kind == "number":
+                assert re.fullmatch(r"-?\d+\.\d\d", r["result_value"])
+                expected = "H" if value > test.ref_high else "L" if value < test.ref_low else "N"
+                assert r["abnormal_flag"] == expected, r
+                flags[expected] += 1
+            elif kind == "censored":  # a reporting limit, inside what is possible, flagged by its side
+                assert test.min_possible < value < test.max_possible
+                assert r["abnormal_flag"] == ("L" if op[0] == "<" and value <= test.ref_low else
+                                              "H" if op[0] == ">" and value >= test.ref_high else "N"), r
         collected, reported = datetime.strptime(r["collected_at"], TS), datetime.strptime(r["reported_at"], TS)
         assert (collected.year, collected.month) == (2024, 2)
         assert timedelta(hours=1) <= reported - collected <= timedelta(hours=48)
@@ -145,7 +183,9 @@ def test_clean_rows_are_realistic_and_consistent(tmp_path):
         assert "1925-01-01" <= r["birth_date"] <= "2015-12-31"
         assert r["sex"] in {"M", "F", "U"} and re.fullmatch(r"\d{5}", r["zip"])
     assert min(flags.values()) > 0 and len(flags) == 3  # normal, high and low all occur
-    assert set(tests) == {t.code for t in LAB_TESTS}
+    assert set(tests) == {t.code for t in LAB_TESTS} | {sars.code}
+    assert {k: kinds[k] for k in d.kinds} == d.kinds and min(d.kinds.values()) > 0
+    assert kinds["number"] > 0.95 * len(rows)  # the numeric tests keep their share
     assert any(r["birth_date"] < "1935-01-01" for r in rows)  # some patients are over 89
     assert any(r["zip"].startswith("0") for r in rows)  # leading zeros survive as text
     assert any(not r["patient_name"].isascii() for r in rows)

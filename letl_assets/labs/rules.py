@@ -9,7 +9,7 @@ the drop is named for, and no date may lie before 1900 or in the future.
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-from .schema import LAB_TESTS, RESTRICTED_ZIP3, Reason
+from .schema import LAB_TESTS, OTHER_RESULT, RESTRICTED_ZIP3, RESULT_CODES, Reason
 
 PARSED = {
     "_pid": "nullif(trim(s.patient_id), '')",
@@ -18,6 +18,7 @@ PARSED = {
     "_reported": "try_cast(s.reported_at AS TIMESTAMP)",
     "_birth_raw": "nullif(trim(s.birth_date), '')",
     "_birth": "try_cast(s.birth_date AS DATE)",
+    "_result": "nullif(trim(s.result_value), '')",
     "_value": "try_cast(nullif(trim(s.result_value), '') AS DOUBLE)",
     "_zip": "trim(s.zip)",
 }
@@ -28,6 +29,24 @@ BOUNDS = ", ".join(
     + f" END AS {alias}"
     for attr, alias in (("min_possible", "lo"), ("max_possible", "hi"))
 )
+# The kinds of a result (schema.RESULT_TYPES). Every expression over them starts with
+# "CASE WHEN _NUMBER": a CASE evaluates its later branches only on the rows left, so a plain number
+# costs what it did before (one try_cast), and only other text is looked at further. There one
+# regex (RE2) is the cheapest test measured: 80 ns a value, against 90-100 ns for slicing the
+# comparator off with left()/substr() and 235 ns for a failing try_cast. NaN and infinity are text.
+_NUMBER = "isfinite(_value)"
+_COMPARATOR = "regexp_extract(_result, '^[<>]=?')"
+_BOUND = "try_cast(ltrim(_result, '<>= ') AS DOUBLE)"
+_CENSORED = (r"CASE WHEN regexp_full_match(_result, '[<>]=? *[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?') "
+             f"THEN isfinite({_BOUND}) END")
+_CODED = "CASE " + " ".join(
+    "WHEN replace(lower(_result), ' ', '') IN ({}) THEN '{}'".format(
+        ", ".join(sorted({f"'{s.replace(' ', '')}'" for s in spellings})), code)
+    for code, spellings in RESULT_CODES.items()) + f" ELSE '{OTHER_RESULT}' END"
+# A censored value's number is a bound: "<X" says the value is below X, so it is impossible only
+# when no possible value is below X (X <= lo), and ">X" only when none is above X (X >= hi).
+_IMPOSSIBLE_BOUND = f"""CASE {_COMPARATOR} WHEN '<' THEN {_BOUND} <= lo WHEN '<=' THEN {_BOUND} < lo
+                         WHEN '>' THEN {_BOUND} >= hi WHEN '>=' THEN {_BOUND} > hi END"""
 # The first failing rule names the row. $earliest, $latest and the month bounds are bound per drop.
 _IN_RANGE = "{0} BETWEEN $earliest AND $latest"
 _NOT_IN_RANGE = " is before 1900 or in the future"
@@ -39,8 +58,9 @@ REASON = f"""CASE
     WHEN NOT ({_IN_RANGE.format('_collected')}) OR NOT ({_IN_RANGE.format('_reported')})
          OR NOT ({_IN_RANGE.format('_birth')}) THEN '{Reason.DATE_RANGE}'
     WHEN _collected < $month_start OR _collected >= $month_end THEN '{Reason.OUTSIDE_MONTH}'
-    WHEN _value IS NULL OR NOT isfinite(_value) THEN '{Reason.NON_NUMERIC}'
-    WHEN _value NOT BETWEEN lo AND hi THEN '{Reason.OUT_OF_RANGE}'
+    WHEN _result IS NULL THEN '{Reason.MISSING_RESULT}'
+    WHEN {_NUMBER} THEN CASE WHEN _value NOT BETWEEN lo AND hi THEN '{Reason.OUT_OF_RANGE}' END
+    WHEN {_CENSORED} THEN CASE WHEN {_IMPOSSIBLE_BOUND} THEN '{Reason.OUT_OF_RANGE}' END
 END"""
 DETAIL = f"""CASE
     WHEN _pid IS NULL THEN 'patient_id is empty'
@@ -52,7 +72,7 @@ DETAIL = f"""CASE
     WHEN NOT ({_IN_RANGE.format('_birth')}) THEN 'birth_date=' || birth_date || '{_NOT_IN_RANGE}'
     WHEN _collected < $month_start OR _collected >= $month_end THEN 'collected_at=' || collected_at
         || ' is outside ' || strftime($month_start, '%Y-%m') || ', the month of the drop'
-    WHEN _value IS NULL OR NOT isfinite(_value) THEN 'result_value=' || coalesce(result_value, '')
+    WHEN _result IS NULL THEN 'result_value is empty'
     ELSE 'result_value=' || result_value || ' outside [' || lo || ', ' || hi || '] for ' || test_code
 END"""
 TYPED = {
@@ -65,7 +85,10 @@ TYPED = {
                 ELSE left(_zip, 3) END""",
     "test_code": "trim(test_code)",
     "test_name": "trim(test_name)",
-    "result_value": "_value",
+    "result_value": f"CASE WHEN {_NUMBER} THEN _value WHEN {_CENSORED} THEN {_BOUND} END",
+    "result_comparator": f"CASE WHEN {_NUMBER} THEN NULL WHEN {_CENSORED} THEN {_COMPARATOR} END",
+    "result_text": f"CASE WHEN {_NUMBER} THEN NULL WHEN {_CENSORED} THEN NULL ELSE {_CODED} END",
+    "result_original": f"CASE WHEN {_NUMBER} THEN NULL ELSE _result END",
     "unit": "trim(unit)",
     "reference_low": "try_cast(nullif(trim(reference_low), '') AS DOUBLE)",
     "reference_high": "try_cast(nullif(trim(reference_high), '') AS DOUBLE)",

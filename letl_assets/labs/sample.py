@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from letl_assets.labs.sample_results import plant_result_kinds, replace_rows
 from letl_assets.labs.schema import DROP_COLUMNS, LAB_TESTS, Reason
 
 # Accented names are all Latin-1 representable, so the same records survive a Latin-1 drop;
@@ -39,8 +40,8 @@ TEST_WEIGHTS = {"2345-7": 14, "2160-0": 12, "2951-2": 13, "2823-3": 13, "718-7":
                 "777-3": 10, "4548-4": 5, "2093-3": 5, "1742-6": 6}
 BAD_DATES = ("2024-13-45 25:61:00", "not-a-date", "31/02/2024", "2024-02-30 08:15:00", "TBD",
              "00/00/0000")  # invalid under every day/month order, so no parser can "rescue" them
-NON_NUMERIC = ("pending", "ERR", "n/a", "cancelled", "see comment", "###")  # never "nan"/"inf"
-KINDS = (Reason.BAD_DATE, Reason.NON_NUMERIC, Reason.MISSING_PATIENT_ID, Reason.OUT_OF_RANGE,
+MISSING = ("", "", "  ")  # a cancelled test: the result is empty, or only spaces
+KINDS = (Reason.BAD_DATE, Reason.MISSING_RESULT, Reason.MISSING_PATIENT_ID, Reason.OUT_OF_RANGE,
          Reason.DUPLICATE, Reason.MALFORMED)
 # Export quirks per hospital (index mod 5), as a hospital's system tends to keep its habits.
 PROFILES = ({}, {"encoding": "latin-1", "crlf": True}, {"bom": True, "crlf": True},
@@ -56,6 +57,7 @@ class GeneratedDrop:
     month: str
     rows: int
     defects: dict[str, int]
+    kinds: dict[str, int]  # results planted that are not plain numbers (published, not rejected)
 
 
 def _code(text: str) -> int:
@@ -104,12 +106,6 @@ def _cents(cents: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(whole, pc.utf8_lpad(pa.array(cents % 100).cast(pa.string()), 2, "0"), ".")
 
 
-def _replace(arr: pa.Array, rows: np.ndarray, values) -> pa.Array:
-    mask = np.zeros(len(arr), bool)
-    mask[rows] = True  # replace_with_mask consumes values in row order: rows must be sorted
-    return pc.replace_with_mask(arr, pa.array(mask), pa.array(list(values), pa.string()))
-
-
 def write_drop(path: Path, *, hospital_id: str, month: str, rows: int, seed: int,
                defect_rate: float = 0.01, encoding: str = "utf-8", bom: bool = False, crlf: bool = False,
                shuffle_columns: bool = False, extra_columns: tuple[str, ...] = (), gzip: bool = False) -> GeneratedDrop:
@@ -155,20 +151,21 @@ def write_drop(path: Path, *, hospital_id: str, month: str, rows: int, seed: int
     k = max(0, min(max(k, 1) if n >= 200 and defect_rate > 0 else k, (n - 1) // len(KINDS)))
     picks = np.sort((rng.permutation(max(n - 1, 0))[: k * len(KINDS)] + 1).reshape(len(KINDS), k), axis=1)
     bad_date, non_num, no_id, oor, dup, mal = picks
-    cols["collected_at"] = _replace(cols["collected_at"], bad_date, rng.choice(BAD_DATES, k))
-    cols["result_value"] = _replace(cols["result_value"], non_num, rng.choice(NON_NUMERIC, k))
-    cols["abnormal_flag"] = _replace(cols["abnormal_flag"], non_num, [""] * k)
-    cols["patient_id"] = _replace(cols["patient_id"], no_id, [""] * k)
+    cols["collected_at"] = replace_rows(cols["collected_at"], bad_date, rng.choice(BAD_DATES, k))
+    cols["result_value"] = replace_rows(cols["result_value"], non_num, rng.choice(MISSING, k))
+    cols["abnormal_flag"] = replace_rows(cols["abnormal_flag"], non_num, [""] * k)
+    cols["patient_id"] = replace_rows(cols["patient_id"], no_id, [""] * k)
     t = test[oor]  # negative, or 2-100x the physiological maximum (a unit or decimal-point slip)
     bad = np.where(rng.random(k) < 0.5, np.minimum(attr["min_possible"][t], 0) - rng.uniform(1, 50, k),
                    attr["max_possible"][t] * rng.uniform(2, 100, k) + 1)
-    cols["result_value"] = _replace(cols["result_value"], oor, [f"{v:.2f}" for v in bad])
-    cols["abnormal_flag"] = _replace(cols["abnormal_flag"], oor,
+    cols["result_value"] = replace_rows(cols["result_value"], oor, [f"{v:.2f}" for v in bad])
+    cols["abnormal_flag"] = replace_rows(cols["abnormal_flag"], oor,
                                      np.where(bad < attr["ref_low"][t], "L", "H"))
     is_clean = np.ones(n, bool)
     is_clean[picks] = False
     clean = np.flatnonzero(is_clean)
     source = clean[rng.integers(0, np.searchsorted(clean, dup))]  # an earlier clean row
+    kinds = plant_result_kinds(cols, clean, test, n, np.random.default_rng([seed, hosp, 5, year, mon]))
 
     header = list(DROP_COLUMNS) + list(extra_columns)
     for extra in extra_columns:
@@ -217,7 +214,7 @@ def write_drop(path: Path, *, hospital_id: str, month: str, rows: int, seed: int
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return GeneratedDrop(path, hospital_id, month, n, {r: k for r in KINDS if k})
+    return GeneratedDrop(path, hospital_id, month, n, {r: k for r in KINDS if k}, kinds)
 
 
 def generate_drops(landing: Path, *, months: int = 12, hospitals: int = 5, rows_per_file: int = 2000,

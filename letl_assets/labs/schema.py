@@ -29,6 +29,10 @@ REQUIRED_COLUMNS = DROP_COLUMNS
 IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "birth_date", "zip")
 
 # Columns of labs/lab_results, in order, with their DuckDB types. patient_key is the keyed pseudonym.
+# A result is one of three kinds (after FHIR Observation.value[x]): a number (result_value), a
+# censored number (result_value is the bound, result_comparator one of COMPARATORS) or text
+# (result_text: a RESULT_CODES value, or OTHER_RESULT). result_original keeps the trimmed text as
+# received for every result that is not a plain number.
 RESULT_TYPES: dict[str, str] = {
     "hospital_id": "VARCHAR",
     "patient_key": "VARCHAR",
@@ -38,6 +42,9 @@ RESULT_TYPES: dict[str, str] = {
     "test_code": "VARCHAR",
     "test_name": "VARCHAR",
     "result_value": "DOUBLE",
+    "result_comparator": "VARCHAR",
+    "result_text": "VARCHAR",
+    "result_original": "VARCHAR",
     "unit": "VARCHAR",
     "reference_low": "DOUBLE",
     "reference_high": "DOUBLE",
@@ -47,6 +54,26 @@ RESULT_TYPES: dict[str, str] = {
     "source_file": "VARCHAR",
 }
 RESULT_COLUMNS: tuple[str, ...] = tuple(RESULT_TYPES)
+# Columns older versions of labs/lab_results lack: readers must not assume them.
+RESULT_KIND_COLUMNS = ("result_comparator", "result_text", "result_original")
+
+COMPARATORS = ("<", "<=", ">", ">=")
+# Coded qualitative results: each value with the spellings taken for it. Matching ignores case
+# and spaces ("Not Detected", "NOTDETECTED"). "ND" is left out: labs use it for "not done" too.
+RESULT_CODES: dict[str, tuple[str, ...]] = {
+    "positive": ("positive", "pos", "+"),
+    "negative": ("negative", "neg", "-"),
+    "detected": ("detected",),
+    "not detected": ("not detected", "none detected", "non detected", "undetected"),
+    "reactive": ("reactive",),
+    "non-reactive": ("non-reactive", "nonreactive", "not reactive"),
+    "indeterminate": ("indeterminate", "inconclusive", "equivocal", "borderline"),
+    "invalid": ("invalid",),
+}
+OTHER_RESULT = "other"  # text that is none of the above; result_original holds it
+# Positivity = POSITIVE / (POSITIVE + NEGATIVE); indeterminate, invalid and other count in neither.
+POSITIVE_CODES = ("positive", "detected", "reactive")
+NEGATIVE_CODES = ("negative", "not detected", "non-reactive")
 
 # Rejects keep the raw fields as text; raw_line holds a line the CSV reader could not split.
 REJECT_COLUMNS: tuple[str, ...] = ("source_file", "line", "reason", "detail", *DROP_COLUMNS, "raw_line")
@@ -61,7 +88,8 @@ class Reason:
     DATE_RANGE = "date_out_of_range"  # before 1900, or after the day of the ingest
     OUTSIDE_MONTH = "outside_month"  # collected_at not in the month the drop is named for
     BLANK = "blank_line"
-    NON_NUMERIC = "non_numeric_result"
+    MISSING_RESULT = "missing_result"  # result_value empty (a cancelled test); any text is published
+    NON_NUMERIC = "non_numeric_result"  # no longer produced; older rejects carry it
     OUT_OF_RANGE = "out_of_range"
     DUPLICATE = "duplicate"
 
@@ -94,6 +122,19 @@ LAB_TESTS: tuple[LabTest, ...] = (
     LabTest("1742-6", "Alanine aminotransferase [Enzymatic activity/volume]", "U/L", 7, 56, 28, 14, 0, 20000),
 )
 TESTS_BY_CODE = {t.code: t for t in LAB_TESTS}
+
+
+@dataclass(frozen=True)
+class QualitativeTest:
+    code: str
+    name: str
+    results: tuple[str, ...]  # RESULT_CODES values it reports
+
+
+QUALITATIVE_TESTS: tuple[QualitativeTest, ...] = (
+    QualitativeTest("94500-6", "SARS-CoV-2 (COVID-19) RNA [Presence] in Respiratory system specimen by NAA "
+                    "with probe detection", ("positive", "negative", "detected", "not detected", "invalid")),
+)
 
 # Tests whose physiological bounds the published table is checked against.
 KEY_TESTS = ("2345-7", "2951-2", "2823-3", "718-7")
