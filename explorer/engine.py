@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -72,6 +72,7 @@ def locked_connection(
     threads: int = 2,
     *,
     hive: Mapping[str, str] | None = None,
+    union: Collection[str] = (),
     filesystems: Sequence[Any] = (),
     temp_dir: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
@@ -80,7 +81,9 @@ def locked_connection(
     auto-install/auto-load and further configuration changes disabled.
 
     Views named in ``hive`` read their ``key=value`` directories as a column of
-    the given type (``partition_key`` DATE, say), so filters on it skip whole files. ``filesystems`` are fsspec
+    the given type (``partition_key`` DATE, say), so filters on it skip whole files. Views named in
+    ``union`` match their files' columns by name (``union_by_name``): files written before a column
+    was added read it as NULL. ``filesystems`` are fsspec
     filesystems to register before the lock (for ``letlobj://`` paths)."""
     if not _MEMORY.match(str(memory_limit).strip()):
         raise ValueError(f"invalid memory_limit {memory_limit!r}")
@@ -116,6 +119,8 @@ def locked_connection(
                 # Declared, not sniffed: "2024" must not become a number in one lake and text in another.
                 options = (", hive_partitioning = true, hive_types = "
                            f"{{'partition_key': '{hive[name]}'}}")
+            if name in union:
+                options += ", union_by_name = true"
             con.execute(
                 f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet({file_list}{options})'
             )

@@ -76,11 +76,12 @@ class Explorer:
         spec = dict(views={name: view.files for name, view in views.items()}, allowed_dirs=self.snapshot.allowed_dirs,
                     memory_limit=self.settings.memory_limit, threads=self.settings.threads,
                     hive={name: view.partition_type for name, view in views.items() if view.hive},
+                    union=sorted(name for name, view in views.items() if view.mixed_schema),
                     object_versions=self.snapshot.object_versions, lake_config=lake.config,
                     temp_dir=str(lake.config.home / "explorer" / "spill"))
         self.con = locked_connection(
             spec["views"], spec["allowed_dirs"], memory_limit=spec["memory_limit"], threads=spec["threads"],
-            hive=spec["hive"], temp_dir=spec["temp_dir"],
+            hive=spec["hive"], union=spec["union"], temp_dir=spec["temp_dir"],
             # Only when needed: a registered Python filesystem is consulted on every file DuckDB opens.
             filesystems=[LakeObjectFileSystem(lake=lake, allowed=self.snapshot.object_versions)]
             if self.snapshot.object_versions else [],

@@ -43,6 +43,14 @@ class View:
         return all(v.partition and _SAFE_PARTITION.match(v.partition) for v in self.versions)
 
     @property
+    def mixed_schema(self) -> bool:
+        """Versions written with different columns (older months lack columns added since): DuckDB must
+        then match columns by name, as it otherwise takes the first file's and refuses a file lacking one.
+        Only then, since matching by name reads every file's footer when the view is made."""
+        prints = {v.schema_fingerprint for v in self.versions}
+        return len(self.versions) > 1 and (len(prints) > 1 or None in prints)
+
+    @property
     def partition_type(self) -> str:
         """DATE for Dagster's time partitions (YYYY-MM-DD), text for any other key."""
         return "DATE" if all(_ISO_DATE.match(v.partition) for v in self.versions) else "VARCHAR"

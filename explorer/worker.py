@@ -42,7 +42,8 @@ def _serve(conn, spec: dict[str, Any]) -> None:
         filesystems.append(LakeObjectFileSystem(lake=Lake(spec["lake_config"]), allowed=spec["object_versions"]))
     try:
         con = locked_connection(spec["views"], spec["allowed_dirs"], spec["memory_limit"], spec["threads"],
-                                hive=spec["hive"], filesystems=filesystems, temp_dir=spec.get("temp_dir"))
+                                hive=spec["hive"], union=spec.get("union", ()), filesystems=filesystems,
+                                temp_dir=spec.get("temp_dir"))
     except duckdb.IOException as e:
         # Views are bound when the worker starts, at its first query: a version may have moved since.
         moved = "No files found" in str(e)
