@@ -175,3 +175,19 @@ def test_a_destination_damaged_before_the_read_back_is_never_switched_to(lake, b
     assert lake.catalog.get(big_version.version_id).tier == "ssd"
     assert not lake.tiers["hdd"].backend.exists(big_version.storage_key)
 
+
+
+def test_moves_through_a_backend_that_reads_its_input_and_has_no_parallel_read_back(lake, big_version, data,
+                                                                                     monkeypatch):
+    import pydaos_double
+    from letl_assets.lake.daos import DaosBackend
+
+    pydaos_double.reset()
+    pydaos_double.create_container("pool", "cont")
+    monkeypatch.setattr(lake.tiers["hdd"], "_backend", DaosBackend("pool", "cont", pydaos_module=pydaos_double))
+    mover = Mover(lake)
+    assert mover.move(big_version.version_id, "hdd", "m-daos").state == "done"
+    with lake.tiers["hdd"].backend.open(big_version.storage_key) as f:
+        assert f.read() == data
+    assert mover.move(big_version.version_id, "ssd", "m-daos-back").state == "done"
+    assert lake.local_path(lake.catalog.get(big_version.version_id)).read_bytes() == data

@@ -96,6 +96,12 @@ class HashingReader:
             self.hash.update(chunk)
             yield chunk
 
+    def read(self, n: int = -1) -> bytes:
+        """For a destination that reads its input rather than taking blocks (DAOS)."""
+        data = self.stream.read(n)
+        self.hash.update(data)
+        return data
+
 
 def parallel_digest(size: int, hash_block: Callable[[int, int], bytes], workers: int) -> str:
     """The BlockHash digest of an object of this size, each block [start, end) hashed by
