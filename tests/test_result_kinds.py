@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
 
+from explorer import library
 from explorer.engine import locked_connection
 from explorer.service import Explorer
 from letl_assets.definitions import defs
@@ -74,8 +75,8 @@ def write_hand_drop(landing):
         writer = csv.DictWriter(f, DROP_COLUMNS)
         writer.writeheader()
         for i, (value, code, _) in enumerate(CASES):
-            writer.writerow(dict(hospital_id="H042", patient_id=f"P{i}", patient_name="Doe, Jane", birth_date="1970-01-01",
-                                 sex="F", zip="12345", test_code=code, test_name=f"test {code}", result_value=value,
+            writer.writerow(dict(hospital_id="H042", patient_id=f"P{i}", patient_name="Doe, Jane",
+                                 birth_date="1970-01-01", sex="F", zip="12345", test_code=code, test_name=f"test {code}", result_value=value,
                                  unit="", reference_low="", reference_high="", abnormal_flag="",
                                  collected_at=f"{MONTH}-02 08:{i:02d}:00", reported_at=""))
 
@@ -129,7 +130,8 @@ def expected_summary(good: pd.DataFrame) -> pd.DataFrame:
         positive = g.result_text.isin(POSITIVE_CODES).sum()
         decided = positive + g.result_text.isin(NEGATIVE_CODES).sum()
         return pd.Series({"results": len(g), "mean": plain.result_value.mean(), "min": plain.result_value.min(),
-                          "max": plain.result_value.max(), "abnormal_rate": g.abnormal_flag.isin(["H", "L", "A"]).mean(),
+                          "max": plain.result_value.max(),
+                          "abnormal_rate": g.abnormal_flag.isin(["H", "L", "A"]).mean(),
                           "numeric_results": len(plain), "censored_results": int(g.result_comparator.notna().sum()),
                           **counts, "positivity_rate": positive / decided if decided else math.nan})
     return good.groupby(["hospital_id", "test_code"]).apply(one, include_groups=False).reset_index()
@@ -202,8 +204,8 @@ def test_the_explorer_reads_a_lake_whose_older_months_lack_the_new_columns(job_l
     # and in the summary (its old columns, computed from those results).
     feb = lake.latest("labs/lab_results", "2024-02-01")
     table = lake.read_table(feb)
-    old = lake.write_version("labs/lab_results", drop_kind_columns(table.filter(pc.is_null(table.column("result_original")))),
-                             partition="2024-02-01", metadata=feb.metadata)
+    plain = drop_kind_columns(table.filter(pc.is_null(table.column("result_original"))))
+    old = lake.write_version("labs/lab_results", plain, partition="2024-02-01", metadata=feb.metadata)
     feb = lake.latest("labs/lab_results_summary", "2024-02-01")
     old_summary = summarize(lake.local_path(old)).select(["hospital_id", "test_code", "test_name", "unit", "results",
                                                           "mean", "min", "max", "abnormal_rate"])
@@ -225,10 +227,20 @@ def test_the_explorer_reads_a_lake_whose_older_months_lack_the_new_columns(job_l
         summary = ex.run("SELECT strftime(partition_key, '%Y-%m') AS m, sum(results) AS results, "
                          "sum(positive + detected) AS positive, max(positivity_rate) AS rate "
                          "FROM lab_results_summary GROUP BY ALL ORDER BY m", trusted=True).table.to_pylist()
-        assert [(r["m"], r["results"]) for r in summary] == [("2024-02", rows["2024-02-01"]), ("2024-03", rows[PARTITION])]
+        assert [(r["m"], r["results"]) for r in summary] == [("2024-02", rows["2024-02-01"]),
+                                                             ("2024-03", rows[PARTITION])]
         assert summary[0]["positive"] is None and summary[0]["rate"] is None
         assert summary[1]["positive"] > 0 and 0 < summary[1]["rate"] <= 1
         assert "result_text" in ex.schema("lab_results")
+        [trend] = [q for q in library.load([library.BUILTIN]) if q.name == "Positivity trend of a qualitative test"]
+        got = ex.run(trend.sql, trend.values({"from_month": "2024-02-01"})).table.to_pylist()
+        good = lake.read_table(lake.latest("labs/lab_results", PARTITION)).to_pandas()
+        sars = good[good.test_code == SARS]
+        decided = sars.result_text.isin(POSITIVE_CODES + NEGATIVE_CODES)
+        expected = {h: g.result_text.isin(POSITIVE_CODES).sum() / decided[g.index].sum()
+                    for h, g in sars.groupby("hospital_id")}
+        assert {r["month"] for r in got} == {"2024-03"}  # February, as written before, has no such results
+        assert {r["hospital_id"]: r["positivity_rate"] for r in got} == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("order", [("old", "new"), ("new", "old")])

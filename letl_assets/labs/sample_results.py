@@ -46,7 +46,8 @@ def plant_result_kinds(cols: dict, clean: np.ndarray, test: np.ndarray, n: int, 
             ("test_name", qual, [sars.name] * q),  # it holds no comma or quote to escape
             *((c, qual, [""] * q) for c in ("unit", "reference_low", "reference_high")),
             ("result_value", texted, texts + bounds + list(rng.choice(OTHER_TEXT, len(other)))),
-            ("abnormal_flag", texted, [QUALITATIVE_FLAG.get(t.lower(), "N") for t in texts] + flags + [""] * len(other))):
+            ("abnormal_flag", texted,
+             [QUALITATIVE_FLAG.get(t.lower(), "N") for t in texts] + flags + [""] * len(other))):
         at = np.argsort(rows, kind="stable")  # replace_rows takes rows in order
         cols[col] = replace_rows(cols[col], rows[at], [values[i] for i in at])
     return {"qualitative": q, "censored": len(cens), "other": len(other)}
