@@ -1,9 +1,10 @@
 """The validation rules and the pseudonym of the lab ingest, as DuckDB SQL over one drop's raw
 VARCHAR fields.
 
-Each raw field is parsed once; the rules and the outputs reuse the parsed values. The first
-failing rule names the row. Dates are bound per drop: a result must be collected in the month
-the drop is named for, and no date may lie before 1900 or in the future.
+Each raw field is parsed once; the rules and the outputs reuse the parsed values (a result that
+is not a plain number, usually a few percent of them, is looked at again by each output that needs
+it). The first failing rule names the row. Dates are bound per drop: a result must be collected in
+the month the drop is named for, and no date may lie before 1900 or in the future.
 """
 
 import hashlib

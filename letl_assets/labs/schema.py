@@ -30,7 +30,7 @@ IDENTIFIER_COLUMNS = ("patient_id", "patient_name", "birth_date", "zip")
 
 # Columns of labs/lab_results, in order, with their DuckDB types. patient_key is the keyed pseudonym.
 # A result is one of three kinds (after FHIR Observation.value[x]): a number (result_value), a
-# censored number (result_value is the bound, result_comparator one of COMPARATORS) or text
+# censored number (result_value is the bound, result_comparator <, <=, > or >=) or text
 # (result_text: a RESULT_CODES value, or OTHER_RESULT). result_original keeps the trimmed text as
 # received for every result that is not a plain number.
 RESULT_TYPES: dict[str, str] = {
@@ -57,7 +57,6 @@ RESULT_COLUMNS: tuple[str, ...] = tuple(RESULT_TYPES)
 # Columns older versions of labs/lab_results lack: readers must not assume them.
 RESULT_KIND_COLUMNS = ("result_comparator", "result_text", "result_original")
 
-COMPARATORS = ("<", "<=", ">", ">=")
 # Coded qualitative results: each value with the spellings taken for it. Matching ignores case
 # and spaces ("Not Detected", "NOTDETECTED"). "ND" is left out: labs use it for "not done" too.
 RESULT_CODES: dict[str, tuple[str, ...]] = {
