@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 # Failure metadata naming the month that failed in a run over many, so that `letl run` can rerun
 # the others without it.
 FAILED_PARTITION = "letl/failed_partition"
+LIVE_LOG_BYTES = 50_000_000  # a month of more drop bytes than this takes long enough to log as it goes
 
 # The key strings live in lake/names.py, where faces that must not write them (the API) read them.
 LAB_DROPS = dg.AssetKey.from_user_string(names.LAB_DROPS)
@@ -113,15 +114,23 @@ def _month(context, the_lake, landing: LandingZone, key: bytes, partition: str) 
     if not drops:
         raise _failed(partition, dg.Failure(
             f"no drops for {month} under {landing.root() / 'labs'} (expected <hospital_id>/{month}.csv[.gz])"))
-    context.log.info(f"{month}: parsing {len(drops)} drop(s), {sum(d.size for d in drops) / 1e6:.1f} MB")
+    size = sum(d.size for d in drops)
+    # A small month logs once when done: each line is a write to the Dagster event log, which over a
+    # range of small months costs more than their ingest. A big one logs as it goes.
+    lines: list[str] = []
+    log = context.log.info if size > LIVE_LOG_BYTES else lines.append
+    log(f"{month}: parsing {len(drops)} drop(s), {size / 1e6:.1f} MB")
     good_path, rejects_path = the_lake.staging_path(), the_lake.staging_path()
     try:
         report = ingest_drops(drops, good_path=good_path, rejects_path=rejects_path, key=key,
-                              temp_dir=the_lake.config.staging, log=context.log.info)
+                              temp_dir=the_lake.config.staging, log=log)
     except Exception as error:
         good_path.unlink(missing_ok=True)
         rejects_path.unlink(missing_ok=True)
         raise _failed(partition, error) from error
+    finally:
+        if lines:
+            context.log.info("\n".join(lines))
     common = {
         "rows_in": report.rows_in,
         "rows_out": report.rows_out,
