@@ -1,11 +1,15 @@
 """Parse one month of drops into validated, de-identified rows and quarantined rejects.
 
-DuckDB does all the work, never pandas. Each CSV is parsed once (``Scan.stage``) into
-an uncompressed Parquet stage in file order; from the stages, in parallel:
-1. ``Scan.flag``: the few records that are invalid or repeat an earlier one;
-2. the month's pseudonym map, one HMAC per distinct patient rather than per row;
-3. one COPY of every file's good records into one zstd Parquet file;
-4. one COPY of every file's flagged records and unsplittable lines into the rejects.
+DuckDB does all the work, never pandas. Each CSV is parsed once, on every thread
+(``Scan.stage``), into an uncompressed Parquet stage in file order, while its physical lines
+are counted beside it (``lines.survey``, in a thread); from the stages:
+1. ``Scan.flag``: the counts of invalid records, and the few that repeat an earlier one;
+2. one COPY of every file's good records, pseudonymized, into one zstd Parquet file;
+3. every file's flagged records and unsplittable lines, merged in line order, into the rejects.
+Nothing is sorted or joined: the files follow each other in drop order and each keeps its own,
+so memory stays bounded at any size (the duplicate search is a hash aggregate, which DuckDB
+spills to temp_dir) and a rerun with the same configuration writes the same bytes.
+DuckDB's memory limit comes from ``LETL_DUCKDB_MEMORY`` and the machine (``memory_limit``).
 Every record read ends up in exactly one output; ``rows_in == rows_out + rows_rejected``
 is checked against the Parquet footers before anything is published, and so is
 ``lines_in == header_lines + rows_in`` against each file's physical lines, counted apart
@@ -17,25 +21,32 @@ line by line under a file-level reason (``Quarantined``), and the other files st
 import os
 import re
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import pyarrow.parquet as pq
 
+from ..lake.config import parse_size
 from ..lake.errors import InvalidInput, LetlError
 from .drops import Drop
 from .header import DropSchemaError, FileProblem, read_header
-from .lines import SideWriter, normalize, quarantine, survey
+from .lines import SideWriter, normalize, quarantine, survey, write_rejects
+from .rules import hmac_pads
 from .schema import Reason
-from .rules import HMAC, hmac_pads
-from .sql import NO_RECORDS, Quarantined, Scan, literal
+from .sql import BATCH, REJECT_SCHEMA, Quarantined, Scan, literal, published
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
 # less per 10M rows on the pseudonym column alone); pyarrow and DuckDB read it.
 PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2"
 REJECTS = "labs/lab_results_rejects"
+MEMORY_VARIABLE = "LETL_DUCKDB_MEMORY"
+DEFAULT_MEMORY = "512MB"  # with Python, Dagster and the Parquet writers the step stays under 1 GB
+MIN_MEMORY = 32 << 20  # below this DuckDB cannot hold the buffers of one Parquet row group
+THREAD_MEMORY = 64 << 20  # the parse's working memory per DuckDB thread (CSV buffers, row groups)
+CGROUP, MEMINFO = Path("/sys/fs/cgroup"), Path("/proc/meminfo")
 
 
 class ReconciliationError(LetlError):
@@ -76,15 +87,20 @@ def ingest_drops(
     key: bytes,
     temp_dir: Path,
     log: Callable[[str], None] = print,
-    memory_limit: str = "600MB",
+    memory_limit: str | None = None,
 ) -> IngestReport:
+    """memory_limit: DuckDB's, as a size; None takes it from the environment and the machine."""
     report = IngestReport(Path(good_path), Path(rejects_path))
-    config = {"memory_limit": memory_limit, "temp_directory": str(temp_dir)}
+    # Every output keeps the order of its files (see sql.py). DuckDB turns a long IN list (the
+    # rules have some) into a join, whose output order varies between runs: measured, so it is off.
+    limit = memory_limit or duckdb_memory_limit()
+    config = {"memory_limit": limit, "temp_directory": str(temp_dir), "threads": _threads(limit),
+              "preserve_insertion_order": True, "disabled_optimizers": "in_clause"}
     scans: list[Scan | Quarantined] = []
-    with duckdb.connect(config=config) as con:
+    with duckdb.connect(config=config) as con, ThreadPoolExecutor(1) as counter:
         try:
             for i, drop in enumerate(drops):
-                scans.append(_read(con, i, drop, Path(temp_dir), log))
+                scans.append(_read(con, i, drop, Path(temp_dir), log, counter))
             for scan in scans:
                 report.files.append(FileReport(scan.relpath, scan.encoding, scan.extra_columns, scan.rows,
                                                scan.rejected_count, scan.lines, scan.problem))
@@ -94,21 +110,13 @@ def ingest_drops(
                 for reason, n in scan.reasons().items():
                     report.reasons[reason] = report.reasons.get(reason, 0) + n
             ipad, opad = hmac_pads(key)
-            patients = " UNION ".join(s.patients() for s in scans if s.patients()) or \
-                "SELECT NULL::VARCHAR AS patient_id WHERE false"
-            con.execute(
-                f"CREATE TEMP TABLE letl_pseudonyms AS SELECT patient_id, {HMAC} AS patient_key FROM ({patients})",
-                {"ipad": ipad, "opad": opad},
-            )
-            params = {k: v for scan in scans for k, v in scan.params().items()}
+            params = {"ipad": ipad, "opad": opad, **{k: v for scan in scans for k, v in scan.params().items()}}
             log(f"writing {report.rows_in - sum(report.reasons.values()):,} good rows")
-            # A total order makes a rerun write the same bytes (and so reuse its version); by
-            # hospital and test, it also lets readers skip row groups on the usual filters.
-            published = [s.published() for s in scans if s.published()] or [f"SELECT {NO_RECORDS}"]
-            report.rows_out = _copy(con, published, report.good_path, params, order="source_file, test_code, _rn")
-            report.rows_rejected = _copy(
-                con, [s.rejected() for s in scans], report.rejects_path, params, order="source_file, line"
-            )
+            # One file after another, each in its own order: readers still skip row groups by hospital.
+            report.rows_out = _copy(con, published(con, [s for s in scans if isinstance(s, Scan)]),
+                                    report.good_path, params)
+            rejects = (table for scan in scans for table in scan.rejected())
+            report.rows_rejected = write_rejects(report.rejects_path, REJECT_SCHEMA, rejects, BATCH)
         except duckdb.Error as error:
             # DuckDB's message may quote a field of a drop: only its kind goes on, never the text.
             raise LetlError(f"the lab ingest's DuckDB query failed ({type(error).__name__}); its message is "
@@ -128,7 +136,38 @@ def ingest_drops(
     return report
 
 
-def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None]) -> Scan | Quarantined:
+def duckdb_memory_limit() -> str:
+    """LETL_DUCKDB_MEMORY (a size; DEFAULT_MEMORY when unset, 0 for as much as the machine allows),
+    capped at half the memory available now, to the cgroup or the host: DuckDB spills what does not fit."""
+    wanted = parse_size(os.environ.get(MEMORY_VARIABLE) or DEFAULT_MEMORY)
+    cap = available_memory() // 2
+    return f"{max(MIN_MEMORY, min(wanted, cap) if wanted else cap) >> 20}MiB"
+
+
+def _threads(limit: str) -> int:
+    """DuckDB's threads: one per core, as far as the limit gives each its working memory
+    (measured: a 64 MB limit runs the parse on one thread and fails on two)."""
+    return max(1, min(os.cpu_count() or 1, parse_size(limit) // THREAD_MEMORY))
+
+
+def available_memory() -> int:
+    """Bytes this process may still take: the least of the cgroup's room and the host's MemAvailable."""
+    room = []
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        if limit != "max":
+            room.append(int(limit) - int((CGROUP / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible
+    try:
+        room.append(int(re.search(r"^MemAvailable:\s+(\d+) kB", MEMINFO.read_text(), re.MULTILINE).group(1)) << 10)
+    except (OSError, AttributeError):
+        pass
+    return max(0, min(room)) if room else parse_size(DEFAULT_MEMORY) * 2
+
+
+def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None],
+          counter: ThreadPoolExecutor) -> Scan | Quarantined:
     """The drop parsed so that every physical line is a header, a record or a reject on its own line;
     a file that cannot be read that way is quarantined, so the month's other drops still publish."""
     if os.path.realpath(drop.path) != str(drop.path):
@@ -138,14 +177,19 @@ def _read(con, index: int, drop: Drop, temp_dir: Path, log: Callable[[str], None
         header = read_header(drop.path, drop.relpath)
     except DropSchemaError as problem:
         return _quarantine(index, drop, temp_dir, problem.reason, problem.encoding, str(problem), log, problem.gzip)
-    counted = survey(drop.path, header.gzip)
+    # The count runs beside the parse (DuckDB leaves the GIL); a parse it shows to be useless is dropped.
+    counting = counter.submit(survey, drop.path, header.gzip)
+    source, side = drop.path, None
+    scan = _parse(con, index, drop, header, source, None, temp_dir)
+    counted = counting.result()
+    if counted.damaged or counted.irregular_endings:
+        if scan:
+            scan.drop_stage()
+        scan = None
     if counted.damaged:
         return _quarantine(index, drop, temp_dir, FileProblem.BAD_GZIP, header.encoding,
                            f"{drop.relpath}: the gzip stream is damaged after line {counted.lines:,}; compress the "
                            "export again and drop it again", log, True)
-    source, side, scan = drop.path, None, None
-    if not counted.irregular_endings:
-        scan = _parse(con, index, drop, header, source, None, temp_dir)
     if scan is None or scan.lines != counted.lines:
         # The reader skipped or merged lines (blank lines, a quote left open), or would fail on the line endings.
         if scan:
@@ -184,6 +228,9 @@ def _parse(con, index, drop, header, source, side, temp_dir) -> Scan | None:
         scan = Scan(index, source, drop.relpath, candidate, con, temp_dir, drop.month, side)
         try:
             scan.stage()
+        except duckdb.OutOfMemoryException:
+            scan.drop_stage()
+            raise  # not the file's fault: the month fails and can run again, no file is quarantined
         except duckdb.Error:
             # Its message may quote a line of the file, so it goes nowhere.
             scan.drop_stage()
@@ -206,9 +253,7 @@ def _quarantine(index, drop, temp_dir, reason, encoding, message, log, is_gzip: 
     return Quarantined(index, drop.relpath, encoding, side.path, lines, reason)
 
 
-def _copy(con, selects: list[str], target: Path, params: dict, order: str) -> int:
-    union = "\nUNION ALL\n".join(f"({s})" for s in selects)
-    union = f"SELECT * EXCLUDE (_rn) FROM ({union}) ORDER BY {order}"
-    used = set(re.findall(r"\$(\w+)", union))  # DuckDB refuses parameters a statement does not use
-    return con.execute(f"COPY ({union}) TO '{literal(target)}' ({PARQUET})",
+def _copy(con, select: str, target: Path, params: dict) -> int:
+    used = set(re.findall(r"\$(\w+)", select))  # DuckDB refuses parameters a statement does not use
+    return con.execute(f"COPY ({select}) TO '{literal(target)}' ({PARQUET})",
                        {k: v for k, v in params.items() if k in used}).fetchone()[0]

@@ -13,10 +13,13 @@ of rejects. Everything streams in chunks; memory stays bounded.
 import codecs
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 CHUNK = 1 << 20
@@ -130,6 +133,43 @@ class SideWriter:
         self._flush()
         self._writer.close()
         return self.rows
+
+
+def merge_by_line(first: Iterable[pa.Table], second: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Two streams of rejects, each in line order, as one stream in line order; no line is in both."""
+    a, b = (t for t in first if t.num_rows), (t for t in second if t.num_rows)
+    x, y = next(a, None), next(b, None)
+    while x is not None and y is not None:
+        cut = min(x["line"][-1].as_py(), y["line"][-1].as_py())
+        (x_head, x), (y_head, y) = _split(x, cut), _split(y, cut)
+        both = pa.concat_tables([x_head, y_head])
+        yield both.take(pc.sort_indices(both, [("line", "ascending")]))
+        x, y = x if x.num_rows else next(a, None), y if y.num_rows else next(b, None)
+    for rest, stream in ((x, a), (y, b)):
+        if rest is not None:
+            yield rest
+            yield from stream
+
+
+def _split(table: pa.Table, cut: int) -> tuple[pa.Table, pa.Table]:
+    at = int(np.searchsorted(table["line"].to_numpy(), cut, side="right"))
+    return table.slice(0, at), table.slice(at)
+
+
+def write_rejects(target: Path, schema: pa.Schema, tables: Iterable[pa.Table], rows: int) -> int:
+    """The tables into one zstd Parquet file, in row groups of about ``rows``; returns the rows written."""
+    written, pending = 0, []
+    with pq.ParquetWriter(target, schema, compression="zstd") as writer:
+        for table in tables:
+            pending.append(table)
+            if sum(t.num_rows for t in pending) >= rows:
+                writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                written, pending = written + sum(t.num_rows for t in pending), []
+        if pending or not written:  # an empty month still gets a file with the columns
+            table = pa.concat_tables(pending) if pending else schema.empty_table()
+            writer.write_table(table, row_group_size=rows)
+            written += table.num_rows
+    return written
 
 
 def normalize(path: Path, is_gzip: bool, target: Path, side: SideWriter, reason: str) -> int:

@@ -2,19 +2,35 @@
 
 Values (file paths, the key pads, date bounds) are bound as parameters. Identifiers
 come from the header, which ``read_header`` validated, and are quoted here.
+
+Every query runs with ``preserve_insertion_order`` and holds no join or sort: a scan, filters,
+projections and the two per-file lookups below (``Scan.lookups``) keep the file's order in every
+thread, so a rerun writes the same bytes without sorting anything (DuckDB's hash joins emit
+rows in an order that varies between runs, measured). Memory stays bounded: the only state
+held besides the streams is the set of repeated records, 16 bytes each.
 """
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from duckdb.sqltypes import BIGINT, VARCHAR
 
 from .header import Header
-from .rules import BOUNDS, DETAIL, PARSED, REASON, TYPED, date_bounds
-from .schema import DROP_COLUMNS, RESULT_COLUMNS, RESULT_TYPES, Reason
+from .lines import merge_by_line
+from .rules import BOUNDS, DETAIL, HMAC, PARSED, REASON, TYPED, date_bounds
+from .schema import DROP_COLUMNS, REJECT_COLUMNS, RESULT_COLUMNS, RESULT_TYPES, Reason
+
+REJECT_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in REJECT_COLUMNS])
+BATCH = 65_536  # rows of rejects held at a time
+# The reader's buffer per thread; its default (32 MB) alone fills a small memory limit. It must
+# hold the longest line the reader takes (2 MB; longer ones are set aside by lines.normalize).
+CSV_BUFFER, MAX_LINE_SIZE = 8 << 20, 2 << 20  # set together, or DuckDB derives the line limit from the buffer
+STAGE_ROW_GROUP = 32_768  # smaller row groups than DuckDB's: less held per writing thread
 
 
 def q(name: str) -> str:
@@ -24,11 +40,11 @@ def q(name: str) -> str:
 class Scan:
     """One drop file, parsed exactly once into a Parquet stage in file order.
 
-    The stage holds each record's typed, generalized fields, the raw patient id (for
-    the pseudonym map; the stage is deleted with the step), two 64-bit hashes of the
-    whole raw row over its columns in two orders (a false duplicate needs both to
-    collide), the validation reason, the raw fields of invalid records only, and the
-    record number. Everything after it reads the stage, in parallel and in any order.
+    The stage holds each record's typed, generalized fields, the raw patient id (hashed
+    into the pseudonym on the way out; the stage is deleted with the step), two 64-bit
+    hashes of the whole raw row over its columns in two orders (a false duplicate needs
+    both to collide), the validation reason and the raw fields of invalid records only.
+    It is written in file order by both threads, so its row number is the record number.
     """
 
     def __init__(self, index: int, source: Path, relpath: str, header: Header, con, stage_dir: Path,
@@ -43,13 +59,14 @@ class Scan:
         self.cleanup: list[Path] = []  # a normalized copy and its side rejects, deleted with the stage
         self.records = 0
         self.problem: str | None = None
-        self.flags: pa.Table | None = None
         self.malformed: pa.Table | None = None
-
+        self._counts: dict[str, int] = {}
+        self._repeats = self._firsts = np.empty(0, np.int64)  # records repeating an earlier one, by rn
 
     @property
     def _stage(self) -> str:
-        return f"read_parquet('{literal(self.stage_path)}')"
+        return (f"(SELECT file_row_number + 1 AS rn, * EXCLUDE (file_row_number) "
+                f"FROM read_parquet('{literal(self.stage_path)}', file_row_number = true))")
 
     def stage(self) -> None:
         every = self.header.columns
@@ -60,26 +77,25 @@ class Scan:
         parsed = ", ".join(f"{expr} AS {name}" for name, expr in PARSED.items())
         typed = ", ".join(f"{expr} AS {q(name)}" for name, expr in TYPED.items())
         raw = ", ".join(f"CASE WHEN reason IS NOT NULL THEN {q(c)} END AS {q('raw_' + c)}" for c in DROP_COLUMNS)
-        # Records are numbered straight off the reader. Measured on a 2M-row drop: numbering by
-        # the stage's file_row_number instead put 97k of 120k rejects on the wrong line.
-        self.con.execute("SET preserve_insertion_order = true")
+        # No row_number() here: a window runs on one thread. The parallel reader and the Parquet
+        # writer keep the file's order (preserve_insertion_order), so the stage's file_row_number
+        # numbers the records; test_ingest_scale checks every reject's line on a parallel read.
         self.con.execute(
             f"""COPY (
-                SELECT rn, {typed}, _pid AS patient_id, h1, h2, reason,
+                SELECT {typed}, _pid AS patient_id, h1, h2, reason,
                        CASE WHEN reason IS NOT NULL THEN {DETAIL} END AS detail, {raw}
                 FROM (SELECT *, {REASON} AS reason
                       FROM (SELECT s.*, {parsed}, {BOUNDS}, hash({cols}) AS h1, hash({reversed_cols}) AS h2
-                            FROM (SELECT row_number() OVER () AS rn, *
-                                  FROM read_csv($path, header = true, auto_detect = false, columns = {{{spec}}},
-                                                delim = ',', quote = '"', escape = '"', store_rejects = true,
-                                                rejects_table = '{rejects}', rejects_scan = '{rejects}_scan',
-                                                encoding = '{self.header.encoding}',
-                                                compression = '{"gzip" if self.header.gzip else "none"}')) s))
-            ) TO '{literal(self.stage_path)}' (FORMAT parquet, COMPRESSION uncompressed)""",
+                            FROM read_csv($path, header = true, auto_detect = false, columns = {{{spec}}},
+                                          delim = ',', quote = '"', escape = '"', store_rejects = true,
+                                          rejects_table = '{rejects}', rejects_scan = '{rejects}_scan',
+                                          encoding = '{self.header.encoding}',
+                                          compression = '{"gzip" if self.header.gzip else "none"}',
+                                          buffer_size = {CSV_BUFFER}, max_line_size = {MAX_LINE_SIZE}) s))
+            ) TO '{literal(self.stage_path)}' (FORMAT parquet, COMPRESSION uncompressed, ROW_GROUP_SIZE {STAGE_ROW_GROUP})""",
             {"path": str(self.path), **date_bounds(self.month)},
         )
         self.records = pq.read_metadata(self.stage_path).num_rows
-        self.con.execute("SET preserve_insertion_order = false")
         self.malformed = self.con.sql(
             f"""SELECT line::BIGINT AS line, string_agg(DISTINCT error_type, ';') AS types,
                        string_agg(DISTINCT error_message, '; ') AS detail,
@@ -119,72 +135,70 @@ class Scan:
 
     @property
     def rejected_count(self) -> int:
-        return self.flags.num_rows + self.malformed.num_rows + self.side_rows
+        return sum(self.reasons().values())
 
     @property
     def invalid_encoding(self) -> bool:
         return any("ENCODING" in t or "UNICODE" in t for t in self.malformed.column("types").to_pylist())
 
     def flag(self) -> None:
-        """Invalid records, and later copies of a valid record (found by a spillable hash aggregate)."""
-        flagged = self.con.sql(
-            f"""WITH k AS (SELECT rn, h1, h2, reason, detail FROM {self._stage}),
-                d AS (SELECT h1, h2, min(rn) AS first_rn FROM k WHERE reason IS NULL
-                      GROUP BY h1, h2 HAVING count(*) > 1)
-                SELECT rn, coalesce(reason, '{Reason.DUPLICATE}') AS reason, detail,
-                       CASE WHEN reason IS NULL THEN d.first_rn END AS first_rn
-                FROM k LEFT JOIN d USING (h1, h2)
-                WHERE reason IS NOT NULL OR rn > d.first_rn"""
-        ).to_arrow_table()
-        self.flags = self._locate(flagged)
-        self.con.register(f"{self._name}_flags", self.flags)
-
-    def _locate(self, flagged: pa.Table) -> pa.Table:
-        """Record numbers to physical lines (header = line 1), skipping the lines that hold no record."""
+        """Counts the invalid records, finds later copies of a valid record (a spillable hash
+        aggregate; only the copies come back) and registers the lookups the outputs use."""
+        self._counts = dict(self.con.execute(
+            f"SELECT reason, count(*) FROM {self._stage} WHERE reason IS NOT NULL GROUP BY reason").fetchall())
+        found = self.con.execute(
+            f"""WITH k AS (SELECT rn, h1, h2 FROM {self._stage} WHERE reason IS NULL),
+                d AS (SELECT h1, h2, min(rn) AS first_rn FROM k GROUP BY h1, h2 HAVING count(*) > 1)
+                SELECT rn, first_rn FROM k JOIN d USING (h1, h2) WHERE rn > first_rn"""
+        ).fetchnumpy()
+        order = np.argsort(found["rn"], kind="stable")
+        self._repeats = np.asarray(found["rn"], np.int64)[order]
+        self._firsts = np.asarray(found["first_rn"], np.int64)[order]
+        if len(self._repeats):
+            self._counts[Reason.DUPLICATE] = len(self._repeats)
         bad = np.sort(np.concatenate([self.malformed.column("line").to_numpy(), self._side_lines]))
-        accepted_before = bad - 1 - np.arange(1, len(bad) + 1)
+        self._accepted_before = bad - 1 - np.arange(1, len(bad) + 1)
+        self.con.create_function(f"{self._name}_line", self._line_udf, [BIGINT], BIGINT, type="arrow")
+        self.con.create_function(f"{self._name}_repeats", self._repeats_udf, [BIGINT], BIGINT, type="arrow")
 
-        def to_line(rn: np.ndarray) -> pa.Array:
-            return pa.array(rn + 1 + np.searchsorted(accepted_before, rn, side="left"), pa.int64())
+    def _to_line(self, rn: np.ndarray) -> np.ndarray:
+        """Record numbers to physical lines (header = line 1), skipping the lines that hold no record."""
+        return rn + 1 + np.searchsorted(self._accepted_before, rn, side="left")
 
-        first = flagged.column("first_rn")
-        repeats = pc.binary_join_element_wise(
-            "same as line ", pc.cast(to_line(pc.fill_null(first, 0).to_numpy()), pa.string()), ""
-        )
-        detail = pc.if_else(pc.is_null(first), flagged.column("detail"), repeats)
-        rn = flagged.column("rn")
-        return pa.table({"rn": rn, "line": to_line(rn.to_numpy()), "reason": flagged.column("reason"), "detail": detail})
+    def _line_udf(self, rn: pa.Array) -> pa.Array:
+        return pa.array(self._to_line(rn.to_numpy()), pa.int64())
+
+    def _repeats_udf(self, rn: pa.Array) -> pa.Array:
+        return pa.array(self.repeated_lines(rn.to_numpy()), pa.int64())
+
+    def repeated_lines(self, rn: np.ndarray) -> np.ndarray:
+        """For each record, the line of the earlier record it repeats; 0 if it repeats none."""
+        if not len(self._repeats):
+            return np.zeros(len(rn), np.int64)
+        at = np.minimum(np.searchsorted(self._repeats, rn), len(self._repeats) - 1)
+        return np.where(self._repeats[at] == rn, self._to_line(self._firsts[at]), 0)
 
     def reasons(self) -> dict[str, int]:
-        counts = {v["values"].as_py(): v["counts"].as_py() for v in pc.value_counts(self.flags.column("reason"))}
+        counts = dict(self._counts)
         if self.malformed.num_rows:
             counts[Reason.MALFORMED] = self.malformed.num_rows
         for reason, n in self._side_counts.items():
             counts[reason] = counts.get(reason, 0) + n
         return counts
 
-    def patients(self) -> str:
-        return f"SELECT DISTINCT patient_id FROM {self._stage} WHERE reason IS NULL"
-
-    def published(self) -> str:
-        """Good records, with the pseudonym from the month's map."""
-        columns = ", ".join("p.patient_key" if c == "patient_key" else f"s.{q(c)}" for c in RESULT_COLUMNS[:-1])
-        return f"""SELECT {columns}, $file_{self.index} AS source_file, s.rn AS _rn
-            FROM {self._stage} s
-            ANTI JOIN {self._name}_flags f ON s.rn = f.rn
-            JOIN letl_pseudonyms p ON s.patient_id = p.patient_id"""
-
-    def rejected(self) -> str:
-        """Flagged records with their raw fields (duplicates name the line they repeat),
-        then the lines the CSV reader could not split."""
-        raw = ", ".join(f"s.{q('raw_' + c)} AS {q(c)}" for c in DROP_COLUMNS)
-        nulls = ", ".join(f"NULL::VARCHAR AS {q(c)}" for c in DROP_COLUMNS)
-        return f"""SELECT $file_{self.index} AS source_file, f.line, f.reason, f.detail, {raw}, NULL AS raw_line,
-                   f.line AS _rn
-            FROM {self._stage} s JOIN {self._name}_flags f ON s.rn = f.rn
-            UNION ALL
-            SELECT $file_{self.index}, m.line, '{Reason.MALFORMED}', m.detail, {nulls}, m.raw_line, m.line
-            FROM {self._name}_malformed m""" + (f" UNION ALL {side_select(self.index, self.side)}" if self.side else "")
+    def rejected(self) -> Iterator[pa.Table]:
+        """This file's rejects in line order: the flagged records with their raw fields (duplicates
+        name the line they repeat), the lines the reader could not split and those set aside merged
+        in, streamed (DuckDB's sort runs out of memory on a large file of rejects, measured)."""
+        raw = ", ".join(f"{q('raw_' + c)} AS {q(c)}" for c in DROP_COLUMNS)
+        records = self.con.sql(
+            f"""SELECT {self._name}_line(rn) AS line, coalesce(reason, '{Reason.DUPLICATE}') AS reason,
+                       CASE WHEN reason IS NULL THEN 'same as line ' || {self._name}_repeats(rn) ELSE detail END
+                       AS detail, {raw}
+                FROM {self._stage} WHERE reason IS NOT NULL OR {self._name}_repeats(rn) > 0""").to_arrow_reader(BATCH)
+        malformed = self.malformed.append_column("reason", pa.repeat(pa.scalar(Reason.MALFORMED), self.malformed.num_rows))
+        merged = merge_by_line((conform(b, self.relpath) for b in records), [conform(malformed, self.relpath)])
+        return merge_by_line(merged, side_rejects(self.relpath, self.side)) if self.side else merged
 
     def params(self) -> dict[str, str]:
         return {f"file_{self.index}": self.relpath}
@@ -194,15 +208,44 @@ class Scan:
             path.unlink(missing_ok=True)
 
 
-# The published columns of a month in which no file could be read, typed like Scan.published().
-NO_RECORDS = ", ".join(f"NULL::{t} AS {q(c)}" for c, t in {**RESULT_TYPES, "_rn": "BIGINT"}.items()) + " WHERE false"
+def published(con, scans: list[Scan]) -> str:
+    """Every file's good records, pseudonymized on the way (two hashes a row cost less than joining a
+    map of pseudonyms, which would also lose the order), file after file, each in its own order:
+    one scan of all the stages, which DuckDB reads in list order (a UNION ALL interleaves its parts)."""
+    if not scans:  # no file could be read: the columns, typed, and no row
+        return "SELECT " + ", ".join(f"NULL::{t} AS {q(c)}" for c, t in RESULT_TYPES.items()) + " WHERE false"
+    by_stage = {str(scan.stage_path): scan for scan in scans}
+
+    def repeats(filename: pa.Array, rn: pa.Array) -> pa.Array:
+        rn, out = rn.to_numpy(), np.zeros(len(rn), np.int64)
+        for name in pc.unique(filename).to_pylist():  # one file per chunk, but do not rely on it
+            at = pc.equal(filename, name).to_numpy(zero_copy_only=False)
+            out[at] = by_stage[name].repeated_lines(rn[at])
+        return pa.array(out)
+
+    udf = f"letl_repeats_{uuid.uuid4().hex[:12]}"
+    con.create_function(udf, repeats, [VARCHAR, BIGINT], BIGINT, type="arrow")
+    source = " ".join(f"WHEN '{literal(s.stage_path)}' THEN $file_{s.index}" for s in scans)
+    columns = {"patient_key": f"{HMAC} AS patient_key", "source_file": f"CASE filename {source} END AS source_file"}
+    select = ", ".join(columns.get(c, q(c)) for c in RESULT_COLUMNS)
+    stages = ", ".join(f"'{literal(s.stage_path)}'" for s in scans)
+    return f"""SELECT {select}
+        FROM (SELECT file_row_number + 1 AS rn, * EXCLUDE (file_row_number)
+              FROM read_parquet([{stages}], file_row_number = true, filename = true))
+        WHERE reason IS NULL AND {udf}(filename, rn) = 0"""
 
 
-def side_select(index: int, side: Path) -> str:
-    """Rejects found outside the reader (lines.SideWriter), in the rejects' columns."""
-    nulls = ", ".join(f"NULL::VARCHAR AS {q(c)}" for c in DROP_COLUMNS)
-    return f"""SELECT $file_{index} AS source_file, line, reason, detail, {nulls}, raw_line, line AS _rn
-        FROM read_parquet('{literal(side)}')"""
+def conform(batch: pa.RecordBatch | pa.Table, relpath: str) -> pa.Table:
+    """Rejects in the rejects' columns: the file's name, the columns the batch has, nulls for the rest."""
+    n, names = batch.num_rows, batch.schema.names
+    columns = [pa.repeat(pa.scalar(relpath), n) if f.name == "source_file" else
+               batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(n, f.type) for f in REJECT_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=REJECT_SCHEMA)
+
+
+def side_rejects(relpath: str, side: Path) -> Iterator[pa.Table]:
+    """Rejects found outside the reader (lines.SideWriter), in line order."""
+    return (conform(b, relpath) for b in pq.ParquetFile(side).iter_batches(BATCH))
 
 
 class Quarantined:
@@ -218,14 +261,11 @@ class Quarantined:
     def reasons(self) -> dict[str, int]:
         return {self.problem: self.rows} if self.rows else {}
 
-    def patients(self) -> None:
-        return None
-
     def published(self) -> None:
         return None
 
-    def rejected(self) -> str:
-        return side_select(self.index, self.side)
+    def rejected(self) -> Iterator[pa.Table]:
+        return side_rejects(self.relpath, self.side)
 
     def params(self) -> dict[str, str]:
         return {f"file_{self.index}": self.relpath}
