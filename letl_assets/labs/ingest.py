@@ -1,6 +1,6 @@
 """Parse one month of drops into validated, de-identified rows and quarantined rejects.
 
-DuckDB does all the work, never pandas. Each CSV is parsed once, on every thread
+DuckDB does the work (pyarrow only streams the rejects), never pandas. Each CSV is parsed once, on every thread
 (``Scan.stage``), into an uncompressed Parquet stage in file order, while its physical lines
 are counted beside it (``lines.survey``, in a thread); from the stages:
 1. ``Scan.flag``: the counts of invalid records, and the few that repeat an earlier one;
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..lake.config import parse_size
@@ -117,14 +118,18 @@ def ingest_drops(
                                     report.good_path, params)
             rejects = (table for scan in scans for table in scan.rejected())
             report.rows_rejected = write_rejects(report.rejects_path, REJECT_SCHEMA, rejects, BATCH)
-        except duckdb.Error as error:
-            # DuckDB's message may quote a field of a drop: only its kind goes on, never the text.
+        except (duckdb.Error, pa.ArrowException) as error:
+            # DuckDB's message may quote a field of a drop (also when it reaches us through Arrow):
+            # only its kind goes on, never the text.
             raise LetlError(f"the lab ingest's DuckDB query failed ({type(error).__name__}); its message is "
                             "withheld as it may quote patient data; run the month again, and report the run id "
                             "if it fails again") from None
         finally:
             for scan in scans:
                 scan.drop_stage()
+            for (name,) in con.execute("SELECT DISTINCT function_name FROM duckdb_functions() "
+                                       "WHERE function_name LIKE 'letl_%'").fetchall():
+                con.remove_function(name)  # a Python function left registered leaks at exit, noisily
     written = (pq.read_metadata(report.good_path).num_rows, pq.read_metadata(report.rejects_path).num_rows)
     if written != (report.rows_out, report.rows_rejected) or report.rows_in != sum(written):
         raise ReconciliationError(
