@@ -9,12 +9,15 @@ from letl_assets.labs.drops import find_drops
 from letl_assets.labs.ingest import ingest_drops
 from letl_assets.labs.sample import write_drop
 
-ROWS = 400_000
+ROWS = 200_000  # per file; each is several of the CSV reader's buffers, so both threads read it
 
 
 def test_lines_stay_exact_and_output_is_byte_identical_on_a_large_drop(tmp_path):
+    """Two files: the good rows of both come from one scan of the stages, which must keep them apart
+    and in order (a UNION ALL of the two interleaved them, differently from run to run)."""
     landing = tmp_path / "landing"
-    drop = write_drop(landing / "labs" / "H001" / "2024-05.csv", hospital_id="H001", month="2024-05", rows=ROWS, seed=3)
+    drops = {h: write_drop(landing / "labs" / h / "2024-05.csv", hospital_id=h, month="2024-05", rows=ROWS, seed=3)
+             for h in ("H001", "H002")}
     digests = []
     for run in range(2):
         out = tmp_path / f"run{run}"
@@ -23,11 +26,20 @@ def test_lines_stay_exact_and_output_is_byte_identical_on_a_large_drop(tmp_path)
                               log=lambda _: None)
         digests.append([hashlib.sha256((out / name).read_bytes()).hexdigest() for name in ("good.parquet", "rejects.parquet")])
     assert digests[0] == digests[1]
-    assert report.reasons == drop.defects and report.rows_in == ROWS
+    assert len(report.files) == 2
+    for file in report.files:
+        assert file.rows == ROWS
+        assert file.rejected == sum(drops[file.relpath.split("/")[1]].defects.values())
+    assert report.rows_in == 2 * ROWS
 
-    lines = drop.path.read_text(encoding="utf-8").split("\n")
+    good = pq.read_table(tmp_path / "run0" / "good.parquet", columns=["source_file"]).column(0).to_pylist()
+    assert good == sorted(good) and len(set(good)) == 2  # file after file
     wrong = []
-    for reject in pq.read_table(tmp_path / "run0" / "rejects.parquet").to_pylist():
+    rejects = pq.read_table(tmp_path / "run0" / "rejects.parquet").to_pylist()
+    assert [(r["source_file"], r["line"]) for r in rejects] == sorted((r["source_file"], r["line"]) for r in rejects)
+    texts = {d.path.relative_to(landing).as_posix(): d.path.read_text(encoding="utf-8").split("\n") for d in drops.values()}
+    for reject in rejects:
+        lines = texts[reject["source_file"]]
         physical = lines[reject["line"] - 1]
         if reject["reason"] == "malformed_row":
             ok = reject["raw_line"] == physical
@@ -36,5 +48,5 @@ def test_lines_stay_exact_and_output_is_byte_identical_on_a_large_drop(tmp_path)
         else:
             ok = next(csv.reader([physical]))[1] == (reject["patient_id"] or "")
         if not ok:
-            wrong.append(reject["line"])
+            wrong.append((reject["source_file"], reject["line"]))
     assert wrong == []
