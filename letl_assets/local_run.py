@@ -160,6 +160,10 @@ def blamed_months(result) -> dict[str, str]:
     return blamed
 
 
+def _span(batch: list[str]) -> str:
+    return f"{batch[0][:7]}..{batch[-1][:7]}"
+
+
 def _execute(job, instance, batch: list[str]):
     """One Dagster run over the batch: a single partition, or a range that the single-run backfill
     policy of the lab assets builds in one run (the tags are how Dagster's own `asset materialize
@@ -209,8 +213,8 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
             if reason:
                 outcomes[partition]["reason"] = reason
                 line += f": {reason}"
-            span = f"{len(batch)} months in one run, {batch[0][:7]}..{batch[-1][:7]}: " if len(batch) > 1 else ""
-            log(f"{line} ({span}run {run_id})")
+            span = f", one run for {len(batch)} months {_span(batch)}" if len(batch) > 1 else ""
+            log(f"{line} (run {run_id}{span})")
 
         todo = []
         for partition in wanted:
@@ -240,5 +244,9 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
                 settle(partition, "FAILED", seconds, batch, result.run_id, reason)
             rest = [p for p in batch if p not in blamed]
             halves = [rest] if blamed else [rest[: len(rest) // 2], rest[len(rest) // 2:]]
+            if rest:
+                log(f"{_span(batch)}: the run failed ({failure_reason(result)}); " + (
+                    f"building its other {len(rest)} month(s) again without the failed one(s)" if blamed
+                    else "building each half again on its own to find the month that fails"))
             queue[:0] = [run for half in halves for run in month_runs(half, sizes)]
         return [outcomes[p] for p in wanted]
