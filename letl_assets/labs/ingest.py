@@ -37,7 +37,7 @@ from .header import DropSchemaError, FileProblem, read_header
 from .lines import SideWriter, normalize, quarantine, survey, write_rejects
 from .rules import hmac_pads
 from .schema import Reason
-from .sql import BATCH, REJECT_SCHEMA, Quarantined, Scan, literal, published
+from .sql import Quarantined, Scan, literal, published
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
 # less per 10M rows on the pseudonym column alone); pyarrow and DuckDB read it.
@@ -117,7 +117,7 @@ def ingest_drops(
             report.rows_out = _copy(con, published(con, [s for s in scans if isinstance(s, Scan)]),
                                     report.good_path, params)
             rejects = (table for scan in scans for table in scan.rejected())
-            report.rows_rejected = write_rejects(report.rejects_path, REJECT_SCHEMA, rejects, BATCH)
+            report.rows_rejected = write_rejects(report.rejects_path, rejects)
         except (duckdb.Error, pa.ArrowException) as error:
             # DuckDB's message may quote a field of a drop (also when it reaches us through Arrow):
             # only its kind goes on, never the text.

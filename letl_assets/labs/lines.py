@@ -22,9 +22,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .schema import REJECT_COLUMNS
+
 CHUNK = 1 << 20
 MAX_LINE = 1 << 20  # the reader's own limit is 2 MB; longer lines are rejected here
 KEEP = 1 << 16  # characters of a quarantined line kept in raw_line
+REJECT_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in REJECT_COLUMNS])
+BATCH = 65_536  # rows of rejects held at a time
 SIDE_SCHEMA = pa.schema([("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()),
                          ("raw_line", pa.string())])
 _BYTES_NL = re.compile(rb"\r\n|\r|\n")
@@ -135,6 +139,19 @@ class SideWriter:
         return self.rows
 
 
+def conform(batch: pa.RecordBatch | pa.Table, relpath: str) -> pa.Table:
+    """Rejects in the rejects' columns: the file's name, the columns the batch has, nulls for the rest."""
+    n, names = batch.num_rows, batch.schema.names
+    columns = [pa.repeat(pa.scalar(relpath), n) if f.name == "source_file" else
+               batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(n, f.type) for f in REJECT_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=REJECT_SCHEMA)
+
+
+def side_rejects(relpath: str, side: Path) -> Iterator[pa.Table]:
+    """Rejects found outside the reader (lines.SideWriter), in line order."""
+    return (conform(b, relpath) for b in pq.ParquetFile(side).iter_batches(BATCH))
+
+
 def merge_by_line(first: Iterable[pa.Table], second: Iterable[pa.Table]) -> Iterator[pa.Table]:
     """Two streams of rejects, each in line order, as one stream in line order; no line is in both."""
     a, b = (t for t in first if t.num_rows), (t for t in second if t.num_rows)
@@ -156,9 +173,9 @@ def _split(table: pa.Table, cut: int) -> tuple[pa.Table, pa.Table]:
     return table.slice(0, at), table.slice(at)
 
 
-def write_rejects(target: Path, schema: pa.Schema, tables: Iterable[pa.Table], rows: int) -> int:
-    """The tables into one zstd Parquet file, in row groups of about ``rows``; returns the rows written."""
-    written, pending = 0, []
+def write_rejects(target: Path, tables: Iterable[pa.Table], rows: int = BATCH) -> int:
+    """The rejects into one zstd Parquet file, in row groups of about ``rows``; returns the rows written."""
+    written, pending, schema = 0, [], REJECT_SCHEMA
     with pq.ParquetWriter(target, schema, compression="zstd") as writer:
         for table in tables:
             pending.append(table)

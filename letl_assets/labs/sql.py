@@ -3,11 +3,12 @@
 Values (file paths, the key pads, date bounds) are bound as parameters. Identifiers
 come from the header, which ``read_header`` validated, and are quoted here.
 
-Every query runs with ``preserve_insertion_order`` and holds no join or sort: a scan, filters,
-projections and the two per-file lookups below (``Scan.lookups``) keep the file's order in every
-thread, so a rerun writes the same bytes without sorting anything (DuckDB's hash joins emit
-rows in an order that varies between runs, measured). Memory stays bounded: the only state
-held besides the streams is the set of repeated records, 16 bytes each.
+Every query runs with ``preserve_insertion_order`` and holds no join or sort: scans, filters,
+projections and two Python lookups by record number (a record's line, the line it repeats) keep
+each file's order in every thread, so a rerun writes the same bytes without sorting anything
+(DuckDB's hash joins emit rows in an order that varies between runs, measured; its sort runs out
+of memory). Memory stays bounded: besides the streams, only the repeated records are held
+(16 bytes each), and the lines the reader could not split.
 """
 
 import uuid
@@ -21,12 +22,10 @@ import pyarrow.parquet as pq
 from duckdb.sqltypes import BIGINT, VARCHAR
 
 from .header import Header
-from .lines import merge_by_line
+from .lines import BATCH, conform, merge_by_line, side_rejects
 from .rules import BOUNDS, DETAIL, HMAC, PARSED, REASON, TYPED, date_bounds
-from .schema import DROP_COLUMNS, REJECT_COLUMNS, RESULT_COLUMNS, RESULT_TYPES, Reason
+from .schema import DROP_COLUMNS, RESULT_COLUMNS, RESULT_TYPES, Reason
 
-REJECT_SCHEMA = pa.schema([(c, pa.int64() if c == "line" else pa.string()) for c in REJECT_COLUMNS])
-BATCH = 65_536  # rows of rejects held at a time
 # The reader's buffer per thread; its default (32 MB) alone fills a small memory limit. It must
 # hold the longest line the reader takes (2 MB; longer ones are set aside by lines.normalize).
 CSV_BUFFER, MAX_LINE_SIZE = 8 << 20, 2 << 20  # set together, or DuckDB derives the line limit from the buffer
@@ -233,19 +232,6 @@ def published(con, scans: list[Scan]) -> str:
         FROM (SELECT file_row_number + 1 AS rn, * EXCLUDE (file_row_number)
               FROM read_parquet([{stages}], file_row_number = true, filename = true))
         WHERE reason IS NULL AND {udf}(filename, rn) = 0"""
-
-
-def conform(batch: pa.RecordBatch | pa.Table, relpath: str) -> pa.Table:
-    """Rejects in the rejects' columns: the file's name, the columns the batch has, nulls for the rest."""
-    n, names = batch.num_rows, batch.schema.names
-    columns = [pa.repeat(pa.scalar(relpath), n) if f.name == "source_file" else
-               batch.column(f.name).cast(f.type) if f.name in names else pa.nulls(n, f.type) for f in REJECT_SCHEMA]
-    return pa.Table.from_arrays(columns, schema=REJECT_SCHEMA)
-
-
-def side_rejects(relpath: str, side: Path) -> Iterator[pa.Table]:
-    """Rejects found outside the reader (lines.SideWriter), in line order."""
-    return (conform(b, relpath) for b in pq.ParquetFile(side).iter_batches(BATCH))
 
 
 class Quarantined:
