@@ -11,10 +11,8 @@ from typing import Callable, Iterator
 from .labs.drops import FIRST_MONTH, current_month
 from .lake.errors import InProgress, InvalidInput, NotFound
 from .lake.lake import Lake
+from .range_runs import blamed_months, execute, failure_reason, lake_failure, month_runs, span
 from .report import month_problem
-
-# Progress lines and warnings on the console; step-level DEBUG events stay in the Dagster UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 # Lock files this process holds, with their depth: `letl run` takes the lock around its whole
 # work and run_months takes it again, so the inner take must not wait for the outer one.
@@ -67,29 +65,6 @@ def ensure_dagster_home(home: Path) -> Path:
     return path
 
 
-def failure_reason(result) -> str:
-    """The first real cause of a failed run, one line: a blocking check's verdict, the Failure an
-    asset raised, or the innermost exception (ingest errors name file, line and problem only)."""
-    for check in result.get_asset_check_evaluations():
-        if not check.passed and check.blocking:
-            return _one_line(f"check {check.check_name} failed: {check.description or 'see its metadata'}")
-    for event in result.get_step_failure_events():
-        data = event.step_failure_data
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            return _one_line(data.user_failure_data.description)
-        error = data.error
-        while error is not None and error.cause is not None:
-            error = error.cause
-        if error is not None:  # "pkg.module.Error: text" -> "Error: text"
-            text = error.message.split(": ", 1)[-1]
-            return _one_line(f"{error.cls_name}: {text}" if error.cls_name else error.message)
-    return "the run failed; its events are in the Dagster UI"
-
-
-def _one_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
-
-
 def parse_months(months: list[str]) -> list[str]:
     """'2024-3', '2024-03', '2024-03-01' and ranges '2024-01..2024-06' -> sorted, distinct partition keys."""
     def month(part: str, text: str) -> tuple[int, int]:
@@ -113,67 +88,6 @@ def parse_months(months: list[str]) -> list[str]:
     return sorted(keys)
 
 
-# Drop bytes one run may take on: a run's outputs wait in staging until its end, and a failure
-# discards its work. At ~1 minute of ingest per GB, the ~1.5 s a run costs is still negligible.
-RUN_BYTES = 1_000_000_000
-
-
-def month_runs(partitions: list[str], sizes: dict[str, int] | None = None,
-               max_bytes: int = RUN_BYTES) -> list[list[str]]:
-    """The partitions as runs of consecutive months: a range run covers every month between its ends,
-    so it may only span months that are to be built (2005-01 and 2024-03 are two runs). With the
-    months' drop sizes, a run also ends before it would take on more than max_bytes."""
-    sizes = sizes or {}
-    runs: list[list[str]] = []
-    taken = 0
-    for partition in sorted(partitions):
-        size = sizes.get(partition, 0)
-        if runs and _next_month(runs[-1][-1]) == partition and taken + size <= max_bytes:
-            runs[-1].append(partition)
-            taken += size
-        else:
-            runs.append([partition])
-            taken = size
-    return runs
-
-
-def _next_month(partition: str) -> str:
-    y, m = int(partition[:4]), int(partition[5:7])
-    return f"{y + m // 12:04d}-{m % 12 + 1:02d}-01"
-
-
-def blamed_months(result) -> dict[str, str]:
-    """The months a failed run names as its cause, with their reasons: a blocking check that failed
-    for a month, or a Failure an asset raised naming its month (``labs.FAILED_PARTITION``)."""
-    from .assets.labs import FAILED_PARTITION
-
-    blamed: dict[str, str] = {}
-    for check in result.get_asset_check_evaluations():
-        if not check.passed and check.blocking and check.partition:
-            blamed.setdefault(check.partition, _one_line(
-                f"check {check.check_name} failed: {check.description or 'see its metadata'}"))
-    for event in result.get_step_failure_events():
-        failure = event.step_failure_data.user_failure_data
-        if failure is not None and FAILED_PARTITION in failure.metadata:
-            partition = str(failure.metadata[FAILED_PARTITION].value)
-            blamed.setdefault(partition, _one_line(failure.description or "the month failed"))
-    return blamed
-
-
-def _span(batch: list[str]) -> str:
-    return f"{batch[0][:7]}..{batch[-1][:7]}"
-
-
-def _execute(job, instance, batch: list[str]):
-    """One Dagster run over the batch: a single partition, or a range that the single-run backfill
-    policy of the lab assets builds in one run (the tags are how Dagster's own `asset materialize
-    --partition-range` asks for it)."""
-    if len(batch) == 1:
-        return job.execute_in_process(partition_key=batch[0], instance=instance, raise_on_error=False, run_config=QUIET)
-    tags = {"dagster/asset_partition_range_start": batch[0], "dagster/asset_partition_range_end": batch[-1]}
-    return job.execute_in_process(tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
-
-
 def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print) -> list[dict]:
     """Materialize labs_job for each month with drops that is not current; one record per month.
 
@@ -185,7 +99,8 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
     A run that fails is split so that one broken month does not discard the others: the months it
     names as failed (a blocking check, a Failure naming its month) are reported with their reason and
     the rest run again without them; when it names none, each half runs again on its own, down to
-    single months, whose failure is then the month's own.
+    single months, whose failure is then the month's own. A failure of the lake's storage fails
+    every month of the run at once.
     """
     import dagster as dg
 
@@ -213,8 +128,8 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
             if reason:
                 outcomes[partition]["reason"] = reason
                 line += f": {reason}"
-            span = f", one run for {len(batch)} months {_span(batch)}" if len(batch) > 1 else ""
-            log(f"{line} (run {run_id}{span})")
+            shared = f", one run for {len(batch)} months {span(batch)}" if len(batch) > 1 else ""
+            log(f"{line} (run {run_id}{shared})")
 
         todo = []
         for partition in wanted:
@@ -230,14 +145,15 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
         while queue:
             batch = queue.pop(0)
             started = time.perf_counter()
-            result = _execute(job, instance, batch)
+            result = execute(job, instance, batch)
             seconds = time.perf_counter() - started
             if result.success:
                 for partition in batch:
                     settle(partition, "ok", seconds, batch, result.run_id)
                 continue
-            if len(batch) == 1:
-                settle(batch[0], "FAILED", seconds, batch, result.run_id, failure_reason(result))
+            if len(batch) == 1 or lake_failure(result):
+                for partition in batch:
+                    settle(partition, "FAILED", seconds, batch, result.run_id, failure_reason(result))
                 continue
             blamed = {p: reason for p, reason in blamed_months(result).items() if p in batch}
             for partition, reason in blamed.items():
@@ -245,7 +161,7 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
             rest = [p for p in batch if p not in blamed]
             halves = [rest] if blamed else [rest[: len(rest) // 2], rest[len(rest) // 2:]]
             if rest:
-                log(f"{_span(batch)}: the run failed ({failure_reason(result)}); " + (
+                log(f"{span(batch)}: the run failed ({failure_reason(result)}); " + (
                     f"building its other {len(rest)} month(s) again without the failed one(s)" if blamed
                     else "building each half again on its own to find the month that fails"))
             queue[:0] = [run for half in halves for run in month_runs(half, sizes)]

@@ -12,7 +12,8 @@ from letl_assets.cli import main
 from letl_assets.labs.drops import scan_landing
 from letl_assets.labs.sample import write_drop
 from letl_assets.lake.lake import Lake
-from letl_assets.local_run import month_runs, run_months
+from letl_assets.local_run import run_months
+from letl_assets.range_runs import month_runs
 from letl_assets.report import (
     REJECTS,
     RESULTS,
@@ -259,3 +260,13 @@ def test_a_month_failing_its_blocking_check_is_reported_and_the_others_rerun_wit
         if partition != "2024-02-01":
             assert_published(lake, letl_env["landing"], partition)
     assert lake.latest(SUMMARY, "2024-02-01") is None  # the blocking check kept its summary from being built
+
+
+def test_a_full_lake_fails_every_month_of_the_run_at_once(letl_env, five_months, monkeypatch):
+    for tier in ("PMEM", "SSD", "HDD"):
+        monkeypatch.setenv(f"LETL_TIER_{tier}_QUOTA", "1KB")
+    outcomes = quiet()
+    assert [o["status"] for o in outcomes] == ["FAILED"] * 5
+    assert all(o["reason"].startswith("NoRoom: no tier among") for o in outcomes)
+    assert len({o["run_id"] for o in outcomes}) == 1  # not split: every month would fail alike
+    assert Lake.from_env().catalog.list_versions() == []
