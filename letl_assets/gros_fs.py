@@ -12,12 +12,15 @@ Paths (a URI without ``gros://``) name either one version, which is a file, or s
 (no partition on a partitioned asset, or ``?partition=*``), which is a directory holding one
 pseudo-file per selected version, ``{directory}/partition={P}.{format}`` (gros_paths.py).
 
-Every read is logged in the catalog's access log with kind ``gros``, user and host. The calls of
-one read share one resolution (one catalog query) and one audit transaction (gros_reads.py);
-a dataset whose partitions differ in columns warns and offers the union (gros_schema.py). Restricted
-datasets (see lake/access.py) are read only by the user names in ``LETL_STEWARDS``; a refusal is
-an AccessDenied (a PermissionError), audited in the query log with kind ``gros-refused``. The
-strict parser (lake/uri.py) is the only door: a chained URL (``gros://x::y``) is refused
+Every read is logged in the catalog's access log with kind ``gros``, user and host, before its
+first file is handed out. The calls of one read share one resolution (one catalog query) and one
+audit transaction. Structure, never timing, decides where a read begins: a new pyarrow handler
+(one pandas/pyarrow call), a listing (each DuckDB glob), or an open that no listing covers (a
+file never listed, or opened again once its listing opened it: gros_reads.py). A listing alone
+writes no row, as it opens no file. A dataset whose partitions differ in columns warns and offers
+the union (gros_schema.py). Restricted datasets (see lake/access.py) are read only by the user
+names in ``LETL_STEWARDS``; a refusal is an AccessDenied (a PermissionError), audited in the query
+log with kind ``gros-refused``. The strict parser (lake/uri.py) is the only door: a chained URL (``gros://x::y``) is refused
 before fsspec can hand us its first link. A write goes to a staging file (gros_write.py) and
 becomes a version only when the file is closed without error.
 """
@@ -101,7 +104,7 @@ class GrosFileSystem(AbstractFileSystem):
         self._lake = lake
         # What the explorer shows and to whom; a dataset that declares nothing stays restricted.
         self.dataset = {k: v for k, v in (("access", access), ("description", description)) if v}
-        self._reads = Reads(self._resolve)
+        self._reads = Reads(self._resolve, self)
 
     @property
     def lake(self):
@@ -135,29 +138,22 @@ class GrosFileSystem(AbstractFileSystem):
         return resolution, is_dir
 
     def _select(self, path: str, starts: bool = False) -> tuple[Read, list, bool]:
-        """(read, versions, is_directory) for a path; GrosNotFoundError when nothing matches,
-        AccessDenied (audited) when the caller may not read what it selects."""
+        """(read, versions, is_directory) for a metadata call (info, exists, ...); GrosNotFoundError when
+        nothing matches, AccessDenied (audited) when the caller may not read what it selects."""
         top, partition = split_ref(path)
-        read = self._reads.get(top, child=partition is not None, starts=starts)
-        if partition is None:
-            return read, list(read.served), read.is_dir
-        version = read.by_partition.get(partition)
-        if version is None or not read.is_dir:
-            # Not among the directory's pseudo-files: resolve it alone, for the exact reason.
-            read = self._reads.get(top.with_partition(partition))
-            return read, list(read.served), False
-        return read, [version], False
+        return self._reads.about(top, partition, starts=starts)
 
     def _listing(self, path: str) -> tuple[Read, list, bool]:
-        read, versions, is_dir = self._select(path)
-        read.listed = read.listed or is_dir
-        return read, versions, is_dir
+        """ls/glob/find: a new read, resolved afresh (gros_reads.py)."""
+        top, partition = split_ref(path)
+        return self._reads.listing(top, partition)
 
     def unified_schema(self, path):
         """The union of the columns of every Parquet version a path serves (gros_schema.py): pass it as
         ``schema=`` to pyarrow or pandas so that partitions written before a column existed read as
-        nulls instead of hiding the column. Reads footers, not rows; checked like a listing."""
-        _, versions, _ = self._select(path)
+        nulls instead of hiding the column. Reads footers, not rows (no audit row); resolved afresh and
+        checked like a listing."""
+        _, versions, _ = self._listing(path)
         return unified_schema(self.lake, versions, f"{SCHEME}{self._strip_protocol(path)}")
 
     @staticmethod
@@ -285,17 +281,15 @@ class GrosFileSystem(AbstractFileSystem):
             return GrosWriteFile(self.lake, ref_of(path), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
-        read, versions, is_dir = self._select(path)
+        top, partition = split_ref(path)
+        read, versions, is_dir = self._reads.for_open(top, partition)
         if is_dir:
             raise IsADirectoryError(
                 f"{SCHEME}{name} selects {len(versions)} versions (one per partition): "
                 "read it as a dataset (pd.read_parquet) or choose one with ?partition=P"
             )
         _collect_at_exit()
-        return self._open_version(read, versions[0])
-
-    def _open_version(self, read: Read, version):
         from letl_assets.lake.lake import current_user
 
         who = {"run_id": self.run_id, "step_key": self.step_key, "user": current_user(), "host": socket.gethostname()}
-        return open_version(self.lake, self._reads, read, version, ACCESS_KIND, who)
+        return open_version(self.lake, self._reads, read, versions[0], top, partition, ACCESS_KIND, who)

@@ -27,8 +27,8 @@ def strip_protocol(path: Any) -> str:
 
 
 def split_ref(path: Any) -> tuple[GrosRef, str | None]:
-    """(the ref of the top-level path, the partition of the pseudo-file inside it or None): every
-    pseudo-file of a directory shares the directory's resolution (gros_reads.py).
+    """(the ref of the top-level path, the partition of the pseudo-file inside it or None): a
+    pseudo-file stands for the version the listing that named it served (gros_reads.py).
     Callers pass the path as given: stripping it twice would forgive a second trailing '/'."""
     path = strip_protocol(path)
     head, sep, last = path.rpartition("/")
