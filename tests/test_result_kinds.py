@@ -39,6 +39,7 @@ CASES = [
     ("<=  5", LOCAL, (5.0, "<=", None, "<=  5")),
     (">1999", GLUCOSE, (1999.0, ">", None, ">1999")),  # some possible value is above it
     ("<=10", GLUCOSE, (10.0, "<=", None, "<=10")),  # it may be 10, the lowest possible
+    (">5", GLUCOSE, (5.0, ">", None, ">5")),  # a bound below the possible: physiological_bounds must not count it
     ("Positive", SARS, (None, None, "positive", "Positive")),
     ("POS", SARS, (None, None, "positive", "POS")),
     ("+", SARS, (None, None, "positive", "+")),

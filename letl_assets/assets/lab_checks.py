@@ -92,13 +92,19 @@ def physiological_bounds(context: dg.AssetCheckExecutionContext, lake: LakeResou
 
     def judge(partition: str) -> Verdict:
         version = the_lake.latest(asset_key_str(LAB_RESULTS), partition)
+        path = str(the_lake.local_path(version))
         with duckdb.connect() as con:
             con.execute("CREATE TEMP TABLE bounds(code VARCHAR, lo DOUBLE, hi DOUBLE)")
             con.executemany("INSERT INTO bounds VALUES (?, ?, ?)", bounds)
+            columns = {r[0] for r in con.execute("SELECT name FROM parquet_schema(?)", [path]).fetchall()}
+            # A censored value's number is a bound, not a measurement; months built before result kinds
+            # existed hold plain numbers only and have no comparator column.
+            plain = "r.result_comparator IS NULL" if "result_comparator" in columns else "true"
             rows = con.execute(
-                """SELECT b.code, count(*) FILTER (WHERE r.result_value NOT BETWEEN b.lo AND b.hi), count(r.result_value)
+                f"""SELECT b.code, count(*) FILTER (WHERE {plain} AND r.result_value NOT BETWEEN b.lo AND b.hi),
+                           count(r.result_value) FILTER (WHERE {plain})
                    FROM bounds b LEFT JOIN read_parquet(?) r ON r.test_code = b.code GROUP BY b.code ORDER BY b.code""",
-                [str(the_lake.local_path(version))],
+                [path],
             ).fetchall()
         outside = {code: n for code, n, _ in rows if n}
         return not outside, None, {"outside_bounds": outside, "checked_values": sum(total for *_, total in rows)}
