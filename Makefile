@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export LETL_HOME ?= $(CURDIR)/.letl
 export DAGSTER_HOME ?= $(LETL_HOME)/dagster
 
-.PHONY: run test ui explorer venv bench bench-explorer clean
+.PHONY: run test ui explorer venv bench bench-ingest bench-tiers bench-gros bench-explorer clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,17 @@ explorer: venv
 	$(BIN)/streamlit run explorer/app.py --server.address 127.0.0.1 --server.headless true \
 		--browser.gatherUsageStats false
 
-bench: venv
+# Each bench compares our path with the raw tool in the same run; its last line is one JSON object.
+bench: bench-ingest bench-tiers bench-gros bench-explorer
+
+bench-ingest: venv
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/explorer.py
+
+bench-tiers: venv
+	$(BIN)/python bench/tiers.py
+
+bench-gros: venv
+	$(BIN)/python bench/gros.py
 
 bench-explorer: venv
 	$(BIN)/python bench/explorer.py
