@@ -1,7 +1,7 @@
 """Runs over ranges of months: which months go in one Dagster run, how a range run is launched, and
 which months a failed run names as its cause."""
 
-from .lake.errors import NoRoom, TierUnavailable
+from .lake.errors import TierUnavailable
 
 # Progress lines and warnings on the console; step-level DEBUG events stay in the Dagster UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -54,12 +54,14 @@ def blamed_months(result) -> dict[str, str]:
 
 
 def lake_failure(result) -> bool:
-    """Whether the run failed on the lake's storage (full, or a tier down): every month would fail
-    alike, so splitting the run would only repeat the failure."""
+    """Whether the run failed because a tier is unreachable: every month would fail alike, so
+    splitting the run would only repeat the failure. A full lake is not such a failure: whether a
+    month fits depends on its size, so a run that hit NoRoom is split like any other, and a small
+    month still publishes beside one too big for the room left."""
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         while error is not None:
-            if error.cls_name in (NoRoom.__name__, TierUnavailable.__name__):
+            if error.cls_name == TierUnavailable.__name__:
                 return True
             error = error.cause
     return False

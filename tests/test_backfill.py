@@ -262,11 +262,39 @@ def test_a_month_failing_its_blocking_check_is_reported_and_the_others_rerun_wit
     assert lake.latest(SUMMARY, "2024-02-01") is None  # the blocking check kept its summary from being built
 
 
-def test_a_full_lake_fails_every_month_of_the_run_at_once(letl_env, five_months, monkeypatch):
+def test_a_month_too_big_for_the_room_left_fails_alone_and_the_small_ones_publish(letl_env, monkeypatch):
+    """Whether a month fits depends on its size: a NoRoom in a range run is split like any failure."""
+    for month, rows in (("2024-01", 50), ("2024-02", 60_000), ("2024-03", 50)):
+        drop(letl_env["landing"], "H001", month, rows=rows)
     for tier in ("PMEM", "SSD", "HDD"):
-        monkeypatch.setenv(f"LETL_TIER_{tier}_QUOTA", "1KB")
+        monkeypatch.setenv(f"LETL_TIER_{tier}_QUOTA", "400KB")
+    outcomes = {o["partition"]: o for o in quiet()}
+    assert outcomes["2024-02-01"]["status"] == "FAILED"
+    assert outcomes["2024-02-01"]["reason"].startswith("NoRoom: no tier among")
+    lake = Lake.from_env()
+    for partition in ("2024-01-01", "2024-03-01"):
+        assert outcomes[partition]["status"] == "ok"
+        assert_published(lake, letl_env["landing"], partition)
+    assert all(lake.latest(k, "2024-02-01") is None for k in (RESULTS, REJECTS, SUMMARY))
+    assert list(lake.config.staging.glob("*.parquet")) == []  # the failed tries left no rejects behind
+
+
+def test_a_failure_while_staging_a_range_leaves_nothing_in_staging(letl_env, five_months, monkeypatch):
+    """A disk error while the IO manager stages 2024-02's results: the months staged before it are
+    discarded, and the files it never took (later months, every month's rejects) are removed."""
+    real = Lake.stage_version
+
+    def stage_version(self, asset_key, data, **kwargs):
+        if asset_key == RESULTS and kwargs.get("partition") == "2024-02-01" and not failed:
+            failed.append(True)
+            raise OSError("simulated disk error while staging")
+        return real(self, asset_key, data, **kwargs)
+
+    failed: list[bool] = []
+    monkeypatch.setattr(Lake, "stage_version", stage_version)
     outcomes = quiet()
-    assert [o["status"] for o in outcomes] == ["FAILED"] * 5
-    assert all(o["reason"].startswith("NoRoom: no tier among") for o in outcomes)
-    assert len({o["run_id"] for o in outcomes}) == 1  # not split: every month would fail alike
-    assert Lake.from_env().catalog.list_versions() == []
+    assert failed and [o["status"] for o in outcomes] == ["ok"] * 5  # the split reruns heal it
+    lake = Lake.from_env()
+    for partition in five_months:
+        assert_published(lake, letl_env["landing"], partition)
+    assert list(lake.config.staging.glob("*.parquet")) == []

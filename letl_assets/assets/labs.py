@@ -98,10 +98,17 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     for partition, (_, good, rejected, _) in built.items():
         context.add_asset_metadata(good, asset_key=LAB_RESULTS, partition_key=partition)
         context.add_asset_metadata(rejected, asset_key=LAB_REJECTS, partition_key=partition)
-    yield dg.Output(ByPartition({p: b[0].good_path for p, b in built.items()}, {p: b[1] for p, b in built.items()}),
-                    output_name="lab_results")
-    yield dg.Output(ByPartition({p: b[0].rejects_path for p, b in built.items()}, {p: b[2] for p, b in built.items()}),
-                    output_name="lab_results_rejects")
+    try:
+        yield dg.Output(ByPartition({p: b[0].good_path for p, b in built.items()}, {p: b[1] for p, b in built.items()}),
+                        output_name="lab_results")
+        yield dg.Output(ByPartition({p: b[0].rejects_path for p, b in built.items()}, {p: b[2] for p, b in built.items()}),
+                        output_name="lab_results_rejects")
+    finally:
+        # Whatever the IO manager did not take (the first output failed to stage, so the rejects were
+        # never handed over) is removed now: staged files were moved away, and rejects hold raw values.
+        for report, *_ in built.values():
+            report.good_path.unlink(missing_ok=True)
+            report.rejects_path.unlink(missing_ok=True)
 
 
 def _month(context, the_lake, landing: LandingZone, key: bytes, partition: str) -> tuple:
