@@ -19,6 +19,7 @@ run: venv
 	$(BIN)/letl run
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 ui: venv
@@ -49,5 +50,5 @@ bench-explorer: venv
 # The pmem tier lives on /dev/shm, outside LETL_HOME: remove every tier directory first.
 clean:
 	-test -x $(BIN)/letl && $(BIN)/letl objectstore down
-	-test -x $(BIN)/python && $(BIN)/python -c "import shutil; from letl_assets.lake.config import LakeConfig; [shutil.rmtree(t.path, ignore_errors=True) for t in LakeConfig.resolve().tiers]"
+	-test -x $(BIN)/python && $(BIN)/python -c "import shutil; from letl.lake.config import LakeConfig; [shutil.rmtree(t.path, ignore_errors=True) for t in LakeConfig.resolve().tiers]"
 	rm -rf $(LETL_HOME)

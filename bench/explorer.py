@@ -109,14 +109,14 @@ def build_lake(rows: int, seed: int):
     """The temp lake (env already points at it): 12 monthly versions of labs/lab_results on ssd."""
     import duckdb
 
-    from letl_assets.lake.lake import Lake
+    from letl.lake.lake import Lake
 
     lake = Lake.from_env()
     per_month = [rows // 12 + (1 if i < rows % 12 else 0) for i in range(12)]
     versions = []
     gen = load = 0.0
     con = duckdb.connect()
-    for month, n in zip(MONTHS, per_month):
+    for month, n in zip(MONTHS, per_month, strict=False):
         staged = lake.staging_path()
         started = time.perf_counter()
         con.execute(month_sql(month, n, seed, staged))
@@ -211,7 +211,7 @@ def same(ours, raw, keys: list[str] | None) -> str | None:
 def bench(rows: int, repeat: int, seed: int, threads: int, memory_limit: str) -> dict:
     import duckdb
 
-    from explorer.service import Explorer, Settings
+    from letl.query.service import Explorer, Settings
 
     log(f"building the lake: {rows:,} rows in 12 monthly partitions")
     lake, versions, gen_s, load_s = build_lake(rows, seed)
@@ -259,7 +259,7 @@ def bench(rows: int, repeat: int, seed: int, threads: int, memory_limit: str) ->
                 if problem:
                     raise SystemExit(f"{name}: ours and raw ({variant}) disagree: {problem}")
             ours_t, bare_t, raw_t = [], [], {v: [] for v in q["raw"]}
-            for i in range(repeat):
+            for _ in range(repeat):
                 ours_t.append(run_ours(q["ours"])[0])
                 bare_t.append(run_bare(q["ours"]))
                 for variant, sql in q["raw"].items():
@@ -314,7 +314,7 @@ def bench(rows: int, repeat: int, seed: int, threads: int, memory_limit: str) ->
 
 def fixed_costs(ex, sql: str, repeat: int) -> dict:
     """Diagnostic: medians of the per-query steps of Explorer.run that do not depend on the data."""
-    from explorer.sql_guard import analyze
+    from letl.query.sql_guard import analyze
 
     estimate = ex.estimate_sql(sql)
     steps = {
@@ -329,7 +329,8 @@ def fixed_costs(ex, sql: str, repeat: int) -> dict:
             step()
             times.append(time.perf_counter() - started)
         out[name] = round(statistics.median(times) * 1e3, 2)
-    out["note"] = "Explorer.run parses hand-written SQL once (guard and the views it reads) and inserts one audit row per version read"
+    out["note"] = ("Explorer.run parses hand-written SQL once (guard and the views it reads) "
+                   "and inserts one audit row per version read")
     return out
 
 

@@ -37,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--months", type=int, default=24, help="monthly partitions (default 24)")
     parser.add_argument("--mb", type=float, default=300.0, help="approximate Parquet size of the dataset in MB (default 300)")
     parser.add_argument("--repeats", type=int, default=7, help="timed reads each way, alternating (default 7)")
-    parser.add_argument("--out", type=Path, default=HERE / "out" / "gros", help="where the bench lake lives (default bench/out/gros)")
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "gros",
+                        help="where the bench lake lives (default bench/out/gros)")
     parser.add_argument("--keep", action="store_true", help="reuse a lake built by an earlier run with the same sizes")
     return parser.parse_args(argv)
 
@@ -53,7 +54,7 @@ def build(out: Path, months: int, mb: float, keep: bool) -> None:
     for name in ("home", "pmem"):
         (out / name).mkdir(parents=True)
     _env(out)
-    from letl_assets.lake.lake import Lake
+    from letl.lake.lake import Lake
 
     lake = Lake.from_env()
     # Random doubles and ids barely compress: about 20 bytes a row on disk.
@@ -85,7 +86,7 @@ def main(argv=None) -> dict:
     import pyarrow.dataset as ds
     import sqlalchemy as sa
 
-    from letl_assets.gros_fs import current_lake
+    from letl.gros.fs import current_lake
 
     lake = current_lake()
     versions = [v for v in lake.catalog.list_versions(asset_key="bench/lab_results")]
@@ -121,7 +122,7 @@ def main(argv=None) -> dict:
             read()
             times[name].append(time.perf_counter() - started)
             cpu[name].append(time.process_time() - cpu_started)
-    ratios = sorted(g / d for g, d in zip(times["gros"], times["direct"]))
+    ratios = sorted(g / d for g, d in zip(times["gros"], times["direct"], strict=False))
     ratio = statistics.median(times["gros"]) / statistics.median(times["direct"])
     # On a shared machine wall time swings with other work; the CPU this process spends does less.
     cpu_ratio = statistics.median(cpu["gros"]) / statistics.median(cpu["direct"])

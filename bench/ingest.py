@@ -61,7 +61,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(),
 
 
 def make_drop(rows: int, files: int, seed: int) -> list[Path]:
-    from letl_assets.labs.sample import write_drop
+    from letl.labs.sample import write_drop
 
     landing = OUT / f"landing-{rows}-{files}-{seed}"
     paths = []

@@ -98,8 +98,8 @@ def pair(r: int, times: dict, base: tuple, ours: tuple) -> None:
 def one_round(r: int, data: Path, info, client, times: dict) -> None:
     from boto3.s3.transfer import TransferConfig
 
-    from letl_assets.lake.lake import Lake
-    from letl_assets.lake.moves import Mover
+    from letl.lake.lake import Lake
+    from letl.lake.moves import Mover
 
     lake = Lake.from_env()
     mover = Mover(lake)
@@ -147,8 +147,8 @@ def main() -> None:
     if args.mb < 1 or args.repeat < 1:
         parser.error("--mb and --repeat must be at least 1")
 
-    from letl_assets import objectstore as store
-    from letl_assets.objectstore import client_for
+    from letl.devstore import server as store
+    from letl.devstore.server import client_for
 
     data = make_data(args.mb)
     home = OUT / f"home-{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from letl_assets.lake.lake import current_user
+from letl.lake.lake import current_user
 
 
 @dataclass(frozen=True)

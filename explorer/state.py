@@ -4,11 +4,10 @@ import os
 
 import streamlit as st
 
-from letl_assets.lake.lake import Lake
-
-from .datasets import Dataset, at_tag, load_datasets, visible
-from .service import Explorer, Settings
-from .views import state_key
+from letl.lake.lake import Lake
+from letl.query.datasets import Dataset, at_tag, load_datasets, visible
+from letl.query.service import Explorer, Settings
+from letl.query.views import state_key
 
 
 @st.cache_resource

@@ -7,10 +7,9 @@ from pathlib import Path
 import pyarrow.csv as pa_csv
 import streamlit as st
 
-from letl_assets.lake.config import format_size
-
-from .scan import Estimate
-from .service import Explorer, Result
+from letl.lake.config import format_size
+from letl.query.scan import Estimate
+from letl.query.service import Explorer, Result
 
 
 def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -> bool:

@@ -2,15 +2,14 @@
 
 import dagster as dg
 
-from .assets import external, lab_checks, labs
-from .resources.deid import PseudonymKey
-from .resources.io_manager import TieredIOManager
-from .resources.landing import LandingZone
-from .resources.tiers import LakeResource
-from .sensors import external as external_sensors
-from .sensors import freshness
-from .sensors import tiering
-from .sensors.landing import lab_drops_sensor
+from letl_assets.assets import external, lab_checks, labs
+from letl_assets.resources.deid import PseudonymKey
+from letl_assets.resources.io_manager import TieredIOManager
+from letl_assets.resources.landing import LandingZone
+from letl_assets.resources.tiers import LakeResource
+from letl_assets.sensors import external as external_sensors
+from letl_assets.sensors import freshness, tiering
+from letl_assets.sensors.landing import lab_drops_sensor
 
 lake = LakeResource()
 

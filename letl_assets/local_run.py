@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .labs.drops import FIRST_MONTH, current_month
-from .lake.errors import InProgress, InvalidInput, NotFound
-from .lake.lake import Lake
-from .range_runs import blamed_months, execute, failure_reason, lake_failure, month_runs, span
-from .report import month_problem
+from letl.cli.report import month_problem
+from letl.labs.drops import FIRST_MONTH, current_month
+from letl.lake.errors import InProgress, InvalidInput, NotFound
+from letl.lake.lake import Lake
+from letl_assets.range_runs import blamed_months, execute, failure_reason, lake_failure, month_runs, span
 
 # Lock files this process holds, with their depth: `letl run` takes the lock around its whole
 # work and run_months takes it again, so the inner take must not wait for the outer one.
@@ -104,13 +104,13 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
     """
     import dagster as dg
 
-    from .resources.landing import LandingZone
+    from letl_assets.resources.landing import LandingZone
 
     lake = Lake.from_env()
     with run_lock(lake.config.home, log):
         ensure_dagster_home(lake.config.home)
         instance = dg.DagsterInstance.get()  # creates the instance's tables: under the lock, never twice at once
-        from .definitions import defs
+        from letl_assets.definitions import defs
 
         by_month: dict[str, list[str]] = {}
         sizes: dict[str, int] = {}

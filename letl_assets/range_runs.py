@@ -1,7 +1,7 @@
 """Runs over ranges of months: which months go in one Dagster run, how a range run is launched, and
 which months a failed run names as its cause."""
 
-from .lake.errors import TierUnavailable
+from letl.lake.errors import TierUnavailable
 
 # Progress lines and warnings on the console; step-level DEBUG events stay in the Dagster UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -38,7 +38,7 @@ def _next_month(partition: str) -> str:
 def blamed_months(result) -> dict[str, str]:
     """The months a failed run names as its cause, with their reasons: a blocking check that failed
     for a month, or a Failure an asset raised naming its month (``labs.FAILED_PARTITION``)."""
-    from .assets.labs import FAILED_PARTITION
+    from letl_assets.assets.labs import FAILED_PARTITION
 
     blamed: dict[str, str] = {}
     for check in result.get_asset_check_evaluations():

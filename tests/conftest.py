@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from letl_assets.lake.lake import Lake
+from letl.lake.lake import Lake
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def lake(letl_env) -> Lake:
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory: pytest.TempPathFactory):
     """One real SeaweedFS S3 server for the whole session, on its own LETL_HOME."""
-    from letl_assets import objectstore as store
+    from letl.devstore import server as store
 
     home = tmp_path_factory.mktemp("objectstore") / "home"
     info = store.up(home)
@@ -51,8 +51,8 @@ def s3_backend(objectstore):
     """An S3Backend on a prefix no other test uses."""
     import uuid
 
-    from letl_assets.lake.s3 import S3Backend
-    from letl_assets.objectstore import client_for
+    from letl.devstore.server import client_for
+    from letl.storage.s3 import S3Backend
 
     return S3Backend(client_for(objectstore), objectstore.bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")
 
@@ -60,7 +60,7 @@ def s3_backend(objectstore):
 @pytest.fixture
 def lab_lake(letl_env) -> Lake:
     """Three months of sample drops from three hospitals, through the real labs_job."""
-    from letl_assets.labs.sample import generate_drops
+    from letl.labs.sample import generate_drops
     from letl_assets.local_run import run_months
 
     generate_drops(letl_env["landing"], months=3, hospitals=3, rows_per_file=400, seed=5)

@@ -5,10 +5,10 @@ from datetime import date
 import streamlit as st
 
 from explorer import state, ui
-from explorer.engine import QueryError
-from explorer.query_builder import Aggregate, Filter, OrderBy, Query
-from explorer.share import from_url_params, to_url_params
-from explorer.views import PARTITION_COLUMN
+from letl.query.engine import QueryError
+from letl.query.query_builder import Aggregate, Filter, OrderBy, Query
+from letl.query.share import from_url_params, to_url_params
+from letl.query.views import PARTITION_COLUMN
 
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT", "UINTEGER")
 TEMPORAL = ("DATE", "TIMESTAMP")

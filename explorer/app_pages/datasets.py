@@ -4,10 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from explorer import state
-from explorer.datasets import at_tag, history, lineage
-from explorer.query_builder import Query
-from explorer.share import to_url_params
-from letl_assets.lake.config import format_size
+from letl.lake.config import format_size
+from letl.query.datasets import at_tag, history, lineage
+from letl.query.query_builder import Query
+from letl.query.share import to_url_params
 
 viewer = st.session_state["viewer"]
 found = state.datasets(viewer.role)

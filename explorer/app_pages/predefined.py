@@ -4,9 +4,10 @@ from datetime import date
 
 import streamlit as st
 
-from explorer import library, state, ui
-from explorer.engine import QueryError
-from explorer.sql_guard import UnsafeSQL
+from explorer import state, ui
+from letl.query import library
+from letl.query.engine import QueryError
+from letl.query.sql_guard import UnsafeSQL
 
 viewer = st.session_state["viewer"]
 st.title("Predefined queries")

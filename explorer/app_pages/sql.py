@@ -3,8 +3,8 @@
 import streamlit as st
 
 from explorer import state, ui
-from explorer.engine import QueryError
-from explorer.sql_guard import UnsafeSQL, check_sql
+from letl.query.engine import QueryError
+from letl.query.sql_guard import UnsafeSQL, check_sql
 
 viewer = st.session_state["viewer"]
 st.title("SQL")

@@ -22,10 +22,10 @@ from typing import Mapping, Optional
 
 import dagster as dg
 
-from ..lake import names
-from ..lake.uri import parse
-from ..resources.io_manager import PIN, VersionFile
-from .labs import MONTHLY, MONTHLY_FRESHNESS, ON_UPSTREAM_CHANGE
+from letl.lake import names
+from letl.lake.uri import parse
+from letl_assets.assets.labs import MONTHLY, MONTHLY_FRESHNESS, ON_UPSTREAM_CHANGE
+from letl_assets.resources.io_manager import PIN, VersionFile
 
 GROUP = "external"
 

@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
-from ..labs.schema import IDENTIFIER_COLUMNS, KEY_TESTS, TESTS_BY_CODE
-from ..report import reconcile_problem
-from ..resources.io_manager import asset_key_str
-from ..resources.tiers import LakeResource
-from .labs import LAB_REJECTS, LAB_RESULTS, MONTHLY
+from letl.cli.report import reconcile_problem
+from letl.labs.schema import IDENTIFIER_COLUMNS, KEY_TESTS, TESTS_BY_CODE
+from letl_assets.assets.labs import LAB_REJECTS, LAB_RESULTS, MONTHLY
+from letl_assets.resources.io_manager import asset_key_str
+from letl_assets.resources.tiers import LakeResource
 
 # A check on a partitioned asset must share its partitions, or it loads every month
 # (see ../shared/STACK.md); Dagster 1.13 still labels that as a preview.

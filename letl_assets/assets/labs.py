@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from ..labs.drops import month_of_partition
-from ..lake import names
-from ..resources.deid import PseudonymKey
-from ..resources.io_manager import ACCESS, TIER_HINT, ByPartition, VersionFiles
-from ..resources.landing import LandingZone
-from ..resources.tiers import LakeResource
+from letl.labs.drops import month_of_partition
+from letl.lake import names
+from letl_assets.resources.deid import PseudonymKey
+from letl_assets.resources.io_manager import ACCESS, TIER_HINT, ByPartition, VersionFiles
+from letl_assets.resources.landing import LandingZone
+from letl_assets.resources.tiers import LakeResource
 
 LAB_TEAM = "team:lab-data"
 _PLAIN_COLUMN = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -113,7 +113,7 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
 
 def _month(context, the_lake, landing: LandingZone, key: bytes, partition: str) -> tuple:
     """One month's drops ingested into staging: (report, results metadata, rejects metadata, drops)."""
-    from ..labs.ingest import ingest_drops  # DuckDB loads with the step, not with the code location
+    from letl.labs.ingest import ingest_drops  # DuckDB loads with the step, not with the code location
 
     month = month_of_partition(partition)
     scan = landing.scan(month, settled=False)
@@ -199,6 +199,6 @@ def _changed_while_read(before, after) -> str | None:
 def lab_results_summary(results: VersionFiles) -> ByPartition:
     """Per hospital and test in each month: count, mean, min, max and abnormal rate, from that month's
     results version alone."""
-    from ..labs.summary import summarize
+    from letl.labs.summary import summarize
 
     return ByPartition({partition: summarize(file.path) for partition, file in results.items()})

@@ -9,10 +9,10 @@ import dagster as dg
 import pyarrow as pa
 from pydantic import PrivateAttr
 
-from ..lake.catalog import Version
-from ..lake.lake import Staged
-from ..lake.moves import failpoint
-from .tiers import LakeResource
+from letl.lake.catalog import Version
+from letl.lake.lake import Staged
+from letl.lake.moves import failpoint
+from letl_assets.resources.tiers import LakeResource
 
 TIER_HINT = "letl/tier"
 # Input metadata holding a gros:// URI with a tag: load that exact version instead of the latest.
@@ -48,7 +48,7 @@ class ByPartition:
 
 def _pinned_version(lake, uri: str, partition: str | None):
     """The version a pinned gros:// URI names for this partition, to reproduce an old result."""
-    from ..lake.uri import parse, resolve
+    from letl.lake.uri import parse, resolve
 
     ref = parse(uri)
     chosen = [v for v in resolve(lake, ref) if partition is None or v.partition == partition]
@@ -195,7 +195,7 @@ class TieredIOManager(dg.ConfigurableIOManager):
         if len(described) == 1:
             context.add_output_metadata(described[0])
         else:  # metadata an IO manager adds is stamped on every partition's materialization alike
-            context.add_output_metadata({"versions": {s.version.partition: d for s, d in zip(staged, described)}})
+            context.add_output_metadata({"versions": {s.version.partition: d for s, d in zip(staged, described, strict=False)}})
         return staged
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -240,7 +240,7 @@ class TieredIOManager(dg.ConfigurableIOManager):
             context.log.info(f"loaded {key}: " + "; ".join(f"{k}: {v}" for k, v in described.items()))
         wanted = context.dagster_type.typing_type
         if wanted is VersionFiles:
-            return VersionFiles({p: VersionFile(v, lake.local_path(v)) for p, v in zip(partitions, found)})
+            return VersionFiles({p: VersionFile(v, lake.local_path(v)) for p, v in zip(partitions, found, strict=False)})
         if wanted is VersionFile:
             if len(found) != 1:
                 raise ValueError(f"{key}: VersionFile inputs need exactly one partition, got {len(found)}")

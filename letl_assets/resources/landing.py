@@ -5,8 +5,8 @@ from typing import Optional
 
 import dagster as dg
 
-from ..labs.drops import Drop, LandingScan, find_drops, scan_landing
-from ..lake.sources import landing_root
+from letl.labs.drops import Drop, LandingScan, find_drops, scan_landing
+from letl.lake.sources import landing_root
 
 
 class LandingZone(dg.ConfigurableResource):

@@ -5,7 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ..lake.lake import Lake
+from letl.lake.lake import Lake
 
 
 class LakeResource(dg.ConfigurableResource):

@@ -12,8 +12,8 @@ from typing import Optional
 
 import dagster as dg
 
-from ..assets.external import EXTERNAL_DATASETS, ExternalDataset
-from ..resources.tiers import LakeResource
+from letl_assets.assets.external import EXTERNAL_DATASETS, ExternalDataset
+from letl_assets.resources.tiers import LakeResource
 
 SEP = "|"
 

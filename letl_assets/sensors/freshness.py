@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from ..assets.external import MY_DATASET_SUMMARY
-from ..assets.labs import LAB_SUMMARY, MONTHLY_WINDOW
-from ..lake.catalog import utcnow
-from ..resources.io_manager import asset_key_str
-from ..resources.tiers import LakeResource
+from letl.lake.catalog import utcnow
+from letl_assets.assets.external import MY_DATASET_SUMMARY
+from letl_assets.assets.labs import LAB_SUMMARY, MONTHLY_WINDOW
+from letl_assets.resources.io_manager import asset_key_str
+from letl_assets.resources.tiers import LakeResource
 
 # The assets that carry a FreshnessPolicy, with the same window.
 WATCHED = {LAB_SUMMARY: MONTHLY_WINDOW, MY_DATASET_SUMMARY: MONTHLY_WINDOW}

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import dagster as dg
 
-from ..assets.labs import LAB_DROPS, lab_results
-from ..resources.landing import LandingZone
+from letl_assets.assets.labs import LAB_DROPS, lab_results
+from letl_assets.resources.landing import LandingZone
 
 
 @dg.sensor(

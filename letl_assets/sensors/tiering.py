@@ -10,10 +10,10 @@ tier, the reason and the version id, so moves show up on the asset's page.
 
 import dagster as dg
 
-from ..lake.errors import LetlError, one_line
-from ..lake.moves import MoveResult, Mover
-from ..lake.policy import ApplyError, PlannedMove, apply, plan, plan_key
-from ..resources.tiers import LakeResource
+from letl.lake.errors import LetlError, one_line
+from letl.lake.moves import Mover, MoveResult
+from letl.lake.policy import ApplyError, PlannedMove, apply, plan, plan_key
+from letl_assets.resources.tiers import LakeResource
 
 PLAN_KEY_TAG = "letl/plan_key"
 POLICY_OP = "apply_tier_policy"
@@ -66,7 +66,7 @@ def apply_tier_policy(context: dg.OpExecutionContext, config: TierPolicyConfig, 
     try:
         apply(the_lake, planned, prefix, on_move=lambda m, r: context.log_event(_observation(m, r)))
     except ApplyError as exc:
-        raise dg.Failure(description=str(exc), metadata={"applied": len(exc.results), "failed": len(exc.failures)})
+        raise dg.Failure(description=str(exc), metadata={"applied": len(exc.results), "failed": len(exc.failures)}) from exc
 
 
 @dg.job(executor_def=dg.in_process_executor, description="Apply the tier policy: watermarks, idle, promotion, superseded.")
@@ -81,7 +81,7 @@ def move_version(context: dg.OpExecutionContext, config: TierMoveConfig, lake: L
     try:
         result = Mover(the_lake).move(config.version_id, config.to_tier, config.request_id)
     except (LetlError, ValueError) as exc:
-        raise dg.Failure(description=f"move of {config.version_id} to {config.to_tier} refused: {one_line(exc)}")
+        raise dg.Failure(description=f"move of {config.version_id} to {config.to_tier} refused: {one_line(exc)}") from exc
     note = " (repeated request: nothing done)" if result.repeated else ""
     context.log.info(f"{result.request_id}: {result.version_id} {result.src_tier} -> {result.dst_tier}: {result.state}{note}")
     move = PlannedMove(version.version_id, version.asset_key, version.partition, result.src_tier, result.dst_tier,

@@ -1,0 +1,296 @@
+"""`letl tier ...`: list tiers, their usage, move versions between them, and repair."""
+
+import sys
+import uuid
+
+# Refusals are raised, not printed here: `letl` (cli.main) turns every LetlError into one line on
+# stderr and the exit code from the error table in lake/errors.py, as the API turns it into a status.
+
+
+def _lake():
+    from letl.lake.lake import Lake
+
+    return Lake.from_env()
+
+
+def cmd_ls(args) -> int:
+    from letl.cli.report import dumps, human_bytes, table
+
+    lake = _lake()
+    used = lake.tier_usage()
+    counts: dict[str, int] = {}
+    for v in lake.catalog.list_versions():
+        counts[v.tier] = counts.get(v.tier, 0) + 1
+    rows = [
+        {
+            "tier": name,
+            "rank": tier.spec.rank,
+            "location": tier.spec.location,
+            "quota": tier.spec.quota_bytes or None,
+            "used": used.get(name, 0),
+            "versions": counts.get(name, 0),
+        }
+        for name, tier in lake.tiers.items()
+    ]
+    if args.json:
+        print(dumps(rows))
+        return 0
+    for row in rows:
+        row["quota"] = human_bytes(row["quota"]) if row["quota"] else "none"
+        row["used"] = human_bytes(row["used"])
+    print(table(rows, ["tier", "rank", "location", "quota", "used", "versions"]))
+    return 0
+
+
+def cmd_move(args) -> int:
+    from letl.cli.report import dumps
+    from letl.lake.errors import NotFound
+    from letl.lake.moves import Mover
+
+    lake = _lake()
+    if args.version:
+        targets = [args.version]
+    else:
+        latest = lake.catalog.latest_ids()
+        targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
+                   if v.version_id in latest]
+        if not targets:
+            raise NotFound(f"no latest version of {args.asset!r}"
+                           f"{' partition ' + args.partition if args.partition else ''} on branch {lake.branch!r}")
+    request_id = args.request_id or uuid.uuid4().hex
+    mover, results = Mover(lake), []
+    for version_id in targets:
+        rid = request_id if len(targets) == 1 else f"{request_id}/{version_id}"
+        results.append(mover.move(version_id, args.to, rid).as_dict())
+    if args.json:
+        print(dumps(results))
+    for r in [] if args.json else results:
+        note = " (repeated request: nothing done)" if r["repeated"] else ""
+        print(f"{r['request_id']}: {r['version_id']} {r['src_tier']} -> {r['dst_tier']}: {r['state']}{note}")
+    return 0
+
+
+def cmd_usage(args) -> int:
+    """Catalogued bytes against quota and watermarks, and what the backend itself holds (orphans included)."""
+    from letl.cli.report import dumps, human_bytes, table
+
+    lake = _lake()
+    used = lake.tier_usage()
+    rows = []
+    for name, tier in lake.tiers.items():
+        problem = tier.unavailable()
+        quota = tier.spec.quota_bytes
+        rows.append({
+            "tier": name,
+            "catalogued": used.get(name, 0),
+            "stored": None if problem else tier.backend.usage(),
+            "quota": quota or None,
+            "percent_of_quota": round(100 * used.get(name, 0) / quota, 1) if quota else None,
+            "high_watermark": tier.spec.high_watermark,
+            "available": not problem,
+            "problem": problem,
+        })
+    if args.json:
+        print(dumps(rows))
+        return 0
+    shown = [{**r, "catalogued": human_bytes(r["catalogued"]),
+              "stored": "?" if r["stored"] is None else human_bytes(r["stored"]),
+              "quota": human_bytes(r["quota"]) if r["quota"] else "none",
+              "percent_of_quota": "-" if r["percent_of_quota"] is None else f"{r['percent_of_quota']}%"} for r in rows]
+    print(table(shown, ["tier", "catalogued", "stored", "quota", "percent_of_quota", "available"]))
+    for r in rows:
+        if r["problem"]:
+            print(r["problem"])
+    return 0
+
+
+def cmd_write(args) -> int:
+    from letl.cli.report import dumps
+    from letl.lake.moves import Mover
+
+    request_id = args.request_id or uuid.uuid4().hex
+    result = Mover(_lake()).write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
+    if args.json:
+        print(dumps(result.as_dict()))
+    else:
+        note = " (repeated request: nothing done)" if result.repeated else ""
+        print(f"{result.request_id}: {args.source} -> {args.dataset} version {result.version_id} on {result.dst_tier}{note}")
+    return 0
+
+
+def cmd_fsck(args) -> int:
+    """Exit 1 if the catalog points at missing objects, else the error table's code for an
+    unreachable tier if one could not be checked, else 0."""
+    from letl.cli.report import dumps
+    from letl.lake.errors import TierUnavailable, exit_code
+    from letl.lake.fsck import fsck
+
+    report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
+    if args.json:
+        print(dumps(report))
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for request_id, outcome in report["moves"].items():
+            print(f"interrupted request {request_id}: {outcome}")
+        for request_id in report["live"]:
+            print(f"live request {request_id}: its owner is still running; left alone")
+        print(f"orphans {verb}: {len(report['orphans'])}")
+        for orphan in report["orphans"]:
+            print(f"  {orphan}")
+        print(f"young objects kept (may belong to a live writer): {len(report['kept_young'])}")
+        print(f"temp leftovers removed: {report['temp_removed']}; staging leftovers removed: "
+              f"{report['staging_removed']}")
+        for missing in report["missing"]:
+            print(f"MISSING: catalog points at {missing}, which is not there")
+        for name, problem in report["unreachable"].items():
+            print(f"UNREACHABLE: tier {name} was not checked: {problem}")
+    if report["missing"]:
+        return 1
+    return exit_code(TierUnavailable()) if report["unreachable"] else 0
+
+
+def cmd_objectstore(args) -> int:
+    from letl.cli.report import dumps
+    from letl.devstore import server as objectstore
+    from letl.lake.config import LakeConfig
+
+    home = LakeConfig.resolve().home
+    if args.action == "up":
+        try:
+            info = objectstore.up(home)
+        except objectstore.ObjectStoreUnavailable as exc:
+            print(f"object store unavailable: {exc}", file=sys.stderr)
+            return 1
+        print(f"object store up: {info.endpoint} bucket {info.bucket} (pid {info.pid}); tier 'cortx' uses it")
+    elif args.action == "down":
+        print("object store stopped" if objectstore.down(home) else "object store was not running")
+    else:
+        state = objectstore.status(home)
+        print(dumps(state) if args.json else "\n".join(f"{k}: {v}" for k, v in state.items()))
+        return 0 if state.get("running") else 1
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """The tier policy's planned moves with reasons; with --apply, make them."""
+    from letl.cli.report import dumps, human_bytes, table
+    from letl.lake.errors import Conflict, exit_code
+    from letl.lake.policy import ApplyError, apply, plan, plan_key
+
+    lake = _lake()
+    planned = plan(lake)
+    rows = [m.as_dict() for m in planned]
+    if args.apply and planned:
+        prefix = f"policy:{plan_key(lake, planned)}"
+        try:
+            results, failures = apply(lake, planned, prefix), []
+        except ApplyError as exc:
+            results, failures = exc.results, exc.failures
+        done = {r.version_id: r for r in results}
+        failed = {m.version_id: str(exc) for m, exc in failures}
+        for row in rows:
+            r = done.get(row["version_id"])
+            row.update({"request_id": r.request_id, "state": r.state, "repeated": r.repeated} if r else
+                       {"state": "failed", "error": failed.get(row["version_id"])})
+    if args.json:
+        print(dumps(rows))
+    elif not rows:
+        print("tier policy: nothing to move")
+    else:
+        for row in rows:
+            row["move"] = f"{row['src_tier']} -> {row['dst_tier']}"
+            row["bytes"] = human_bytes(row["bytes"])
+        print(table(rows, ["asset_key", "partition", "version_id", "move", "bytes", "reason"]
+                    + (["state"] if args.apply else [])))
+        print(f"{len(rows)} move(s) {'applied' if args.apply else 'planned; nothing moved (use --apply to move)'}")
+    return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
+
+
+def cmd_serve(args) -> int:
+    """`letl serve`: the tiering service's HTTP API (letl.api.app) on uvicorn."""
+    import os
+
+    if not os.environ.get("LETL_API_TOKEN"):
+        print("refusing to start: set LETL_API_TOKEN to the bearer token clients must send, e.g.\n"
+              "  export LETL_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+              file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from letl.api.app import MIN_TOKEN_LENGTH, create_app
+
+    if len(os.environ["LETL_API_TOKEN"]) < MIN_TOKEN_LENGTH:  # a short token can be guessed over the network
+        print(f"refusing to start: LETL_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; make one with "
+              "python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
+        return 2
+
+    print(f"LETL API on http://{args.host}:{args.port} (bearer token: LETL_API_TOKEN)", file=sys.stderr)
+    uvicorn.run(create_app(), host=args.host, port=args.port)
+    return 0
+
+
+def non_negative_seconds(text: str) -> float:
+    """A non-negative, finite number of seconds (argparse turns the ValueError into a usage error)."""
+    import math
+
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def add_commands(sub) -> None:
+    store = sub.add_parser("objectstore", help="the local S3 server (SeaweedFS) behind the 'cortx' tier")
+    store.add_argument("action", choices=["up", "down", "status"])
+    store.add_argument("--json", action="store_true", help="machine-readable status")
+    store.set_defaults(func=cmd_objectstore)
+
+    tier = sub.add_parser("tier", help="storage tiers: list, move versions, repair").add_subparsers(
+        dest="tier_command", required=True
+    )
+    ls = tier.add_parser("ls", help="tiers with rank, location, quota, bytes used and versions")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=cmd_ls)
+
+    mv = tier.add_parser("move", help="move a version (or an asset's latest versions) to another tier, verified")
+    what = mv.add_mutually_exclusive_group(required=True)
+    what.add_argument("--version", help="a version id (see letl lake ls)")
+    what.add_argument("--asset", help="an asset key: its latest version(s) on this branch")
+    mv.add_argument("--partition", help="with --asset: only this partition")
+    mv.add_argument("--to", required=True, help="destination tier")
+    mv.add_argument("--request-id", help="idempotency key: repeating it returns the first result (default: new)")
+    mv.add_argument("--json", action="store_true", help="machine-readable output")
+    mv.set_defaults(func=cmd_move)
+
+    us = tier.add_parser("usage", help="bytes per tier: catalogued, stored, quota and watermark")
+    us.add_argument("--json", action="store_true", help="machine-readable output")
+    us.set_defaults(func=cmd_usage)
+
+    wr = tier.add_parser("write", help="bring an outside file into the lake as a new version on one tier")
+    wr.add_argument("source", help="a local file path or file:// URL")
+    wr.add_argument("dataset", help="the dataset, e.g. team.my_dataset or team/my_dataset")
+    wr.add_argument("--to", required=True, help="the tier to write to")
+    wr.add_argument("--partition", help="partition key, if the dataset is partitioned")
+    wr.add_argument("--request-id", help="idempotency key: repeating it returns the first result (default: new)")
+    wr.add_argument("--json", action="store_true", help="machine-readable output")
+    wr.set_defaults(func=cmd_write)
+
+    fs = tier.add_parser("fsck", help="settle writes and moves whose owner is gone (live ones are left alone); "
+                         "remove orphans and temp and staging leftovers; exit 1 if objects are missing, "
+                         "7 if a tier could not be reached")
+    fs.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    fs.add_argument("--grace", type=non_negative_seconds, default=3600,
+                    help="leave objects younger than this many seconds (default 3600)")
+    fs.add_argument("--force", action="store_true", help="repair even when the catalog is empty")
+    fs.add_argument("--json", action="store_true", help="machine-readable output")
+    fs.set_defaults(func=cmd_fsck)
+
+    pl = tier.add_parser("plan", help="the tier policy's planned moves with reasons; --apply makes them")
+    pl.add_argument("--apply", action="store_true", help="apply the planned moves (default: only show them)")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    pl.set_defaults(func=cmd_plan)
+
+    srv = sub.add_parser("serve", help="the tiering service's HTTP API (needs LETL_API_TOKEN)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8700, help="port (default 8700)")
+    srv.set_defaults(func=cmd_serve)

@@ -1,0 +1,320 @@
+"""The tier placement policy (in the spirit of Alluxio's tiered store): plan, then apply.
+
+``plan`` reads the catalog and the access log and returns the moves the policy wants,
+each with a human reason, without moving anything. ``apply`` runs them through the
+``Mover`` (copy, verify, switch, delete) with request ids derived from the plan, so
+applying the same plan twice moves nothing the second time.
+
+The rules, in order; a version moves at most once per plan, and usage is projected as
+moves are planned, so a later rule sees the effect of the earlier ones:
+
+1. watermark: a tier above ``high_watermark x quota`` demotes its least recently used
+   versions (last access in the access log, else creation) to the next colder tier with
+   room, until its projected usage is below ``low_watermark x quota``;
+2. idle: a version idle longer than its tier's ``max_idle`` sinks to the next colder tier;
+3. promote: a version read at least ``promote_reads`` times within ``promote_window``
+   rises to the next hotter tier, if that tier stays under its high watermark;
+4. superseded: a version that is no longer the latest of its (asset, branch, partition),
+   and was superseded longer than ``superseded_retention`` ago, goes to the coldest tier.
+
+A destination must be available (``Tier.unavailable()`` is None) and have room under its
+quota (a quota of 0 means unlimited). Versions on an unavailable or unconfigured tier are
+left alone: they cannot be read to be moved. Moves keep version ids, so lineage, latest
+pointers and asset keys never change.
+"""
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import sqlalchemy as sa
+
+from letl.lake.catalog import Version, access_log, utcnow
+from letl.lake.config import format_size
+from letl.lake.errors import LetlError
+from letl.lake.moves import Mover, MoveResult
+
+log = logging.getLogger("letl.policy")
+
+DAY = 86400.0
+ENV_PREFIX = "LETL_POLICY_"
+RULES = ("watermark", "idle", "promote", "superseded")
+
+
+def _default_max_idle() -> dict[str, float | None]:
+    return {"pmem": 1 * DAY, "ssd": 30 * DAY, "hdd": None, "cortx": None}
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Seconds throughout. ``max_idle[tier]`` None (or a tier not listed): never idle out."""
+
+    max_idle: dict[str, float | None] = field(default_factory=_default_max_idle)
+    promote_reads: int = 3
+    promote_window: float = 1 * DAY
+    superseded_retention: float = 7 * DAY
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "PolicySettings":
+        """Defaults, overridden by ``LETL_POLICY_*``, read now (not at import).
+
+        ``LETL_POLICY_MAX_IDLE_<TIER>`` (e.g. ``LETL_POLICY_MAX_IDLE_SSD=14d``; ``none``: no limit),
+        ``LETL_POLICY_PROMOTE_READS``, ``LETL_POLICY_PROMOTE_WINDOW``,
+        ``LETL_POLICY_SUPERSEDED_RETENTION``. Durations: seconds, or a number with s/m/h/d/w.
+        """
+        env = os.environ if environ is None else environ
+        max_idle = _default_max_idle()
+        for name, value in env.items():
+            if name.startswith(ENV_PREFIX + "MAX_IDLE_"):
+                max_idle[name.removeprefix(ENV_PREFIX + "MAX_IDLE_").lower()] = parse_duration(value)
+        base = cls()
+        reads = env.get(ENV_PREFIX + "PROMOTE_READS")
+        window = env.get(ENV_PREFIX + "PROMOTE_WINDOW")
+        retention = env.get(ENV_PREFIX + "SUPERSEDED_RETENTION")
+        settings = cls(
+            max_idle=max_idle,
+            promote_reads=int(reads) if reads else base.promote_reads,
+            promote_window=_required(parse_duration(window), "PROMOTE_WINDOW") if window else base.promote_window,
+            superseded_retention=(
+                _required(parse_duration(retention), "SUPERSEDED_RETENTION") if retention else base.superseded_retention
+            ),
+        )
+        if settings.promote_reads < 1:
+            raise ValueError(f"{ENV_PREFIX}PROMOTE_READS must be at least 1, not {settings.promote_reads}")
+        return settings
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'3600', '90m', '12h', '30d', '2w' -> seconds; None, '', 'none', 'off', 'never' -> None."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    if text.strip().lower() in ("", "none", "off", "never"):
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (examples: 3600, 90m, 12h, 30d, none)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _required(value: float | None, what: str) -> float:
+    if value is None:
+        raise ValueError(f"{ENV_PREFIX}{what} needs a duration")
+    return value
+
+
+@dataclass(frozen=True)
+class PlannedMove:
+    version_id: str
+    asset_key: str
+    partition: str
+    src_tier: str
+    dst_tier: str
+    reason: str
+    bytes: int
+    rule: str = ""  # one of RULES
+    branch: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ApplyError(RuntimeError):
+    """Some planned moves failed; the others were applied. ``results`` holds the applied ones."""
+
+    def __init__(self, results: list[MoveResult], failures: list[tuple[PlannedMove, Exception]]):
+        self.results, self.failures = results, failures
+        detail = "; ".join(f"{m.version_id} -> {m.dst_tier}: {exc}" for m, exc in failures)
+        super().__init__(f"{len(failures)} of {len(results) + len(failures)} planned move(s) failed: {detail}")
+
+
+def plan(lake, settings: PolicySettings | None = None, now: datetime | None = None) -> list[PlannedMove]:
+    """The moves the policy wants now, with reasons; nothing is moved."""
+    settings = settings or PolicySettings.from_env()
+    now = _utc(now or utcnow())
+    names = list(lake.tiers)  # hot -> cold
+    available = {name: lake.tiers[name].unavailable() is None for name in names}
+    quota = {name: lake.tiers[name].spec.quota_bytes for name in names}
+    used = {name: 0 for name in names} | lake.tier_usage()
+    everything = lake.catalog.list_versions()
+    versions = [v for v in everything if v.tier in lake.tiers and available[v.tier]]
+    last_access, reads = _access_stats(lake, now, settings.promote_window)
+    last_used = {v.version_id: max(last_access.get(v.version_id, v.created_at), v.created_at) for v in versions}
+
+    planned: list[PlannedMove] = []
+    moved: set[str] = set()
+
+    def has_room(name: str, size: int) -> bool:
+        return available[name] and (quota[name] == 0 or used[name] + size <= quota[name])
+
+    def colder_with_room(version: Version) -> str | None:
+        start = names.index(version.tier) + 1
+        return next((n for n in names[start:] if has_room(n, version.bytes)), None)
+
+    def add(version: Version, dst: str, rule: str, reason: str) -> None:
+        planned.append(PlannedMove(version.version_id, version.asset_key, version.partition, version.tier, dst,
+                                   reason, version.bytes, rule, version.branch))
+        moved.add(version.version_id)
+        used[version.tier] -= version.bytes
+        used[dst] += version.bytes
+
+    # 1. Watermarks, hottest tier first, so that a demotion that fills the next tier is
+    #    followed there by that tier's own demotions (of other versions).
+    for name in names:
+        spec = lake.tiers[name].spec
+        if not available[name] or quota[name] <= 0 or used[name] <= spec.high_watermark * quota[name]:
+            continue
+        low = spec.low_watermark * quota[name]
+        reason = (f"{name} above high watermark ({used[name] / quota[name]:.0%} of "
+                  f"{format_size(quota[name])}): least recently used")
+        lru = sorted((v for v in versions if v.tier == name and v.version_id not in moved),
+                     key=lambda v: (last_used[v.version_id], v.version_id))
+        for version in lru:
+            if used[name] < low:
+                break
+            dst = colder_with_room(version)
+            if dst is not None:
+                idle = _human_duration((now - last_used[version.version_id]).total_seconds())
+                add(version, dst, "watermark", f"{reason} (last used {idle} ago)")
+
+    # 2. Idle versions sink one tier colder.
+    for version in versions:
+        limit = settings.max_idle.get(version.tier)
+        if version.version_id in moved or limit is None:
+            continue
+        idle = (now - last_used[version.version_id]).total_seconds()
+        if idle > limit:
+            dst = colder_with_room(version)
+            if dst is not None:
+                add(version, dst, "idle",
+                    f"idle {_human_duration(idle)} on {version.tier} (max {_human_duration(limit)})")
+
+    # 3. Versions read often rise one tier, most read first, while the tier stays under its high watermark.
+    hot = sorted((v for v in versions if reads.get(v.version_id, 0) >= settings.promote_reads),
+                 key=lambda v: (-reads[v.version_id], -last_used[v.version_id].timestamp(), v.version_id))
+    for version in hot:
+        if version.version_id in moved:
+            continue
+        hotter = [n for n in names[:names.index(version.tier)] if available[n]]
+        if not hotter:
+            continue
+        dst = hotter[-1]
+        ceiling = lake.tiers[dst].spec.high_watermark * quota[dst]
+        if quota[dst] == 0 or used[dst] + version.bytes <= ceiling:
+            add(version, dst, "promote",
+                f"read {reads[version.version_id]} times in {_human_duration(settings.promote_window)}")
+
+    # 4. Superseded versions go to the coldest tier after the retention period.
+    latest = lake.catalog.latest_ids()
+    superseded_at = _superseded_at(everything, latest)
+    for version in versions:
+        when = superseded_at.get(version.version_id)
+        if version.version_id in moved or when is None:
+            continue
+        age = (now - when).total_seconds()
+        if age <= settings.superseded_retention:
+            continue
+        colder = [n for n in names[names.index(version.tier) + 1:] if has_room(n, version.bytes)]
+        if colder:
+            add(version, colder[-1], "superseded", f"superseded {_human_duration(age)} ago")
+    return planned
+
+
+def apply(
+    lake,
+    planned: list[PlannedMove],
+    request_prefix: str,
+    on_move: Callable[[PlannedMove, MoveResult], None] | None = None,
+) -> list[MoveResult]:
+    """Run the planned moves, each under the request id ``{prefix}:{version_id}:{dst_tier}``.
+
+    Re-applying the same plan with the same prefix repeats nothing (the Mover answers
+    with the first result, marked ``repeated``). A move that fails does not stop the
+    others; if any failed, ``ApplyError`` is raised at the end, carrying the results.
+    """
+    mover = Mover(lake)
+    results: list[MoveResult] = []
+    failures: list[tuple[PlannedMove, Exception]] = []
+    for move in planned:
+        request_id = request_id_for(request_prefix, move)
+        try:
+            result = mover.move(move.version_id, move.dst_tier, request_id)
+        except (LetlError, ValueError, OSError) as exc:  # one refused move does not stop the others
+            log.error("policy move %s of %s %s -> %s failed: %s (reason: %s)",
+                      request_id, move.asset_key, move.src_tier, move.dst_tier, exc, move.reason)
+            failures.append((move, exc))
+            continue
+        note = " (repeated request: nothing done)" if result.repeated else ""
+        log.info("policy move %s: %s %s %s -> %s: %s%s; %s", request_id, move.asset_key, move.version_id,
+                 result.src_tier, result.dst_tier, result.state, note, move.reason)
+        results.append(result)
+        if on_move is not None:
+            on_move(move, result)
+    if failures:
+        raise ApplyError(results, failures)
+    return results
+
+
+def request_id_for(prefix: str, move: PlannedMove) -> str:
+    return f"{prefix}:{move.version_id}:{move.dst_tier}"
+
+
+def plan_key(lake, planned: list[PlannedMove]) -> str:
+    """A digest of the plan and of its versions' move history.
+
+    Identical while the plan stands unapplied (a pending run is not requested twice),
+    new once any of its versions has been moved or a move was attempted, so the same
+    moves wanted again later are new requests rather than repeats of old ones.
+    """
+    history = lake.catalog.move_history(m.version_id for m in planned)
+    text = "\n".join(sorted(f"{m.version_id} {m.src_tier} {m.dst_tier} {history.get(m.version_id, 0)}"
+                            for m in planned))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _access_stats(lake, now: datetime, window: float) -> tuple[dict[str, datetime], dict[str, int]]:
+    """Last access per version (up to now), and reads per version within (now - window, now]."""
+    a = access_log.c
+    last_q = sa.select(a.version_id, sa.func.max(a.accessed_at)).where(a.accessed_at <= now).group_by(a.version_id)
+    reads_q = (sa.select(a.version_id, sa.func.count())
+               .where(a.accessed_at > now - timedelta(seconds=window), a.accessed_at <= now)
+               .group_by(a.version_id))
+    with lake.catalog.engine.begin() as conn:
+        last = {vid: _utc(when) for vid, when in conn.execute(last_q) if when is not None}
+        reads = dict(conn.execute(reads_q).all())
+    return last, reads
+
+
+def _superseded_at(versions: list[Version], latest: set[str]) -> dict[str, datetime]:
+    """For each version that is not a latest one: when its next newer version was created."""
+    groups: dict[tuple[str, str, str], list[Version]] = {}
+    for v in versions:
+        groups.setdefault((v.asset_key, v.branch, v.partition), []).append(v)
+    out = {}
+    for group in groups.values():
+        group.sort(key=lambda v: v.version_id)  # ids start with the UTC creation time
+        for older, newer in zip(group, group[1:], strict=False):
+            if older.version_id not in latest:
+                out[older.version_id] = newer.created_at
+    return out
+
+
+def _utc(when: datetime) -> datetime:
+    if isinstance(when, str):  # SQLite aggregates come back as text
+        when = datetime.fromisoformat(when)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def _human_duration(seconds: float) -> str:
+    for unit, size in (("day", DAY), ("hour", 3600.0), ("minute", 60.0)):
+        if seconds >= size:
+            n = seconds / size
+            text = f"{n:.0f}" if n >= 10 else f"{n:.1f}".removesuffix(".0")
+            return f"{text} {unit}{'' if text == '1' else 's'}"
+    return f"{seconds:.0f} seconds"

@@ -1,0 +1,469 @@
+"""DaosBackend: LETL objects in a DAOS key-value store through pydaos.
+
+Two ways to put a tier on DAOS:
+
+* **dfuse mode** (no code here). A POSIX container mounted with ``dfuse`` is just
+  a directory, so ``PosixBackend(<mount point>)`` serves it, and DuckDB and pyarrow
+  can open its files directly (``local_path()`` works). Prefer this when dfuse is
+  available.
+* **pydaos mode** (this module). Objects go into one DAOS dictionary (``DDict``)
+  in a container of type PYTHON (``daos cont create <pool> <cont> --type PYTHON``).
+  There is no local path, so readers go through ``open()``, which returns a seekable
+  file object that pyarrow can read.
+
+The pydaos API used here is DAOS 2.4/2.6 ``pydaos``, which is not on PyPI. These
+sources were read for it:
+
+* daos-stack/daos ``src/client/pydaos/pydaos_core.py`` (2022+ layout):
+  - ``DCont(pool, cont)``. ``DCont.get(name)`` returns the object under that name
+    and raises ``DObjNotFound`` when there is none. ``DCont.dict(name, v=None, cid="0")``
+    creates a dictionary and raises ``PyDError(... DER_EXIST)`` if the name exists.
+    The ``cid`` argument is from daos-stack/daos PR #11952, in release 2.4.
+  - ``DDict.get(key)`` raises ``KeyError`` when the key is missing. ``put(key, val)``,
+    ``bput(dict)``, ``bget(dict, value_size=None)`` (fills the dict in place, None
+    for a missing key), ``pop(key)`` (the same as a put of None), ``dump()``,
+    ``__len__`` and ``__iter__`` (walk every key), and ``__contains__``.
+* daos-stack/daos ``src/client/pydaos/pydaos_shim.c`` (``kv_put``, ``kv_get``,
+  ``kv_iter``):
+  - A value of None or a zero-length value is a ``daos_kv_remove``: storing an
+    empty value deletes the key. This module therefore never writes one.
+  - Values come back as ``bytes``. ``bget`` needs a real ``dict``. Values larger than
+    ``value_size`` (1 MiB by default) cost a second round trip, so chunks are read
+    with ``value_size=chunk_size``.
+  - Up to 16 puts or gets are in flight at once inside one ``bput`` or ``bget``.
+* daos-stack/daos ``src/client/pydaos/__init__.py``: ``PyDError(message, rc)``. It is
+  re-exported at package level next to ``DCont``, ``DDict`` and ``DObjNotFound``.
+* daos-stack/daos ``docs/user/python.md``: usage (``dcont.dict``, ``dcont.get``,
+  ``bput``/``bget``, ``pop``, ``dump``).
+
+Layout inside the dictionary (``dict_name``, ``"letl"`` by default):
+
+* ``{key}`` is the **manifest**, a JSON document
+  ``{"format", "size", "sha256", "chunks", "chunk_size", "upload"}``.
+* ``{key}#chunk/{upload}/{i:06d}`` holds the chunks of one upload. Each chunk is
+  ``chunk_size`` bytes, except the last one, which is never empty. ``upload`` is
+  ``{start time in ns}-{random}``, so two uploads to the same key never mix their
+  chunks, and ``clean_temp`` can tell an upload's age.
+
+``validate_key`` only allows ``[A-Za-z0-9_.=-]`` and ``/``, so a valid key never holds
+``#`` and can never clash with a chunk key. The manifest is written last and deleted
+first. An object exists exactly when its manifest exists, and a manifest is only
+ever written after all of its chunks. A zero-byte object is a manifest with
+``chunks: 0``.
+
+Limits:
+- pydaos has no conditional insert (the shim calls ``daos_kv_put`` with flags 0).
+  Two writers racing on the same new key could therefore both "win". The manifest
+  is re-checked just before it is written, which narrows the window but does not
+  close it. Lake keys carry a unique version id, so such races do not happen there.
+- ``clean_temp`` treats every chunk set without a matching manifest as an orphan.
+  Give ``older_than`` a grace period when writers may be live.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from letl.storage.contract import Written, validate_key
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK = 8 * MiB
+LAYOUT = "letl-daos/1"
+CHUNK_MARK = "#chunk/"
+_BULK = 256  # keys per bget/bput when walking many manifests or removing chunks
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+class DaosStorageError(OSError):
+    """A pydaos call failed (PyDError), or a stored object is damaged."""
+
+
+class DaosBackend:
+    """Objects in one pydaos DDict: chunk values, with a manifest written last as the commit point."""
+
+    def __init__(
+        self,
+        pool: str,
+        cont: str,
+        dict_name: str = "letl",
+        chunk_size: int = DEFAULT_CHUNK,
+        pydaos_module: Any = None,
+        *,
+        batch_chunks: int = 4,
+        verify_reads: bool = True,
+    ):
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        if batch_chunks <= 0:
+            raise ValueError("batch_chunks must be positive")
+        self.pool, self.cont, self.dict_name = pool, cont, dict_name
+        self.chunk_size = chunk_size
+        self.batch_chunks = batch_chunks  # chunks per bput: memory held is batch_chunks * chunk_size
+        self.verify_reads = verify_reads
+        self._module = pydaos_module
+        self._dcont: Any = None
+        self._ddict: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"DaosBackend(daos://{self.pool}/{self.cont}/{self.dict_name})"
+
+    # --- connection (lazy: constructing a backend needs neither pydaos nor a daos_agent) ---
+
+    @property
+    def pydaos(self) -> Any:
+        if self._module is None:
+            import pydaos  # noqa: PLC0415 - only present on DAOS client nodes
+
+            self._module = pydaos
+        return self._module
+
+    @property
+    def ddict(self) -> Any:
+        if self._ddict is None:
+            with self._lock:
+                if self._ddict is None:
+                    with self._errors():
+                        self._dcont = self.pydaos.DCont(self.pool, self.cont)
+                        self._ddict = self._get_or_create(self._dcont)
+        return self._ddict
+
+    def _get_or_create(self, dcont: Any) -> Any:
+        mod = self.pydaos
+        try:
+            found = dcont.get(self.dict_name)
+        except mod.DObjNotFound:
+            try:
+                found = dcont.dict(self.dict_name)
+            except mod.PyDError:
+                found = dcont.get(self.dict_name)  # another process created it first (DER_EXIST)
+        if not hasattr(found, "bput"):
+            raise DaosStorageError(errno.EINVAL, f"{self.dict_name!r} in {self.pool}/{self.cont} is not a DAOS dict")
+        return found
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        mod = self.pydaos
+        try:
+            yield
+        except mod.PyDError as exc:
+            raise DaosStorageError(errno.EIO, f"DAOS {self.pool}/{self.cont}: {exc}") from exc
+
+    # --- low-level KV helpers ---
+
+    def _chunk_prefix(self, key: str) -> str:
+        return f"{key}{CHUNK_MARK}"
+
+    def _chunk_key(self, key: str, upload: str, index: int) -> str:
+        return f"{key}{CHUNK_MARK}{upload}/{index:06d}"
+
+    def _chunk_keys(self, key: str, manifest: dict) -> list[str]:
+        return [self._chunk_key(key, manifest["upload"], i) for i in range(manifest["chunks"])]
+
+    def _manifests(self, keys: list[str]) -> dict[str, dict | None]:
+        """Manifests for many keys, fetched with bget (in parallel on the DAOS side)."""
+        found: dict[str, dict | None] = {}
+        for start in range(0, len(keys), _BULK):
+            batch = dict.fromkeys(keys[start:start + _BULK])
+            with self._errors():
+                self.ddict.bget(batch)
+            for key, raw in batch.items():
+                found[key] = None if raw is None else _parse_manifest(key, raw)
+        return found
+
+    def _manifest(self, key: str) -> dict | None:
+        return self._manifests([key])[key]
+
+    def _remove(self, keys: list[str]) -> None:
+        """Delete keys: a put of None is a daos_kv_remove (pydaos_shim.c kv_put)."""
+        for start in range(0, len(keys), _BULK):
+            with self._errors():
+                self.ddict.bput(dict.fromkeys(keys[start:start + _BULK]))
+
+    # --- the Backend contract ---
+
+    def put(self, key: str, stream: BinaryIO) -> Written:
+        validate_key(key)
+        existing = self._manifest(key)
+        if existing is not None:
+            return _same_or_refuse(key, existing, _hash_stream(stream, self.chunk_size))
+        upload = f"{_now_ns()}-{uuid.uuid4().hex[:12]}"
+        digest, size, count = hashlib.sha256(), 0, 0
+        pending: dict[str, bytes] = {}
+        written_keys: list[str] = []
+        try:
+            while chunk := _read_exactly(stream, self.chunk_size):
+                digest.update(chunk)
+                size += len(chunk)
+                chunk_key = self._chunk_key(key, upload, count)
+                pending[chunk_key] = chunk  # never empty: the loop stops on b""
+                count += 1
+                if len(pending) >= self.batch_chunks:
+                    written_keys.extend(pending)  # a failed bput may have stored part of its batch
+                    with self._errors():
+                        self.ddict.bput(pending)
+                    pending = {}
+            if pending:
+                written_keys.extend(pending)
+                with self._errors():
+                    self.ddict.bput(pending)
+                pending = {}
+            written = Written(size, digest.hexdigest())
+            manifest = {
+                "format": LAYOUT,
+                "size": size,
+                "sha256": written.sha256,
+                "chunks": count,
+                "chunk_size": self.chunk_size,
+                "upload": upload,
+            }
+            raced = self._manifest(key)  # no conditional insert in pydaos: re-check just before committing
+            if raced is not None:
+                self._discard(written_keys)
+                written_keys = []
+                return _same_or_refuse(key, raced, written)
+            with self._errors():
+                self.ddict.put(key, json.dumps(manifest, sort_keys=True).encode())
+        except BaseException:
+            self._discard(written_keys)
+            raise
+        return written
+
+    def _discard(self, chunk_keys: list[str]) -> None:
+        """Best-effort removal of an unfinished upload; what is left is found by clean_temp."""
+        try:
+            self._remove(chunk_keys)
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+
+    def put_file(self, key: str, path: Path) -> Written:
+        """Store a local file under key. The file is consumed: deleted once stored."""
+        path = Path(path)
+        with open(path, "rb") as src:
+            written = self.put(key, src)
+        path.unlink(missing_ok=True)
+        return written
+
+    def open(self, key: str) -> BinaryIO:
+        validate_key(key)
+        manifest = self._manifest(key)
+        if manifest is None:
+            raise FileNotFoundError(errno.ENOENT, "no such object", f"daos://{self.pool}/{self.cont}/{key}")
+        raw = _ChunkReader(self, key, manifest, verify=self.verify_reads)
+        return io.BufferedReader(raw, buffer_size=min(manifest["chunk_size"], MiB))
+
+    def local_path(self, key: str) -> Path | None:
+        validate_key(key)
+        return None  # pydaos mode has no path; a dfuse mount uses PosixBackend instead
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        return self._manifest(key) is not None
+
+    def stat(self, key: str) -> Written:
+        """Size and sha256 as recorded in the manifest."""
+        validate_key(key)
+        manifest = self._manifest(key)
+        if manifest is None:
+            raise FileNotFoundError(errno.ENOENT, "no such object", key)
+        return Written(manifest["size"], manifest["sha256"])
+
+    def delete(self, key: str) -> None:
+        """Manifest first, so the object vanishes at once; chunks left by a crash are orphans for clean_temp."""
+        validate_key(key)
+        manifest = self._manifest(key)
+        if manifest is None:
+            return
+        with self._errors():
+            self.ddict.pop(key)
+        self._remove(self._chunk_keys(key, manifest))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        with self._errors():
+            names = [k for k in self.ddict if "#" not in k and k.startswith(prefix)]
+        yield from sorted(names)
+
+    def usage(self) -> int:
+        manifests = self._manifests(list(self.keys()))
+        return sum(m["size"] for m in manifests.values() if m is not None)
+
+    def clean_temp(self, older_than: float = 0) -> int:
+        """Remove chunks that no manifest points at and whose upload began older_than seconds ago or more.
+
+        Those are uploads that were interrupted, chunks left over by a delete that
+        crashed, and the losing side of a racing put. Returns how many chunk keys
+        were removed.
+        """
+        with self._errors():
+            chunk_keys = [k for k in self.ddict if CHUNK_MARK in k]
+        uploads: dict[tuple[str, str], list[str]] = {}
+        for chunk_key in chunk_keys:
+            key, _, rest = chunk_key.partition(CHUNK_MARK)
+            upload = rest.rsplit("/", 1)[0]
+            uploads.setdefault((key, upload), []).append(chunk_key)
+        manifests = self._manifests(sorted({key for key, _ in uploads}))
+        cutoff_ns = _now_ns() - int(older_than * 1e9)
+        doomed: list[str] = []
+        for (key, upload), members in uploads.items():
+            manifest = manifests.get(key)
+            if manifest is not None and manifest.get("upload") == upload:
+                continue
+            if _upload_started_ns(upload) > cutoff_ns:
+                continue  # possibly a live writer: leave it for a later pass
+            doomed.extend(members)
+        self._remove(doomed)
+        return len(doomed)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A seekable read-only view of one object that fetches one chunk at a time."""
+
+    def __init__(self, backend: DaosBackend, key: str, manifest: dict, verify: bool):
+        super().__init__()
+        self._backend, self._key, self._manifest = backend, key, manifest
+        self._size, self._chunk_size = manifest["size"], manifest["chunk_size"]
+        expected = -(-self._size // self._chunk_size)
+        if manifest["chunks"] != expected:
+            raise DaosStorageError(errno.EIO, f"{key}: manifest lists {manifest['chunks']} chunks, size needs {expected}")
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+        self._digest = hashlib.sha256() if verify else None
+        self._hashed = 0  # bytes [0, _hashed) went through the digest, in order
+        self.name = key
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if target < 0:
+            raise OSError(errno.EINVAL, "negative seek position")
+        self._pos = target
+        return target
+
+    def _chunk(self, index: int) -> bytes:
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        chunk_key = self._backend._chunk_key(self._key, self._manifest["upload"], index)
+        request = {chunk_key: None}
+        with self._backend._errors():
+            self._backend.ddict.bget(request, self._chunk_size)
+        data = request[chunk_key]
+        if data is None:
+            raise DaosStorageError(errno.EIO, f"{self._key}: chunk {index} is missing (deleted while open?)")
+        expected = min(self._chunk_size, self._size - index * self._chunk_size)
+        if len(data) != expected:
+            raise DaosStorageError(errno.EIO, f"{self._key}: chunk {index} holds {len(data)} bytes, expected {expected}")
+        self._cached = (index, data)
+        return data
+
+    def _account(self, start: int, data: bytes | memoryview) -> None:
+        """Feed bytes read at start into the digest if they extend the in-order prefix; check at the end."""
+        if self._digest is None:
+            return
+        end = start + len(data)
+        if start <= self._hashed < end:
+            self._digest.update(data[self._hashed - start:])
+            self._hashed = end
+        if self._hashed == self._size and self._digest is not None:
+            actual, self._digest = self._digest.hexdigest(), None
+            if actual != self._manifest["sha256"]:
+                raise DaosStorageError(errno.EIO, f"{self._key}: sha256 {actual} does not match the manifest")
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._pos >= self._size or len(view) == 0:
+            self._account(self._pos, b"")
+            return 0
+        index, offset = divmod(self._pos, self._chunk_size)
+        chunk = self._chunk(index)
+        n = min(len(view), len(chunk) - offset)
+        piece = memoryview(chunk)[offset:offset + n]
+        view[:n] = piece
+        start, self._pos = self._pos, self._pos + n
+        self._account(start, piece)
+        return n
+
+    def readall(self) -> bytes:
+        parts = []
+        while self._pos < self._size:
+            index, offset = divmod(self._pos, self._chunk_size)
+            piece = memoryview(self._chunk(index))[offset:]
+            start, self._pos = self._pos, self._pos + len(piece)
+            self._account(start, piece)
+            parts.append(piece)
+        self._account(self._pos, b"")
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._cached = None
+        super().close()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """Up to size bytes; shorter only at EOF (streams may return short reads)."""
+    first = stream.read(size)
+    if not first or len(first) == size:
+        return bytes(first) if first else b""
+    parts, got = [first], len(first)
+    while got < size and (more := stream.read(size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _hash_stream(stream: BinaryIO, block: int) -> Written:
+    digest, size = hashlib.sha256(), 0
+    while data := stream.read(block):
+        digest.update(data)
+        size += len(data)
+    return Written(size, digest.hexdigest())
+
+
+def _same_or_refuse(key: str, manifest: dict, written: Written) -> Written:
+    if (manifest["size"], manifest["sha256"]) != tuple(written):
+        raise FileExistsError(errno.EEXIST, "already holds different data", key)
+    return written
+
+
+def _parse_manifest(key: str, raw: bytes) -> dict:
+    try:
+        manifest = json.loads(raw)
+        for field, kind in (("size", int), ("sha256", str), ("chunks", int), ("chunk_size", int), ("upload", str)):
+            if not isinstance(manifest[field], kind):
+                raise TypeError(field)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DaosStorageError(errno.EIO, f"{key}: damaged manifest ({exc})") from exc
+    return manifest
+
+
+def _upload_started_ns(upload: str) -> int:
+    try:
+        return int(upload.split("-", 1)[0])
+    except ValueError:
+        return 0  # not ours or damaged: old enough to clean

@@ -1,0 +1,173 @@
+"""The concurrent halves of S3 transfers: parts sent and ranges fetched several at a time.
+
+boto3's own transfer manager does this for files; the lake needs it for streams whose sha256
+and xxh3 are computed on the way (transfer.pipe), with If-None-Match on complete and If-Match
+on every range, which upload_file and download_file do not offer. Memory stays bounded: a
+producer waits while max_concurrency parts are in flight, and a reader holds at most
+max_concurrency blocks ahead.
+"""
+
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable
+
+from letl.storage.contract import Written
+from letl.storage.transfer import BLOCK
+
+if TYPE_CHECKING:
+    from letl.storage.s3 import S3Backend
+
+
+class BoundedPool:
+    """Calls run on `workers` threads, and a submit blocks while `workers` are unfinished, so
+    memory stays bounded by what one call holds times `workers`. The first failure is raised at
+    the next submit (the producer stops early) and by ``results``."""
+
+    def __init__(self, workers: int):
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-io")
+        self._slots = threading.BoundedSemaphore(workers)
+        self._futures: list = []
+        self.failure: BaseException | None = None
+
+    def submit(self, call: Callable, *args) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self._slots.acquire()
+        future = self._pool.submit(call, *args)
+        future.add_done_callback(self._done)
+        self._futures.append(future)
+
+    def _done(self, future) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None and self.failure is None:
+            self.failure = future.exception()
+
+    def results(self) -> list:
+        """Every call's result, in the order they were submitted."""
+        return [future.result() for future in self._futures]
+
+    def close(self) -> None:
+        """Wait for the calls in flight; drop those not started."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RangedReader:
+    """A read-only stream over `size` bytes fetched as BLOCK ranges by fetch(start, end),
+    `workers` at once, delivered in order; at most `workers` blocks are held ahead."""
+
+    def __init__(self, fetch: Callable[[int, int], bytes], size: int, first: bytes, workers: int):
+        self._fetch, self._size, self._workers = fetch, size, workers
+        self._buffer, self._pos, self._next = first, 0, len(first)
+        self._ahead: deque = deque()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="letl-get") if self._next < size else None
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._pool is not None and len(self._ahead) < self._workers and self._next < self._size:
+            end = min(self._next + BLOCK, self._size)
+            self._ahead.append((end - self._next, self._pool.submit(self._fetch, self._next, end)))
+            self._next = end
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False  # forward only, like the HTTP body it replaces
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(BLOCK), b""))
+        if self._pos == len(self._buffer):
+            if not self._ahead:
+                return b""
+            expected, future = self._ahead.popleft()
+            self._buffer, self._pos = future.result(), 0
+            if len(self._buffer) != expected:  # a torn response must not pass for the object's end
+                raise OSError(f"ranged read returned {len(self._buffer)} bytes, expected {expected}")
+            self._fill()
+        if self._pos == 0 and n >= len(self._buffer):  # the common case: a whole block, no copy
+            self._pos = len(self._buffer)
+            return self._buffer
+        chunk = self._buffer[self._pos:self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ahead.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Upload:
+    """The sink of one put: bytes are held until they pass the multipart threshold (then one
+    put_object suffices), else sent as parts of part_size, max_concurrency at a time."""
+
+    def __init__(self, backend: "S3Backend", name: str):
+        self.backend, self.name = backend, name
+        self.held: deque[memoryview] = deque()
+        self.held_bytes = 0
+        self.upload_id: str | None = None
+        self.pool: BoundedPool | None = None
+        self.sent = 0
+
+    def write(self, chunk: memoryview | bytes) -> None:
+        self.held.append(memoryview(chunk))
+        self.held_bytes += len(chunk)
+        backend = self.backend
+        if self.upload_id is None:
+            if self.held_bytes <= backend.multipart_threshold:
+                return
+            self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name)["UploadId"]
+            self.pool = BoundedPool(backend.max_concurrency)
+        while self.held_bytes >= backend.part_size:
+            self._send(self._take(backend.part_size))
+
+    def _take(self, n: int) -> bytes:
+        if not n:
+            return b""
+        pieces, need = [], n
+        while need:
+            head = self.held[0]
+            if len(head) <= need:
+                pieces.append(self.held.popleft())
+                need -= len(head)
+            else:
+                pieces.append(head[:need])
+                self.held[0], need = head[need:], 0
+        self.held_bytes -= n
+        only = pieces[0] if len(pieces) == 1 else None
+        if only is not None and isinstance(only.obj, bytes) and len(only) == len(only.obj):
+            return only.obj  # a whole block read from a stream goes out uncopied
+        return b"".join(pieces)  # held views (of a memory map) must not outlive the transfer
+
+    def _send(self, body: bytes) -> None:
+        self.sent += 1
+        self.pool.submit(self._part, self.sent, body)
+
+    def _part(self, number: int, body: bytes) -> dict:
+        backend = self.backend
+        etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
+                                          PartNumber=number, Body=body)["ETag"]
+        return {"PartNumber": number, "ETag": etag}
+
+    def finish(self, written: Written) -> Written:
+        if self.upload_id is None:
+            return self.backend._put_small(self.name, self._take(self.held_bytes), written)
+        if self.held_bytes or not self.sent:
+            self._send(self._take(self.held_bytes))
+        parts = self.pool.results()  # in part-number order, as complete requires
+        self.pool.close()
+        return self.backend._complete(self.name, self.upload_id, parts, written)
+
+    def abort(self) -> None:
+        if self.pool is not None:
+            self.pool.close()  # no part may land after the abort
+        if self.upload_id is not None:
+            self.backend._abort(self.name, self.upload_id)

@@ -1,0 +1,219 @@
+"""Every explorer page through streamlit.testing, starting from the real entrypoint."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from letl.lake.catalog import query_log
+from letl.query.query_builder import Aggregate, Filter, Query
+from letl.query.service import sql_hash
+from letl.query.share import to_url_params
+
+APP = str(Path(__file__).resolve().parents[2] / "explorer" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """st.cache_resource is process-wide: each test's lake lives under its own LETL_HOME."""
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def app(**query_params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in query_params.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown(at: AppTest, heading: str) -> str:
+    return next(m.value for m in at.markdown if m.value.startswith(heading))
+
+
+def refusals(lake) -> list[tuple[str, str]]:
+    with lake.catalog.engine.connect() as conn:
+        return [(r.kind, r.sql_hash) for r in conn.execute(query_log.select())]
+
+
+def latest_files(lake, key):
+    ids = lake.catalog.latest_ids()
+    return [str(lake.local_path(v)) for v in lake.catalog.list_versions(asset_key=key) if v.version_id in ids]
+
+
+def test_datasets_page_shows_catalog_lineage_and_versions(lab_lake):
+    at = ok(app())
+    assert at.title[0].value == "Datasets"
+    overview = at.dataframe[0].value
+    assert list(overview["dataset"]) == ["labs/lab_results", "labs/lab_results_summary"]  # rejects are restricted
+    assert list(overview["access"]) == ["deidentified", "deidentified"]
+    rows = sum(v.rows for v in lab_lake.catalog.list_versions(asset_key="labs/lab_results"))
+    assert at.metric[0].value == f"{rows:,}" and at.metric[2].value == "3"
+    assert "labs/lab_results_summary" in markdown(at, "**Feeds**")
+    versions = at.dataframe[1].value
+    assert len(versions) == 3 and versions["gros uri"].str.startswith("gros://labs.lab_results/main:0?partition=").all()
+    at.selectbox(key="ds_pick").select("labs/lab_results_summary").run()
+    assert "labs/lab_results" in markdown(ok(at), "**Built from**")
+    assert at.query_params["dataset"] == "labs/lab_results_summary"
+
+
+def test_password_gate_and_steward_role(lab_lake, monkeypatch):
+    monkeypatch.setenv("LETL_EXPLORER_PASSWORD", "analyst-pw")
+    monkeypatch.setenv("LETL_EXPLORER_STEWARD_PASSWORD", "steward-pw")
+    at = ok(app())
+    assert not at.dataframe and at.text_input[0].label == "Password"
+    at.text_input[0].input("guess")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."] and not at.dataframe
+    at.text_input[0].input("steward-pw")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Give your name: every query is logged with it."]
+    at.text_input[0].input("steward-pw")
+    at.text_input[1].input("Dana Steward")
+    at.button[0].click().run()
+    ok(at)
+    assert "labs/lab_results_rejects" in list(at.dataframe[0].value["dataset"])
+    assert any(c.value == "Signed in as **Dana Steward** (steward)" for c in at.sidebar.caption)
+
+
+def test_query_builder_filters_runs_and_downloads(lab_lake):
+    at = ok(app())
+    at.switch_page("app_pages/builder.py").run()
+    ok(at)
+    at.selectbox(key="qb_dataset").select("lab_results").run()
+    at.multiselect(key="qb_filter_cols").select("partition_key").select("hospital_id").run()
+    at.date_input(key="qb_f_partition_key_dates").set_value((date(2024, 2, 1), date(2024, 2, 1))).run()
+    at.multiselect(key="qb_f_hospital_id_in").select("H002").run()
+    at.multiselect(key="qb_group").select("test_code").run()
+    at.multiselect(key="qb_aggs").select("count(*)").select("avg(result_value)").run()
+    ok(at)
+    sql = at.code[0].value
+    assert '"hospital_id" IN (?)' in sql and '"partition_key" BETWEEN ? AND ?' in sql and "H002" not in sql
+    assert any("1 of 3 partition(s)" in c.value for c in at.caption)
+    at.button(key="qb_run").click().run()
+    ok(at)
+    shown = at.dataframe[0].value
+    files = latest_files(lab_lake, "labs/lab_results")
+    expected = duckdb.sql(
+        f"SELECT test_code, count(*) AS count_all, avg(result_value) AS avg_result_value FROM read_parquet({files!r}) "
+        "WHERE hospital_id = 'H002' AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-03-01' "
+        "GROUP BY ALL ORDER BY ALL"
+    ).df()
+    pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_dtype=False)
+    csv = at.get("download_button")[0].proto
+    assert csv.label.startswith("Download CSV")
+    shared = json.loads(at.query_params["q"])
+    assert shared["dataset"] == "lab_results" and ["hospital_id", "in", ["H002"]] in shared["filters"]
+    assert at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart")  # a bar chart of the group-by
+
+
+def test_shared_link_restores_and_runs_the_query(lab_lake):
+    q = Query("lab_results_summary", filters=[Filter("hospital_id", "in", ["H001", "H003"])],
+              group_by=["hospital_id"], aggregates=[], columns=["hospital_id"])
+    at = app(**to_url_params(q))
+    at.switch_page("app_pages/builder.py").run()
+    ok(at)
+    assert at.selectbox(key="qb_dataset").value == "lab_results_summary"
+    assert at.multiselect(key="qb_f_hospital_id_in").value == ["H001", "H003"]
+    assert list(at.dataframe[0].value["hospital_id"]) == ["H001", "H003"]
+
+
+def test_predefined_query_runs_with_parameters(lab_lake):
+    at = ok(app())
+    at.switch_page("app_pages/predefined.py").run()
+    ok(at)
+    at.selectbox(key="pq_name").select("Test volume by month").run()
+    at.button(key="pq_run").click().run()
+    ok(at)
+    table = at.dataframe[0].value
+    ids = lab_lake.catalog.latest_ids()
+    per_month = [v.rows for v in sorted(lab_lake.catalog.list_versions(asset_key="labs/lab_results"),
+                                        key=lambda v: v.partition) if v.version_id in ids]
+    assert [int(n) for n in table["results"]] == per_month
+    assert len(table) == 3
+
+
+def test_sql_page_refuses_unsafe_sql_and_runs_selects(lab_lake):
+    at = ok(app())
+    at.switch_page("app_pages/sql.py").run()
+    ok(at)
+    refused = "SELECT * FROM read_csv('/etc/passwd')"
+    at.text_area(key="sql_text").input(refused).run()
+    assert at.error and at.error[0].value.startswith("Refused: table function read_csv()")
+    assert refusals(lab_lake) == []  # checking while typing is feedback, not a query attempt
+    at.button(key="sql_run").click().run()
+    ok(at)
+    assert refusals(lab_lake) == [("query-refused", sql_hash(refused, None))]  # pressing Run is audited
+    at.text_area(key="sql_text").input("SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY 1 ORDER BY 1").run()
+    at.button(key="sql_run").click().run()
+    ok(at)
+    table = at.dataframe[0].value
+    assert list(table["hospital_id"]) == ["H001", "H002", "H003"]
+    assert int(table["n"].sum()) == sum(v.rows for v in lab_lake.catalog.list_versions(asset_key="labs/lab_results"))
+    data = at.get("download_button")[0]
+    assert data.proto.label == "Download CSV (3 rows)"
+
+
+@pytest.mark.parametrize("page", ["app_pages/builder.py", "app_pages/predefined.py", "app_pages/sql.py"])
+def test_pages_say_so_when_nothing_is_visible(letl_env, page):
+    at = ok(app())
+    assert "No datasets visible" in at.info[0].value
+    at.switch_page(page).run()
+    ok(at)
+    assert at.info and ("No datasets visible" in at.info[0].value or "not visible" in at.info[0].value)
+
+
+def test_shared_link_with_number_and_date_filters(lab_lake):
+    q = Query("lab_results", filters=[Filter("result_value", ">=", 100.0),
+                                      Filter("partition_key", "between", (date(2024, 2, 1), date(2024, 3, 1)))],
+              group_by=["hospital_id"], aggregates=[Aggregate("count")], columns=["hospital_id"])
+    at = app(**to_url_params(q))
+    at.switch_page("app_pages/builder.py").run()
+    ok(at)
+    assert at.number_input(key="qb_f_result_value_lo").value == 100.0
+    assert at.number_input(key="qb_f_result_value_hi").value is None
+    assert at.date_input(key="qb_f_partition_key_dates").value == (date(2024, 2, 1), date(2024, 3, 1))
+    files = latest_files(lab_lake, "labs/lab_results")
+    expected = duckdb.sql(
+        f"SELECT hospital_id, count(*) FROM read_parquet({files!r}) WHERE result_value >= 100 "
+        "AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-04-01' GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    shown = at.dataframe[0].value
+    assert list(zip(shown["hospital_id"], shown["count_all"], strict=False)) == expected
+
+
+def test_time_travel_from_datasets_into_the_builder(lab_lake):
+    summary = "labs/lab_results_summary"
+    old = lab_lake.latest(summary, "2024-01-01")
+    lab_lake.write_version(summary, lab_lake.read_table(old).slice(0, 1), partition="2024-01-01", metadata=old.metadata)
+    at = ok(app())
+    at.selectbox(key="ds_pick").select(summary).run()
+    at.selectbox(key="ds_tag_pick").select("other…").run()
+    at.text_input(key="ds_tag").input("0").run()
+    ok(at)
+    picked = at.dataframe[2].value
+    assert old.version_id in list(picked["version id"]) and len(picked) == 3
+    at.button(key="ds_open").click().run()
+    ok(at)
+    assert at.text_input(key="qb_tag").value == "0"
+    at.multiselect(key="qb_group").select("partition_key").run()
+    at.multiselect(key="qb_aggs").select("count(*)").run()
+    at.button(key="qb_run").click().run()
+    ok(at)
+    counts = dict(zip(at.dataframe[0].value["partition_key"].astype(str), at.dataframe[0].value["count_all"], strict=False))
+    assert counts["2024-01-01"] == old.rows  # the first version, not the one-row latest
+    at.text_input(key="qb_tag").input("").run()
+    at.button(key="qb_run").click().run()
+    counts = dict(zip(at.dataframe[0].value["partition_key"].astype(str), at.dataframe[0].value["count_all"], strict=False))
+    assert counts["2024-01-01"] == 1

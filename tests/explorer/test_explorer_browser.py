@@ -1,0 +1,396 @@
+"""The explorer in a real browser: a Streamlit server on the sample lake, driven by headless Chromium.
+
+Uses Debian's chromium at /usr/bin/chromium (never `playwright install`). Streamlit reruns the
+script asynchronously after every interaction, so each step waits for what it should produce
+(Playwright's auto-retrying `expect`), never for a fixed time.
+
+Set LETL_SCREENSHOTS_DIR to keep the page screenshots (docs/screenshots holds the committed ones).
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import duckdb
+import pandas as pd
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from letl.lake.lake import Lake
+from letl.query.query_builder import Filter, Query
+from letl.query.share import to_url_params
+
+ROOT = Path(__file__).resolve().parents[2]
+STREAMLIT = Path(sys.executable).parent / "streamlit"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+STARTUP_S = 60
+WAIT_MS = 60_000  # the machine is shared and slow; a rerun that takes this long is a failure anyway
+VIEWPORT = {"width": 1400, "height": 1000}
+
+expect.set_options(timeout=WAIT_MS)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, err: Path) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with {proc.returncode}:\n{err.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as r:
+                if r.status == 200 and r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"streamlit not healthy after {STARTUP_S} s:\n{err.read_text()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture
+def start_explorer(lab_lake, tmp_path):
+    """Start `streamlit run explorer/app.py` on the lab lake (with os.environ as it is when called)."""
+    started = []
+
+    def start() -> str:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        out, err = tmp_path / f"streamlit-{port}.out", tmp_path / f"streamlit-{port}.err"
+        with out.open("wb") as o, err.open("wb") as e:
+            proc = subprocess.Popen(
+                [str(STREAMLIT), "run", "explorer/app.py", "--server.headless", "true",
+                 "--server.address", "127.0.0.1", "--server.port", str(port),
+                 "--browser.gatherUsageStats", "false",
+                 # Not watching sources: an edit to explorer/ while tests run would reload the
+                 # modules under a cached Explorer and fail builder queries mid-test.
+                 "--server.fileWatcherType", "none"],
+                cwd=ROOT, env=dict(os.environ), stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+            )
+        started.append(proc)
+        _wait_healthy(proc, url, err)
+        return url
+
+    yield start
+    for proc in started:
+        _stop(proc)
+
+
+@pytest.fixture
+def explorer_url(start_explorer) -> str:
+    return start_explorer()
+
+
+@pytest.fixture
+def page():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        context.set_default_timeout(WAIT_MS)
+        pg = context.new_page()
+        yield pg
+        context.close()
+        browser.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def settled(page: Page) -> None:
+    """The app is connected, no script run is in flight and nothing on the page is stale."""
+    app = page.locator('[data-testid="stApp"]')
+    expect(app).to_have_attribute("data-test-connection-state", "CONNECTED", timeout=WAIT_MS)
+    expect(app).to_have_attribute("data-test-script-state", "notRunning", timeout=WAIT_MS)
+    expect(page.locator('[data-stale="true"]')).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=WAIT_MS)
+
+
+def open_page(page: Page, url: str, title: str) -> None:
+    """Open the app and go to a page through the sidebar, as a user does.
+
+    (Deep links are covered by test_shared_link_opens_the_query_builder_and_runs.)
+    """
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Datasets", exact=True)).to_be_visible(timeout=WAIT_MS)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=WAIT_MS)
+    settled(page)
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick an option in a selectbox or multiselect (a combobox labelled `label`)."""
+    page.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")  # a multiselect keeps its list open
+
+
+def main_block(page: Page):
+    return page.locator('[data-testid="stMain"]')
+
+
+def caption_rows(page: Page):
+    return main_block(page).get_by_text(re.compile(r"^[\d,]+ row\(s\) in \d+ ms"))
+
+
+def grid_cells(page: Page, nth: int = 0):
+    """The cells of a dataframe: the grid is drawn on a canvas, but mirrored in a (hidden) accessible table."""
+    return main_block(page).locator('[data-testid="stDataFrame"]').nth(nth).locator('[role="gridcell"]')
+
+
+def snap(page: Page, tmp_path: Path, name: str) -> Path:
+    """A screenshot of the whole page (Streamlit scrolls inside its main block, so grow the viewport)."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
+    settled(page)
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], int(height) + 40)})
+    settled(page)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, f"{name}: not a real PNG screenshot"
+    keep = os.environ.get("LETL_SCREENSHOTS_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(keep) / path.name)
+    return path
+
+
+def latest_files(lake: Lake, key: str) -> list[tuple[str, Path]]:
+    """(partition, file) for the latest version of every partition of a dataset, from the catalog."""
+    versions = [v for v in lake.catalog.list_versions(asset_key=key, branch=lake.branch)
+                if v.version_id in lake.catalog.latest_ids()]
+    partitions = sorted({v.partition for v in versions})
+    return [(p, lake.local_path(lake.latest(key, p))) for p in partitions]
+
+
+def normalised(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    """Every column as text, after parsing it as the type it has in `like`; rows sorted."""
+    out = {}
+    for col in like.columns:
+        s = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(like[col]):
+            s = pd.to_datetime(s).dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+        elif pd.api.types.is_numeric_dtype(like[col]):
+            s = pd.to_numeric(s).map(lambda v: "" if pd.isna(v) else repr(float(v)))
+        out[col] = s.map(lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+    df = pd.DataFrame(out)
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_query_builder_filter_run_and_download_match_duckdb(explorer_url, page, lab_lake, tmp_path):
+    open_page(page, explorer_url, "Query builder")
+    code = main_block(page).locator('[data-testid="stCode"]')
+
+    # 1. the dataset
+    choose(page, "Dataset", "lab_results")
+    expect(page.get_by_role("combobox", name="Dataset", exact=True)).to_have_value("lab_results")
+    expect(code).to_contain_text('FROM "lab_results"')
+
+    # 2. a filter: hospital_id is one of H002
+    choose(page, "Filter on", "hospital_id")
+    expect(page.get_by_role("combobox", name="hospital_id is one of", exact=True)).to_be_visible()
+    choose(page, "hospital_id is one of", "H002")
+    expect(code).to_contain_text('"hospital_id" IN (?)')
+    expect(main_block(page).get_by_text("Parameters: $1 = 'H002'")).to_be_visible()
+    # H002 has more rows than the default LIMIT 1000, and the builder orders only by group-by
+    # columns: raise the limit so the whole result is returned and compares exactly.
+    limit = page.get_by_label("Row limit", exact=True)
+    limit.fill("5000")
+    limit.press("Enter")
+    expect(code).to_contain_text("LIMIT 5000")
+    settled(page)
+
+    # 3. run
+    page.get_by_role("button", name="Run query", exact=True).click()
+
+    # 4. the table
+    expected = plain_duckdb_h002(lab_lake)
+    n = len(expected)
+    assert 1000 < n < 5000, n
+    expect(caption_rows(page)).to_have_text(re.compile(rf"^{n:,} row\(s\) in \d+ ms"))
+    expect(main_block(page).locator('[data-testid="stDataFrame"]')).to_be_visible()
+    cells = grid_cells(page)
+    expect(cells.filter(has_text=re.compile(r"^H002$")).first).to_be_attached()
+    expect(cells.filter(has_text=re.compile(r"^H00[13]$"))).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"/query\?.*q="))  # the run is shareable as a link
+
+    # 5. the CSV download is the result, row for row
+    button = page.get_by_role("button", name=f"Download CSV ({n:,} rows)", exact=True)
+    expect(button).to_be_visible()
+    with page.expect_download(timeout=WAIT_MS) as info:
+        button.click()
+    download = info.value
+    assert download.suggested_filename == "letl_result.csv"
+    saved = tmp_path / "download.csv"
+    download.save_as(saved)
+    got = pd.read_csv(saved, dtype=str, keep_default_na=False)
+    assert sorted(got.columns) == sorted(expected.columns)
+    assert len(got) == n
+    assert set(got["hospital_id"]) == {"H002"}
+    pd.testing.assert_frame_equal(normalised(got, expected), normalised(expected, expected))
+
+
+def plain_duckdb_h002(lake: Lake) -> pd.DataFrame:
+    """The same query, straight on the latest Parquet files with plain DuckDB (no explorer code)."""
+    files = latest_files(lake, "labs/lab_results")
+    assert len(files) == 3, files
+    con = duckdb.connect()
+    try:
+        union = " UNION ALL ".join(
+            "SELECT *, ? AS partition_key FROM read_parquet(?) WHERE hospital_id = 'H002'" for _ in files)
+        params = [x for partition, path in files for x in (partition, str(path))]
+        return con.execute(union, params).df()
+    finally:
+        con.close()
+
+
+def test_shared_link_opens_the_query_builder_and_runs(explorer_url, page, lab_lake):
+    """A shared /query?q=... link, opened as the first visit to a fresh server, fills the builder and runs."""
+    query = Query(dataset="lab_results", filters=[Filter("hospital_id", "in", ["H002"])], limit=5000)
+    page.goto(f"{explorer_url}/query?{urlencode(to_url_params(query))}")
+    expect(page.get_by_role("heading", name="Query builder", exact=True)).to_be_visible()
+    n = len(plain_duckdb_h002(lab_lake))
+    expect(caption_rows(page)).to_have_text(re.compile(rf"^{n:,} row\(s\) in \d+ ms"))
+    expect(main_block(page).locator('[data-testid="stCode"]')).to_contain_text('"hospital_id" IN (?)')
+    expect(page.get_by_role("combobox", name="hospital_id is one of", exact=True)).to_be_visible()
+    settled(page)
+    # Streamlit must have found the page by its url_path, not fallen back with a "Page not found" dialog
+    # (which also makes the whole page inert).
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    expect(page.get_by_role("combobox", name="Dataset", exact=True)).not_to_have_attribute("inert", "")
+
+
+def test_password_form_guards_the_explorer(start_explorer, page, monkeypatch):
+    monkeypatch.setenv("LETL_EXPLORER_PASSWORD", "open-sesame")
+    monkeypatch.delenv("LETL_EXPLORER_STEWARD_PASSWORD", raising=False)
+    url = start_explorer()
+    page.goto(url)
+    password = page.get_by_label("Password", exact=True)
+    expect(password).to_be_visible()
+    expect(page.get_by_role("heading", name="Datasets", exact=True)).to_have_count(0)
+    expect(page.get_by_role("combobox", name="Dataset", exact=True)).to_have_count(0)
+
+    password.fill("not-it")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(main_block(page).get_by_text("Wrong password.", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="Datasets", exact=True)).to_have_count(0)
+
+    password.fill("open-sesame")
+    page.get_by_label("Your name (for the access log)", exact=True).fill("Ana Lyst")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("heading", name="Datasets", exact=True)).to_be_visible()
+    expect(page.get_by_label("Password", exact=True)).to_have_count(0)
+    expect(page.get_by_text("Signed in as Ana Lyst (analyst)")).to_be_visible()
+
+
+@pytest.mark.parametrize("sql,reason", [
+    ("COPY lab_results TO '/tmp/letl_stolen.csv'", re.compile(r"Refused: .*(one|SELECT)", re.I)),
+    ("SELECT * FROM read_csv('/etc/passwd')", re.compile(r"Refused: .*(not allowed|read_csv)", re.I)),
+])
+def test_sql_page_refuses_unsafe_sql(explorer_url, page, sql, reason):
+    open_page(page, explorer_url, "SQL")
+    box = page.get_by_label("Query", exact=True)
+    expect(box).to_have_value(re.compile(r"^SELECT \* FROM \w+ LIMIT 100$"))
+    box.fill(sql)
+    box.press("Control+Enter")  # a text area commits on Ctrl+Enter
+    error = main_block(page).locator('[data-testid="stAlertContentError"]')
+    expect(error).to_contain_text(reason)
+    page.get_by_role("button", name="Run", exact=True).click()  # pressing Run anyway runs nothing (it is audited)
+    expect(error).to_contain_text(reason)
+    expect(caption_rows(page)).to_have_count(0)
+    assert not Path("/tmp/letl_stolen.csv").exists()
+
+
+def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
+    # Datasets, with a dataset picked
+    open_page(page, explorer_url, "Datasets")
+    choose(page, "Dataset", "labs/lab_results_summary")
+    expect(page.get_by_role("heading", name="labs/lab_results_summary", exact=True)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"dataset=labs%2Flab_results_summary"))
+    versions = grid_cells(page, 1)
+    expect(versions.filter(has_text=re.compile(r"^gros://"))).to_have_count(3)
+    for cell in versions.filter(has_text=re.compile(r"^gros://")).all():
+        expect(cell).to_have_text(re.compile(r"^gros://labs\.lab_results_summary/main:0\?partition=2024-0[123]-01$"))
+    snap(page, tmp_path, "datasets")
+
+    # Query builder with a grouped result (and its chart)
+    open_page(page, explorer_url, "Query builder")
+    choose(page, "Dataset", "lab_results")
+    choose(page, "Group by", "hospital_id")
+    choose(page, "Aggregates", "count(*)")
+    expect(main_block(page).locator('[data-testid="stCode"]')).to_contain_text('GROUP BY "hospital_id"')
+    settled(page)
+    page.get_by_role("button", name="Run query", exact=True).click()
+    expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in"))
+    expect(grid_cells(page).filter(has_text=re.compile(r"^H00[123]$"))).to_have_count(3)
+    expect(main_block(page).locator('[data-testid="stVegaLiteChart"] svg.marks')).to_be_visible()
+    snap(page, tmp_path, "query_builder")
+
+    # Predefined queries, after Run
+    open_page(page, explorer_url, "Predefined queries")
+    expect(page.get_by_role("combobox", name="Query", exact=True)).to_have_value("Abnormal-rate trend by hospital")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(caption_rows(page)).to_have_text(re.compile(r"^9 row\(s\) in"))  # 3 months x 3 hospitals
+    expect(grid_cells(page).filter(has_text=re.compile(r"^H00[123]$"))).to_have_count(9)
+    expect(main_block(page).locator('[data-testid="stVegaLiteChart"] svg.marks')).to_be_visible()
+    snap(page, tmp_path, "predefined")
+
+    # SQL, after Run
+    open_page(page, explorer_url, "SQL")
+    box = page.get_by_label("Query", exact=True)
+    box.fill("SELECT hospital_id, count(*) AS results\nFROM lab_results\nGROUP BY ALL\nORDER BY hospital_id")
+    box.press("Control+Enter")
+    settled(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in"))
+    expect(page).to_have_url(re.compile(r"/sql\?sql="))
+    cells = grid_cells(page)
+    expect(cells.filter(has_text=re.compile(r"^H00[123]$"))).to_have_count(3)
+    expect(cells.filter(has_text=re.compile(r"^1,?128$"))).to_have_count(3)
+    snap(page, tmp_path, "sql")
+
+
+def test_full_result_download_beyond_the_page_cap(start_explorer, page, lab_lake, monkeypatch, tmp_path):
+    """A result cut at the page's row cap downloads in full: generated by DuckDB when clicked."""
+    monkeypatch.setenv("LETL_EXPLORER_ROW_CAP", "50")
+    url = start_explorer()
+    open_page(page, url, "SQL")
+    box = page.get_by_label("Query", exact=True)
+    box.fill("SELECT hospital_id, test_code, result_value FROM lab_results WHERE hospital_id = 'H002'")
+    box.press("Control+Enter")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(caption_rows(page)).to_contain_text("showing the first 50")
+    button = page.get_by_role("button", name="Download CSV (full result, up to 1,000,000 rows)", exact=True)
+    with page.expect_download(timeout=WAIT_MS) as info:
+        button.click()
+    saved = tmp_path / "full.csv"
+    info.value.save_as(saved)
+    got = pd.read_csv(saved, dtype=str, keep_default_na=False)
+    expected = plain_duckdb_h002(lab_lake)[["hospital_id", "test_code", "result_value"]]
+    assert len(got) == len(expected) > 50
+    pd.testing.assert_frame_equal(normalised(got, expected), normalised(expected, expected))
