@@ -1,198 +1,40 @@
 """The catalog: versions, latest pointers, lineage edges, the access log, and requests.
 
-SQLAlchemy Core, so that the embedded SQLite file and a shared Postgres run the
-same statements. SQLite runs in WAL mode with a busy timeout, and every write
-transaction starts with BEGIN IMMEDIATE so that two processes queue instead of
-failing on a lock upgrade.
+``Catalog`` is the only code that queries the catalog's tables (catalog_schema.py defines every
+one; opening a Catalog creates any that are missing, and adds the columns older releases lack).
+Its request methods live in catalog_requests.py, which it inherits.
 """
 
-import json
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
 
 import sqlalchemy as sa
 
+from letl.lake.catalog_requests import RequestLog
+from letl.lake.catalog_schema import (
+    FINAL_STATES,
+    OPEN_STATES,
+    Version,
+    access_log,
+    latest,
+    lineage,
+    make_engine,
+    metadata,
+    moves,
+    query_log,
+    request_attempts,
+    upsert_dialect,
+    utcnow,
+    versions,
+)
 from letl.lake.errors import InProgress
 
-metadata = sa.MetaData()
-
-versions = sa.Table(
-    "versions",
-    metadata,
-    sa.Column("version_id", sa.String(64), primary_key=True),
-    sa.Column("asset_key", sa.String(255), nullable=False),
-    sa.Column("branch", sa.String(128), nullable=False),
-    sa.Column("partition", sa.String(128), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("tier", sa.String(64), nullable=False),
-    sa.Column("storage_key", sa.String(1024), nullable=False),
-    sa.Column("format", sa.String(32), nullable=False),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("rows", sa.BigInteger),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("schema_fingerprint", sa.String(64)),
-    sa.Column("metadata_json", sa.Text, nullable=False, default="{}"),
-    sa.Index("ix_versions_asset", "asset_key", "branch", "partition", "created_at"),
-)
-
-latest = sa.Table(
-    "latest",
-    metadata,
-    sa.Column("asset_key", sa.String(255), primary_key=True),
-    sa.Column("branch", sa.String(128), primary_key=True),
-    sa.Column("partition", sa.String(128), primary_key=True),
-    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-lineage = sa.Table(
-    "lineage",
-    metadata,
-    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), primary_key=True),
-    sa.Column("upstream_version_id", sa.String(64), sa.ForeignKey("versions.version_id"), primary_key=True),
-    sa.Index("ix_lineage_upstream", "upstream_version_id"),
-)
-
-access_log = sa.Table(
-    "access_log",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id"), nullable=False),
-    sa.Column("accessed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("run_id", sa.String(64)),
-    sa.Column("step_key", sa.String(255)),
-    sa.Column("user", sa.String(128)),
-    sa.Column("host", sa.String(255)),
-    # Explorer queries: which query read the version and how many rows it returned.
-    sa.Column("sql_hash", sa.String(64)),
-    sa.Column("rows", sa.BigInteger),
-    sa.Index("ix_access_run_step", "run_id", "step_key"),
-    sa.Index("ix_access_version", "version_id", "accessed_at"),
-)
-
-# Writes and moves by request id, reserved before any work so that a repeat never does it twice.
-# One row per request (its latest state and live owner); every attempt also gets a request_attempts row.
-moves = sa.Table(
-    "moves",
-    metadata,
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    # A write's version exists only once the write commits: null until then.
-    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id")),
-    sa.Column("src_tier", sa.String(64), nullable=False),  # 'external' for a write
-    sa.Column("dst_tier", sa.String(64), nullable=False),
-    # started -> copied -> switched -> done; refused: rolled_back; owner failed or died, settled: interrupted
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("bytes", sa.BigInteger),
-    sa.Column("seconds", sa.Float),
-    sa.Column("detail", sa.Text),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(8)),  # 'move' or 'write'
-    sa.Column("ask", sa.Text),  # what was asked, as JSON: reusing the id for other work is a conflict
-    sa.Column("attempt", sa.Integer),
-    # The lease: only the holder of owner_token may change the row; heartbeat_at says it lives.
-    sa.Column("owner_host", sa.String(255)),
-    sa.Column("owner_pid", sa.Integer),
-    sa.Column("owner_token", sa.String(32)),
-    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
-)
-
-request_attempts = sa.Table(
-    "request_attempts",
-    metadata,
-    # No foreign key to moves: rebuilding an old moves table must not drag this one along.
-    sa.Column("request_id", sa.String(128), primary_key=True),
-    sa.Column("attempt", sa.Integer, primary_key=True),
-    sa.Column("owner_host", sa.String(255)),
-    sa.Column("owner_pid", sa.Integer),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("ended_at", sa.DateTime(timezone=True)),
-    sa.Column("outcome", sa.String(16), nullable=False),  # running, then the state the attempt ended in
-    sa.Column("detail", sa.Text),
-)
-
-OPEN_STATES = ("started", "copied", "switched")
-FINAL_STATES = ("done", "rolled_back")
-
-# Explorer and `letl sql` queries that read no version, or were refused or failed before reading:
-# still audited. Only the SQL's hash is kept, never its text, which may hold a typed patient value.
-query_log = sa.Table(
-    "query_log",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("user", sa.String(128)),
-    sa.Column("host", sa.String(255)),
-    sa.Column("sql_hash", sa.String(64)),
-    sa.Column("rows", sa.BigInteger),
-    sa.Column("detail", sa.Text),
-    sa.Index("ix_query_log_at", "at"),
-)
+# What the lake's modules and tests import from here, so that they name the catalog, not its parts.
+__all__ = ["FINAL_STATES", "OPEN_STATES", "Catalog", "Version", "access_log", "latest", "lineage", "moves",
+           "query_log", "request_attempts", "utcnow", "versions"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class Version:
-    version_id: str
-    asset_key: str
-    branch: str
-    partition: str
-    created_at: datetime
-    run_id: str | None
-    tier: str
-    storage_key: str
-    format: str
-    bytes: int
-    rows: int | None
-    sha256: str
-    schema_fingerprint: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row: sa.Row) -> "Version":
-        data = dict(row._mapping)
-        data["metadata"] = json.loads(data.pop("metadata_json") or "{}")
-        if data["created_at"].tzinfo is None:
-            data["created_at"] = data["created_at"].replace(tzinfo=timezone.utc)
-        return cls(**data)
-
-    def as_row(self) -> dict[str, Any]:
-        row = {k: getattr(self, k) for k in versions.columns.keys() if k != "metadata_json"}
-        row["metadata_json"] = json.dumps(self.metadata, sort_keys=True, default=str)
-        return row
-
-
-def make_engine(url: str) -> sa.Engine:
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-    @sa.event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record):
-        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin_immediate(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
-class Catalog:
+class Catalog(RequestLog):
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
@@ -240,10 +82,6 @@ class Catalog:
             conn.exec_driver_sql(f"INSERT INTO moves ({names}) SELECT {names} FROM moves_before_leases")
             conn.exec_driver_sql("DROP TABLE moves_before_leases")
 
-    def commit_version(self, version: Version, upstream_ids: Iterable[str] = ()) -> None:
-        """Insert a version, its lineage edges and move the latest pointer, atomically."""
-        self.commit_versions([(version, upstream_ids)])
-
     def commit_versions(self, entries: list[tuple[Version, Iterable[str]]],
                         request: tuple[str, str, dict] | None = None) -> None:
         """Insert versions with their lineage edges and move their latest pointers, all in one
@@ -260,28 +98,57 @@ class Catalog:
                 edges = [{"version_id": version.version_id, "upstream_version_id": u} for u in set(upstream_ids)]
                 if edges:
                     conn.execute(lineage.insert(), edges)
-                self._set_latest(conn, version)
+            self._point_latest(conn, [(v.asset_key, v.branch, v.partition, v.version_id) for v, _ in entries])
             if request is not None and not self.update_request(request[0], request[1], conn=conn, **request[2]):
                 raise InProgress(f"request {request[0]!r} was taken over by another owner; nothing committed")
 
-    def _set_latest(self, conn: sa.Connection, version: Version) -> None:
-        values = {
-            "asset_key": version.asset_key,
-            "branch": version.branch,
-            "partition": version.partition,
-            "version_id": version.version_id,
-            "updated_at": utcnow(),
-        }
-        insert = _upsert_dialect(conn).insert(latest).values(**values)
-        conn.execute(
-            insert.on_conflict_do_update(
+    @staticmethod
+    def _point_latest(conn: sa.Connection, versions_: Iterable[tuple[str, str, str, str]]) -> int:
+        """Move the latest pointer of each (asset key, branch, partition) to its version id, never back:
+        version ids sort by creation time, so a slow writer that commits last keeps the newer pointer."""
+        newest: dict[tuple[str, str, str], str] = {}
+        for a, b, p, v in versions_:  # one row per pointer: Postgres refuses to upsert a row twice in one statement
+            newest[a, b, p] = max(v, newest.get((a, b, p), v))
+        now = utcnow()
+        pointers = [{"asset_key": a, "branch": b, "partition": p, "version_id": v, "updated_at": now}
+                    for (a, b, p), v in newest.items()]
+        if pointers:
+            insert = upsert_dialect(conn).insert(latest)
+            conn.execute(insert.on_conflict_do_update(
                 index_elements=["asset_key", "branch", "partition"],
                 set_={"version_id": insert.excluded.version_id, "updated_at": insert.excluded.updated_at},
-                # Version ids sort by creation time: a slow writer that commits last never
-                # moves the pointer back to its older version.
                 where=latest.c.version_id < insert.excluded.version_id,
-            )
-        )
+            ), pointers)
+        return len(pointers)
+
+    def version_count(self) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar_one()
+
+    def merge_versions(self, entries: list[Version], edges: set[tuple[str, str]]) -> dict:
+        """Upsert versions (every field but the id overwritten) and their lineage edges (version id,
+        upstream id), then point every latest pointer at its newest version, in one transaction.
+        Edges to versions the catalog does not hold are left out and reported as dangling."""
+        with self.engine.begin() as conn:
+            before = conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar_one()
+            known = set(conn.execute(sa.select(versions.c.version_id)).scalars()) | {v.version_id for v in entries}
+            dangling = {(vid, up) for vid, up in edges if up not in known}
+            kept = edges - dangling
+            if entries:
+                insert = upsert_dialect(conn).insert(versions)
+                conn.execute(insert.on_conflict_do_update(
+                    index_elements=["version_id"],
+                    set_={c: insert.excluded[c] for c in versions.columns.keys() if c != "version_id"},
+                ), [v.as_row() for v in entries])
+            if kept:
+                conn.execute(upsert_dialect(conn).insert(lineage).on_conflict_do_nothing(),
+                             [{"version_id": v, "upstream_version_id": u} for v, u in sorted(kept)])
+            inserted = conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar_one() - before
+            v = versions.c
+            newest = conn.execute(sa.select(v.asset_key, v.branch, v.partition, sa.func.max(v.version_id))
+                                  .group_by(v.asset_key, v.branch, v.partition)).all()
+            pointers = self._point_latest(conn, newest)
+        return {"inserted": inserted, "edges": kept, "dangling": dangling, "latest_pointers": pointers}
 
     def get(self, version_id: str) -> Version | None:
         with self.engine.begin() as conn:
@@ -298,14 +165,16 @@ class Catalog:
             row = conn.execute(query).first()
         return Version.from_row(row) if row else None
 
-    def latest_versions(self, branch: str) -> list[Version]:
-        """The version each latest pointer names on a branch, by asset and partition."""
+    def latest_versions(self, branch: str, asset_key: str | None = None) -> list[Version]:
+        """The version each latest pointer names on a branch (of one asset, or all), by asset and partition."""
         query = (
             versions.select()
             .join(latest, latest.c.version_id == versions.c.version_id)
             .where(latest.c.branch == branch)
             .order_by(versions.c.asset_key, versions.c.partition)
         )
+        if asset_key is not None:
+            query = query.where(latest.c.asset_key == asset_key)
         with self.engine.begin() as conn:
             return [Version.from_row(r) for r in conn.execute(query)]
 
@@ -335,6 +204,12 @@ class Catalog:
         )
         with self.engine.begin() as conn:
             return conn.execute(query).scalar_one()
+
+    def latest_counts(self) -> dict[str, int]:
+        """How many latest pointers (asset and partition) each branch has."""
+        query = sa.select(latest.c.branch, sa.func.count()).group_by(latest.c.branch)
+        with self.engine.begin() as conn:
+            return dict(conn.execute(query).all())
 
     def latest_ids(self) -> set[str]:
         with self.engine.begin() as conn:
@@ -380,13 +255,17 @@ class Catalog:
             with self.engine.begin() as conn:
                 conn.execute(access_log.update().where(access_log.c.id.in_(ids)).values(run_id=run_id))
 
-    def loaded_in_step(self, run_id: str, step_key: str) -> list[str]:
-        """Versions a step read as inputs: the exact upstreams of what it writes."""
-        query = sa.select(access_log.c.version_id).where(
-            access_log.c.run_id == run_id, access_log.c.step_key == step_key, access_log.c.kind == "load"
-        )
+    def access_stats(self, now: datetime, window: float) -> tuple[dict[str, datetime], dict[str, int]]:
+        """Last access per version (up to now), and accesses per version within (now - window, now]."""
+        a = access_log.c
+        last_q = sa.select(a.version_id, sa.func.max(a.accessed_at)).where(a.accessed_at <= now).group_by(a.version_id)
+        reads_q = (sa.select(a.version_id, sa.func.count())
+                   .where(a.accessed_at > now - timedelta(seconds=window), a.accessed_at <= now)
+                   .group_by(a.version_id))
         with self.engine.begin() as conn:
-            return sorted(set(conn.execute(query).scalars()))
+            last = {vid: _aware(when) for vid, when in conn.execute(last_q) if when is not None}
+            reads = dict(conn.execute(reads_q).all())
+        return last, reads
 
     def upstreams(self, version_id: str) -> list[Version]:
         return self._edges(lineage.c.upstream_version_id, lineage.c.version_id, version_id)
@@ -399,120 +278,9 @@ class Catalog:
         with self.engine.begin() as conn:
             return [Version.from_row(r) for r in conn.execute(query)]
 
-    def access_count(self, version_id: str) -> int:
-        query = sa.select(sa.func.count()).select_from(access_log).where(access_log.c.version_id == version_id)
-        with self.engine.begin() as conn:
-            return conn.execute(query).scalar_one()
 
-    # -- requests (writes and moves by request id) ----------------------------------------
-
-    def request(self, request_id: str) -> dict | None:
-        with self.engine.begin() as conn:
-            row = conn.execute(moves.select().where(moves.c.request_id == request_id)).first()
-        return dict(row._mapping) if row else None
-
-    def reserve_request(self, row: dict) -> bool:
-        """Insert a request and its first attempt unless the id is taken; True if this call got it."""
-        now = utcnow()
-        values = {**row, "attempt": 1, "created_at": now, "updated_at": now, "heartbeat_at": now}
-        with self.engine.begin() as conn:
-            insert = _upsert_dialect(conn).insert(moves).values(**values)
-            if conn.execute(insert.on_conflict_do_nothing(index_elements=["request_id"])).rowcount != 1:
-                return False
-            conn.execute(request_attempts.insert().values(
-                request_id=row["request_id"], attempt=1, owner_host=row.get("owner_host"),
-                owner_pid=row.get("owner_pid"), started_at=now, outcome="running"))
-        return True
-
-    def take_over_request(self, request_id: str, dead_token: str | None, owner: dict) -> bool:
-        """Become the owner of a request whose owner is gone. A compare-and-set on the old token:
-        of two processes settling the same dead owner, exactly one wins."""
-        token = moves.c.owner_token
-        now = utcnow()
-        with self.engine.begin() as conn:
-            return conn.execute(moves.update().where(
-                moves.c.request_id == request_id, token.is_(None) if dead_token is None else token == dead_token,
-            ).values(**owner, heartbeat_at=now, updated_at=now)).rowcount == 1
-
-    def begin_attempt(self, request_id: str, token: str) -> int:
-        """Start the owner's own attempt at the work (after settling whatever the last one left)."""
-        now = utcnow()
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(moves.c.attempt, moves.c.owner_host, moves.c.owner_pid).where(
-                moves.c.request_id == request_id, moves.c.owner_token == token)).first()
-            if row is None:
-                raise InProgress(f"request {request_id!r} was taken over by another owner")
-            attempt = (row.attempt or 1) + 1  # rows from before attempts were counted had one
-            conn.execute(moves.update().where(moves.c.request_id == request_id)
-                         .values(attempt=attempt, state="started", detail=None, updated_at=now))
-            conn.execute(request_attempts.insert().values(
-                request_id=request_id, attempt=attempt, owner_host=row.owner_host, owner_pid=row.owner_pid,
-                started_at=now, outcome="running"))
-        return attempt
-
-    def update_request(self, request_id: str, token: str, conn: sa.Connection | None = None, **values) -> bool:
-        """Change a request as its owner (False if it is not); a state past the open ones also ends the
-        current attempt with that outcome."""
-        if conn is None:
-            with self.engine.begin() as own:
-                return self.update_request(request_id, token, conn=own, **values)
-        now = utcnow()
-        where = (moves.c.request_id == request_id, moves.c.owner_token == token)
-        if conn.execute(moves.update().where(*where).values(**values, updated_at=now)).rowcount != 1:
-            return False
-        if values.get("state") not in (None, *OPEN_STATES):
-            attempt = conn.execute(sa.select(moves.c.attempt).where(*where)).scalar_one()
-            conn.execute(request_attempts.update().where(
-                request_attempts.c.request_id == request_id, request_attempts.c.attempt == attempt,
-                request_attempts.c.ended_at.is_(None),
-            ).values(ended_at=now, outcome=values["state"], detail=values.get("detail")))
-        return True
-
-    def heartbeat(self, request_id: str, token: str) -> bool:
-        with self.engine.begin() as conn:
-            return conn.execute(moves.update().where(moves.c.request_id == request_id, moves.c.owner_token == token)
-                                .values(heartbeat_at=utcnow())).rowcount == 1
-
-    def switch_tier(self, version_id: str, from_tier: str, to_tier: str, request: tuple[str, str, dict]) -> bool:
-        """Point a version at another tier and advance the move that did it, in one transaction.
-        False (nothing changed) if the version is no longer on from_tier."""
-        with self.engine.begin() as conn:
-            switched = conn.execute(versions.update().where(
-                versions.c.version_id == version_id, versions.c.tier == from_tier).values(tier=to_tier)).rowcount
-            if switched != 1:
-                return False
-            if not self.update_request(request[0], request[1], conn=conn, **request[2]):
-                raise InProgress(f"request {request[0]!r} was taken over by another owner; nothing switched")
-        return True
-
-    def requests_in(self, states: Iterable[str]) -> list[dict]:
-        query = moves.select().where(moves.c.state.in_(tuple(states))).order_by(moves.c.created_at)
-        with self.engine.begin() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
-    def request_attempts(self, request_id: str) -> list[dict]:
-        """Every attempt at a request, first first: who ran it, when, and how it ended."""
-        a = request_attempts.c
-        with self.engine.begin() as conn:
-            rows = conn.execute(request_attempts.select().where(a.request_id == request_id).order_by(a.attempt))
-            return [dict(r._mapping) for r in rows]
-
-    def move_history(self, version_ids: Iterable[str]) -> dict[str, int]:
-        """How many requests moved (or tried to move) each of these versions."""
-        ids = sorted(set(version_ids))
-        if not ids:
-            return {}
-        query = (sa.select(moves.c.version_id, sa.func.count()).where(moves.c.version_id.in_(ids))
-                 .group_by(moves.c.version_id))
-        with self.engine.begin() as conn:
-            return dict(conn.execute(query).all())
-
-
-def _upsert_dialect(conn: sa.Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite
+def _aware(when: datetime | str) -> datetime:
+    """SQLite hands aggregates back as text and datetimes back naive: both are UTC."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)

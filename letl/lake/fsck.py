@@ -11,22 +11,15 @@ the others are still repaired.
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from letl.lake.catalog import FINAL_STATES, OPEN_STATES, utcnow
 from letl.lake.errors import Conflict, TierUnavailable, one_line
 from letl.lake.leases import request_tag
 from letl.lake.moves import Mover
+from letl.lake.names import version_created_at
 from letl.lake.requests import Requests
-
-
-def key_created_at(key: str) -> datetime | None:
-    stamp = key.rsplit("/", 1)[-1].split("-", 1)[0]
-    try:
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 class CatalogLooksLost(Conflict, RuntimeError):
@@ -80,7 +73,7 @@ def _sweep_tier(lake, name: str, tier, cutoff: datetime, grace_seconds: float, d
     for key in keys:
         if (name, key) in located or (name, key.split("/", 1)[-1].rsplit("/", 1)[0]) in writing:
             continue
-        created = key_created_at(key)
+        created = version_created_at(key)
         if created is not None and created > cutoff:
             report["kept_young"].append(f"{name}:{key}")
             continue

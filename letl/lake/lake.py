@@ -1,23 +1,25 @@
 """The Lake: the catalog plus the tiers. Everything above storage talks to this."""
 
 import hashlib
-import json
 import os
 import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from letl.lake import manifests
 from letl.lake.catalog import Catalog, Version, utcnow
-from letl.lake.config import LakeConfig, TierSpec, format_size, object_store_credentials
+from letl.lake.config import LakeConfig, TierSpec, format_size
 from letl.lake.errors import InvalidInput, LetlError, NoRoom, NotFound, TierUnavailable, VerificationFailed
+from letl.lake.names import new_version_id, repo_of
+from letl.lake.uri import format_uri
 from letl.storage.contract import CHUNK, Backend, validate_key
+from letl.storage.factory import make_backend
 from letl.storage.posix import PosixBackend
 
 PARQUET_OPTIONS = {"compression": "zstd"}
@@ -52,36 +54,6 @@ class Tier:
             except Exception as exc:  # any failure to reach a tier makes placement skip it
                 self._problem = f"tier {self.name} ({self.spec.location}) unavailable: {exc}"
         return self._problem or None
-
-
-def make_backend(spec: TierSpec, home: Path) -> Backend:
-    if spec.scheme == "file":
-        return PosixBackend(spec.path)
-    rest = spec.location.split("://", 1)[1]
-    if spec.scheme == "s3":
-        from letl.storage.s3 import S3Backend, make_s3_client
-
-        bucket, _, prefix = rest.partition("/")
-        endpoint, key, secret, region = _s3_settings(home)
-        return S3Backend(make_s3_client(endpoint, key, secret, region), bucket, prefix.strip("/") + "/" if prefix else "")
-    if spec.scheme == "daos":
-        from letl.storage.daos import DaosBackend
-
-        pool, cont, *name = rest.split("/")
-        return DaosBackend(pool, cont, dict_name=name[0] if name else "letl")
-    raise InvalidInput(f"tier {spec.name}: unsupported location {spec.location!r} (use a path, s3:// or daos://)")
-
-
-def _s3_settings(home: Path) -> tuple[str, str, str, str]:
-    """LETL_S3_* for a real CORTX/S3 endpoint, else the local server `letl objectstore up` started."""
-    env = os.environ
-    if env.get("LETL_S3_ENDPOINT"):
-        return (env["LETL_S3_ENDPOINT"], env.get("LETL_S3_ACCESS_KEY_ID", ""),
-                env.get("LETL_S3_SECRET_ACCESS_KEY", ""), env.get("LETL_S3_REGION", "us-east-1"))
-    state = json.loads(object_store_credentials(home).read_text())
-    return state["endpoint"], state["access_key"], state["secret_key"], "us-east-1"
-
-
 
 
 @dataclass
@@ -270,10 +242,8 @@ class Lake:
         for s in staged:
             if s.reuse is not None:
                 self.tiers[s.version.tier].backend.delete(s.version.storage_key)
-        from letl.lake.manifests import record_version  # lineage audit in GROS layout; logs, never raises
-
         for s in fresh:
-            record_version(self, s.version)
+            manifests.record_version(self, s.version)  # the lineage audit trail: logs, never raises
         return [s.reuse or s.version for s in staged]
 
     def discard(self, staged: list[Staged]) -> None:
@@ -337,14 +307,8 @@ class Lake:
 
     def uri(self, version: Version) -> str:
         """The version's gros:// address, pinned by its index among its partition's versions."""
-        repo = version.asset_key.replace("/", ".")
-        query = f"?partition={version.partition}" if version.partition else ""
-        return f"gros://{repo}/{version.branch}:{self.catalog.version_index(version)}{query}"
-
-
-def new_version_id(created_at: datetime | None = None) -> str:
-    """Sortable by creation time, unique across processes."""
-    return f"{created_at or utcnow():%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+        return format_uri(repo_of(version.asset_key), version.branch, "index", self.catalog.version_index(version),
+                          version.partition or None)
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:

@@ -50,8 +50,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from letl.lake import uri
-from letl.lake.catalog import Catalog, Version, _upsert_dialect, latest, lineage, utcnow, versions
+from letl.lake.catalog import Catalog, Version
+from letl.lake.errors import Conflict, InvalidInput, NotFound
+from letl.lake.names import repo_of
 from letl.storage.contract import Backend, validate_key
+from letl.storage.factory import make_backend
 
 log = logging.getLogger("letl")
 
@@ -61,7 +64,7 @@ STORE_SUFFIX = ".gros"
 MARKER_SEP = "="  # GROS writes repo@version; '@' is not allowed in storage keys
 
 
-class CatalogNotEmpty(RuntimeError):
+class CatalogNotEmpty(Conflict, RuntimeError):
     """rebuild() into a catalog that already holds versions, without force."""
 
 
@@ -70,10 +73,6 @@ class ManifestError(RuntimeError):
 
 
 # -- names -------------------------------------------------------------------------------
-
-def repo_of(asset_key: str) -> str:
-    return asset_key.replace("/", ".")
-
 
 def manifest_key(version: Version) -> str:
     return validate_key(f"{ROOT}/{repo_of(version.asset_key)}/{version.branch}/{version.version_id}/metadata.json")
@@ -104,8 +103,6 @@ def store_location(location: str) -> str:
 
 
 def manifest_store(lake, tier_name: str) -> Backend:
-    from letl.lake.lake import make_backend
-
     stores = lake.__dict__.setdefault("_manifest_stores", {})
     if tier_name not in stores:
         spec = lake.tiers[tier_name].spec
@@ -190,8 +187,8 @@ def record_version(lake, version: Version) -> dict[str, Any] | None:
     try:
         return write_manifest(lake, version)
     except Exception as exc:
-        log.warning("lineage manifest of version %s not written (%s); run manifests.backfill to repair",
-                    version.version_id, exc)
+        log.warning("lineage manifest of version %s not written (%s): the version is committed, but a "
+                    "catalog rebuild would not see it until its manifest is written", version.version_id, exc)
         return None
 
 
@@ -260,14 +257,13 @@ def rebuild(lake, target_url: str | None = None, force: bool = False) -> dict[st
     gives the same catalog.
     """
     catalog = Catalog(target_url) if target_url else lake.catalog
-    with catalog.engine.begin() as conn:
-        present = conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar_one()
+    present = catalog.version_count()
     if present and not force:
         raise CatalogNotEmpty(f"catalog {_safe_url(catalog.url)} already holds {present} versions; "
                               "use force to merge the manifests into it")
     found = read_manifests(lake)
     docs = found["manifests"]
-    rows, moved, missing, ambiguous = [], [], [], []
+    found_versions, moved, missing, ambiguous = [], [], [], []
     for vid in sorted(docs):
         written = version_from_record(docs[vid]["version"])
         tier, holders = locate(lake, written)
@@ -277,53 +273,26 @@ def rebuild(lake, target_url: str | None = None, force: bool = False) -> dict[st
             ambiguous.append({"version_id": vid, "tiers": holders, "chosen": tier})
         if tier != written.tier:
             moved.append({"version_id": vid, "written_on": written.tier, "found_on": tier})
-        rows.append(dataclasses.replace(written, tier=tier).as_row())
+        found_versions.append(dataclasses.replace(written, tier=tier))
 
-    edges = {(vid, up) for vid, doc in docs.items() for up in doc["upstream_version_ids"]}
-    with catalog.engine.begin() as conn:
-        known = set(conn.execute(sa.select(versions.c.version_id)).scalars()) | set(docs)
-        dangling = sorted(f"{vid}<-{up}" for vid, up in edges if up not in known)
-        edges = {(vid, up) for vid, up in edges if up in known}
-        dialect = _upsert_dialect(conn)
-        inserted = 0
-        if rows:
-            stmt = dialect.insert(versions)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["version_id"],
-                set_={c: stmt.excluded[c] for c in versions.columns.keys() if c != "version_id"},
-            ), rows)
-            inserted = conn.execute(sa.select(sa.func.count()).select_from(versions)).scalar_one() - present
-        if edges:
-            conn.execute(dialect.insert(lineage).on_conflict_do_nothing(),
-                         [{"version_id": v, "upstream_version_id": u} for v, u in sorted(edges)])
-        newest = conn.execute(
-            sa.select(versions.c.asset_key, versions.c.branch, versions.c.partition, sa.func.max(versions.c.version_id))
-            .group_by(versions.c.asset_key, versions.c.branch, versions.c.partition)
-        ).all()
-        now = utcnow()
-        pointers = [{"asset_key": a, "branch": b, "partition": p, "version_id": v, "updated_at": now} for a, b, p, v in newest]
-        if pointers:
-            stmt = dialect.insert(latest)
-            conn.execute(stmt.on_conflict_do_update(
-                index_elements=["asset_key", "branch", "partition"],
-                set_={"version_id": stmt.excluded.version_id, "updated_at": stmt.excluded.updated_at},
-                where=latest.c.version_id < stmt.excluded.version_id,
-            ), pointers)
+    merged = catalog.merge_versions(found_versions, {(vid, up) for vid, doc in docs.items()
+                                                     for up in doc["upstream_version_ids"]})
+    edges = merged["edges"]
     marker_edges = found["markers"]
     return {
         "target": _safe_url(catalog.url),
         "scanned_tiers": found["scanned"],
         "unavailable_tiers": found["unavailable"],
         "manifests": len(docs),
-        "versions": len(rows),
-        "inserted": inserted,
+        "versions": len(found_versions),
+        "inserted": merged["inserted"],
         "lineage_edges": len(edges),
-        "latest_pointers": len(pointers),
+        "latest_pointers": merged["latest_pointers"],
         "markers": len(marker_edges),
         "moved": moved,
         "missing_objects": missing,
         "ambiguous": ambiguous,
-        "dangling_upstreams": dangling,
+        "dangling_upstreams": sorted(f"{vid}<-{up}" for vid, up in merged["dangling"]),
         "edges_without_marker": sorted(f"{v}<-{u}" for v, u in edges - {(d, u) for u, d in marker_edges}),
         "markers_without_edge": sorted(f"{d}<-{u}" for u, d in marker_edges
                                        if (d, u) not in edges and d in docs),
@@ -348,9 +317,8 @@ def branches(lake) -> dict[str, dict[str, int]]:
     for v in lake.catalog.list_versions():
         counts[v.branch]["versions"] += 1
         assets[v.branch].add(v.asset_key)
-    with lake.catalog.engine.begin() as conn:
-        for branch, n in conn.execute(sa.select(latest.c.branch, sa.func.count()).group_by(latest.c.branch)):
-            counts[branch]["latest"] = n
+    for branch, n in lake.catalog.latest_counts().items():
+        counts[branch]["latest"] = n
     return {b: {"versions": counts[b]["versions"], "assets": len(assets[b]), "latest": counts[b]["latest"]}
             for b in sorted(counts)}
 
@@ -360,7 +328,7 @@ def parse_ref(ref: str) -> tuple[str, str]:
     try:
         parsed = uri.parse(ref)
     except uri.GrosURIError as exc:
-        raise ValueError(f"bad reference {ref!r}: {exc}") from exc
+        raise InvalidInput(f"bad reference {ref!r}: {exc}") from exc
     return parsed.repo, parsed.branch
 
 
@@ -368,15 +336,12 @@ def _asset_of(lake, repo: str) -> str:
     known = sorted({v.asset_key for v in lake.catalog.list_versions()})
     matches = [a for a in known if repo_of(a) == repo]
     if not matches:
-        raise LookupError(f"unknown repo {repo!r}; known: {', '.join(repo_of(a) for a in known) or 'none'}")
+        raise NotFound(f"unknown repo {repo!r}; known: {', '.join(repo_of(a) for a in known) or 'none'}")
     return matches[0]
 
 
 def _latest_by_partition(lake, asset_key: str, branch: str) -> dict[str, Version]:
-    query = (versions.select().join(latest, latest.c.version_id == versions.c.version_id)
-             .where(latest.c.asset_key == asset_key, latest.c.branch == branch))
-    with lake.catalog.engine.begin() as conn:
-        return {v.partition: v for v in map(Version.from_row, conn.execute(query))}
+    return {v.partition: v for v in lake.catalog.latest_versions(branch, asset_key)}
 
 
 def _columns(lake, version: Version) -> dict[str, str] | None:
@@ -394,7 +359,7 @@ def diff(lake, ref_a: str, ref_b: str) -> dict[str, Any]:
     asset_a, asset_b = _asset_of(lake, repo_a), _asset_of(lake, repo_b)
     side_a, side_b = _latest_by_partition(lake, asset_a, branch_a), _latest_by_partition(lake, asset_b, branch_b)
     if not side_a and not side_b:
-        raise LookupError(f"no versions of {repo_a} on {branch_a} nor of {repo_b} on {branch_b}")
+        raise NotFound(f"no versions of {repo_a} on {branch_a} nor of {repo_b} on {branch_b}")
 
     def brief(v: Version | None) -> dict | None:
         if v is None:

@@ -28,14 +28,12 @@ import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable
 
-import sqlalchemy as sa
-
-from letl.lake.catalog import Version, access_log, utcnow
+from letl.lake.catalog import Version, utcnow
 from letl.lake.config import format_size
-from letl.lake.errors import LetlError
+from letl.lake.errors import InvalidInput, LetlError
 from letl.lake.moves import Mover, MoveResult
 
 log = logging.getLogger("letl.policy")
@@ -84,7 +82,7 @@ class PolicySettings:
             ),
         )
         if settings.promote_reads < 1:
-            raise ValueError(f"{ENV_PREFIX}PROMOTE_READS must be at least 1, not {settings.promote_reads}")
+            raise InvalidInput(f"{ENV_PREFIX}PROMOTE_READS must be at least 1, not {settings.promote_reads}")
         return settings
 
 
@@ -99,13 +97,13 @@ def parse_duration(text: str | float | int | None) -> float | None:
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
     if not match:
-        raise ValueError(f"not a duration: {text!r} (examples: 3600, 90m, 12h, 30d, none)")
+        raise InvalidInput(f"not a duration: {text!r} (examples: 3600, 90m, 12h, 30d, none)")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 def _required(value: float | None, what: str) -> float:
     if value is None:
-        raise ValueError(f"{ENV_PREFIX}{what} needs a duration")
+        raise InvalidInput(f"{ENV_PREFIX}{what} needs a duration")
     return value
 
 
@@ -144,7 +142,7 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
     used = {name: 0 for name in names} | lake.tier_usage()
     everything = lake.catalog.list_versions()
     versions = [v for v in everything if v.tier in lake.tiers and available[v.tier]]
-    last_access, reads = _access_stats(lake, now, settings.promote_window)
+    last_access, reads = lake.catalog.access_stats(now, settings.promote_window)
     last_used = {v.version_id: max(last_access.get(v.version_id, v.created_at), v.created_at) for v in versions}
 
     planned: list[PlannedMove] = []
@@ -278,19 +276,6 @@ def plan_key(lake, planned: list[PlannedMove]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _access_stats(lake, now: datetime, window: float) -> tuple[dict[str, datetime], dict[str, int]]:
-    """Last access per version (up to now), and reads per version within (now - window, now]."""
-    a = access_log.c
-    last_q = sa.select(a.version_id, sa.func.max(a.accessed_at)).where(a.accessed_at <= now).group_by(a.version_id)
-    reads_q = (sa.select(a.version_id, sa.func.count())
-               .where(a.accessed_at > now - timedelta(seconds=window), a.accessed_at <= now)
-               .group_by(a.version_id))
-    with lake.catalog.engine.begin() as conn:
-        last = {vid: _utc(when) for vid, when in conn.execute(last_q) if when is not None}
-        reads = dict(conn.execute(reads_q).all())
-    return last, reads
-
-
 def _superseded_at(versions: list[Version], latest: set[str]) -> dict[str, datetime]:
     """For each version that is not a latest one: when its next newer version was created."""
     groups: dict[tuple[str, str, str], list[Version]] = {}
@@ -306,8 +291,6 @@ def _superseded_at(versions: list[Version], latest: set[str]) -> dict[str, datet
 
 
 def _utc(when: datetime) -> datetime:
-    if isinstance(when, str):  # SQLite aggregates come back as text
-        when = datetime.fromisoformat(when)
     return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 

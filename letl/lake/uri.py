@@ -13,7 +13,7 @@ The parser is a whitelist: every field must match its pattern exactly, and anyth
 not know (``%``-escapes, ``..``, empty or absolute segments, other query parameters) is an
 error, so a URI can never name a storage key outside its asset. fsspec URL chaining (``::``)
 is refused here too: fsspec splits a chained URL before any filesystem sees it, so the gros
-filesystem also refuses to be built as one link of a chain (see gros_fs.py).
+filesystem also refuses to be built as one link of a chain (see letl/gros/fs.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Union
 
-from letl.lake.errors import InvalidInput
+from letl.lake.errors import InvalidInput, NotFound
+from letl.lake.names import asset_key_of, repo_of
 
 if TYPE_CHECKING:
     from letl.lake.catalog import Version
@@ -36,7 +37,7 @@ ALL_PARTITIONS = "*"
 
 REPO_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-# A partition is one storage-key part (see backends.validate_key): no "/", no "..".
+# A partition is one storage-key part (see storage.contract.validate_key): no "/", no "..".
 PARTITION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*")
 DATE_TAG = re.compile(r"\d{4}-\d{2}-\d{2}")
 INDEX_DIGITS = 18
@@ -63,7 +64,7 @@ class GrosRef:
 
     @property
     def asset_key(self) -> str:
-        return self.repo.replace(".", "/")
+        return asset_key_of(self.repo)
 
     @property
     def realtime(self) -> bool:
@@ -76,9 +77,6 @@ class GrosRef:
 
     def with_partition(self, partition: str | None) -> "GrosRef":
         return GrosRef(self.repo, self.branch, self.tag_kind, self.tag, partition)
-
-    def uri(self) -> str:
-        return format_uri(self)
 
     def __str__(self) -> str:
         return format_uri(self)
@@ -219,6 +217,11 @@ def format_uri(
     return f"{SCHEME}{ref.repo}/{ref.branch}{tag_text}{query}"
 
 
+def dataset_uri(asset_key: str) -> str:
+    """The short address of a dataset (its latest versions on the default branch), as shown to users."""
+    return f"{SCHEME}{repo_of(asset_key)}"
+
+
 # --- resolution ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class Resolution:
 
 
 def resolve_read(lake: "Lake", ref: GrosRef) -> Resolution:
-    """Resolve ref with one catalog query (the branch's versions of the asset). Raises LookupError
+    """Resolve ref with one catalog query (the branch's versions of the asset). Raises NotFound (a LookupError)
     for an unknown repo, an unknown branch, an unknown partition or a tag that matches nothing;
     only those failures query the catalog again, to say what does exist."""
     catalog = lake.catalog
@@ -247,7 +250,7 @@ def resolve_read(lake: "Lake", ref: GrosRef) -> Resolution:
     if ref.partition is not None and not ref.all_partitions:
         if ref.partition not in by_partition:
             shown = sorted(p or "(unpartitioned)" for p in by_partition)
-            raise LookupError(
+            raise NotFound(
                 f"repo {ref.repo!r} on branch {ref.branch!r} has no partition {ref.partition!r}; "
                 f"partitions: {_preview(shown)}"
             )
@@ -259,7 +262,7 @@ def resolve_read(lake: "Lake", ref: GrosRef) -> Resolution:
             selected.append(chosen)
     if not selected:
         where = f" partition {ref.partition!r}" if ref.partition and not ref.all_partitions else ""
-        raise LookupError(f"no version of {ref.repo!r} on branch {ref.branch!r}{where} matches tag {_tag_text(ref)}")
+        raise NotFound(f"no version of {ref.repo!r} on branch {ref.branch!r}{where} matches tag {_tag_text(ref)}")
     return Resolution(ref, tuple(selected), current)
 
 
@@ -267,7 +270,7 @@ def resolve(lake: "Lake", ref: GrosRef) -> list["Version"]:
     """The versions a ref selects, one per partition (oldest partition first).
 
     Without a partition (or with ``partition=*``), every partition of the asset on that
-    branch; an unpartitioned asset has exactly one. Raises LookupError for an unknown repo,
+    branch; an unpartitioned asset has exactly one. Raises NotFound for an unknown repo,
     an unknown branch or a tag that matches nothing.
     """
     return list(resolve_read(lake, ref).served)
@@ -277,12 +280,12 @@ def _explain_missing(lake: "Lake", ref: GrosRef) -> None:
     catalog = lake.catalog
     on_asset = catalog.list_versions(asset_key=ref.asset_key)
     if not on_asset:
-        known = sorted({v.asset_key.replace("/", ".") for v in catalog.list_versions()})
-        raise LookupError(
+        known = sorted({repo_of(v.asset_key) for v in catalog.list_versions()})
+        raise NotFound(
             f"unknown repo {ref.repo!r} (asset key {ref.asset_key!r}); known repos: {', '.join(known) or '(none)'}"
         )
     branches = sorted({v.branch for v in on_asset})
-    raise LookupError(f"repo {ref.repo!r} has no branch {ref.branch!r}; its branches: {', '.join(branches)}")
+    raise NotFound(f"repo {ref.repo!r} has no branch {ref.branch!r}; its branches: {', '.join(branches)}")
 
 
 def _select(history: list["Version"], ref: GrosRef) -> "Version | None":

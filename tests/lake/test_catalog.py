@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from letl.lake.catalog import Catalog, Version, utcnow
-from letl.lake.lake import new_version_id
+from letl.lake.names import VERSION_TIME, asset_key_of, new_version_id, repo_of, version_created_at
 
 
 def make_version(asset="a", partition="", version_id=None, **extra) -> Version:
@@ -34,6 +34,10 @@ def make_version(asset="a", partition="", version_id=None, **extra) -> Version:
     return Version(**fields)
 
 
+def commit(catalog: Catalog, version: Version, upstream_ids=()) -> None:
+    catalog.commit_versions([(version, upstream_ids)])
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> Catalog:
     return Catalog(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
@@ -42,7 +46,7 @@ def catalog(tmp_path: Path) -> Catalog:
 def test_commit_sets_latest_and_round_trips_fields(catalog):
     v = make_version(partition="2024-01", metadata={"placement": "hint", "n": [1, 2]})
     assert catalog.latest_version("a", "2024-01", "main") is None
-    catalog.commit_version(v)
+    commit(catalog, v)
     assert catalog.latest_version("a", "2024-01", "main") == v
     assert catalog.get(v.version_id) == v
     assert catalog.get("no-such-version") is None
@@ -53,8 +57,8 @@ def test_commit_sets_latest_and_round_trips_fields(catalog):
 
 def test_second_version_moves_latest_and_keeps_the_first(catalog):
     first, second = make_version(sha256="1" * 64), make_version(sha256="2" * 64)
-    catalog.commit_version(first)
-    catalog.commit_version(second)
+    commit(catalog, first)
+    commit(catalog, second)
     assert catalog.latest_version("a", "", "main").version_id == second.version_id
     assert [v.version_id for v in catalog.list_versions("a")] == [first.version_id, second.version_id]
     assert catalog.get(first.version_id) == first
@@ -63,9 +67,9 @@ def test_second_version_moves_latest_and_keeps_the_first(catalog):
 
 def test_duplicate_version_id_is_refused_and_latest_unchanged(catalog):
     v = make_version()
-    catalog.commit_version(v)
+    commit(catalog, v)
     with pytest.raises(sa.exc.IntegrityError):
-        catalog.commit_version(make_version(version_id=v.version_id, sha256="9" * 64))
+        commit(catalog, make_version(version_id=v.version_id, sha256="9" * 64))
     assert catalog.get(v.version_id).sha256 == "0" * 64
     assert len(catalog.list_versions()) == 1
 
@@ -74,7 +78,7 @@ def test_list_versions_filters(catalog):
     a1, a2 = make_version("a", "p1"), make_version("a", "p2")
     b1, dev = make_version("b", "p1"), make_version("a", "p1", branch="dev")
     for v in (a1, a2, b1, dev):
-        catalog.commit_version(v)
+        commit(catalog, v)
     assert {v.version_id for v in catalog.list_versions("a")} == {a1.version_id, a2.version_id, dev.version_id}
     assert [v.version_id for v in catalog.list_versions("a", "p1", "main")] == [a1.version_id]
     assert [v.version_id for v in catalog.list_versions(partition="p1", branch="dev")] == [dev.version_id]
@@ -84,12 +88,12 @@ def test_list_versions_filters(catalog):
 
 def test_lineage_upstreams_and_downstreams(catalog):
     left, right = make_version("left"), make_version("right")
-    catalog.commit_version(left)
-    catalog.commit_version(right)
+    commit(catalog, left)
+    commit(catalog, right)
     joined = make_version("joined")
-    catalog.commit_version(joined, [left.version_id, right.version_id, left.version_id])
+    commit(catalog, joined, [left.version_id, right.version_id, left.version_id])
     report = make_version("report")
-    catalog.commit_version(report, [joined.version_id])
+    commit(catalog, report, [joined.version_id])
     assert {v.version_id for v in catalog.upstreams(joined.version_id)} == {left.version_id, right.version_id}
     assert [v.version_id for v in catalog.downstreams(left.version_id)] == [joined.version_id]
     assert [v.version_id for v in catalog.downstreams(joined.version_id)] == [report.version_id]
@@ -101,27 +105,24 @@ def test_lineage_upstreams_and_downstreams(catalog):
 def test_commit_with_unknown_upstream_commits_nothing(catalog):
     v = make_version()
     with pytest.raises(sa.exc.IntegrityError):
-        catalog.commit_version(v, ["not-a-version"])
+        commit(catalog, v, ["not-a-version"])
     assert catalog.get(v.version_id) is None
     assert catalog.latest_version("a", "", "main") is None
 
 
-def test_access_log_count_and_loaded_in_step(catalog):
+def test_access_stats_count_reads_in_the_window_and_the_last_access(catalog):
     up1, up2, other = make_version("up1"), make_version("up2"), make_version("other")
     for v in (up1, up2, other):
-        catalog.commit_version(v)
+        commit(catalog, v)
     catalog.record_access(up2.version_id, "load", run_id="r1", step_key="down", user="u", host="h")
     catalog.record_access(up1.version_id, "load", run_id="r1", step_key="down")
-    catalog.record_access(up1.version_id, "load", run_id="r1", step_key="down")
-    catalog.record_access(other.version_id, "read", run_id="r1", step_key="down")
-    catalog.record_access(other.version_id, "load", run_id="r2", step_key="down")
-    catalog.record_access(other.version_id, "load", run_id="r1", step_key="elsewhere")
-    assert catalog.loaded_in_step("r1", "down") == sorted([up1.version_id, up2.version_id])
-    assert catalog.loaded_in_step("r2", "down") == [other.version_id]
-    assert catalog.loaded_in_step("r3", "down") == []
-    assert catalog.access_count(up1.version_id) == 2
-    assert catalog.access_count(up2.version_id) == 1
-    assert catalog.access_count(other.version_id) == 3
+    catalog.record_accesses([up1.version_id, other.version_id, other.version_id], "read")
+    now = utcnow()
+    last, reads = catalog.access_stats(now, window=3600)
+    assert reads == {up1.version_id: 2, up2.version_id: 1, other.version_id: 1}
+    assert set(last) == set(reads) and all(when.tzinfo is not None and when <= now for when in last.values())
+    assert catalog.access_stats(now + timedelta(hours=2), window=3600)[1] == {}
+    assert catalog.access_stats(now - timedelta(hours=1), window=3600) == ({}, {})
 
 
 def test_latest_never_moves_back_to_an_older_version(catalog):
@@ -129,8 +130,8 @@ def test_latest_never_moves_back_to_an_older_version(catalog):
     older_id, newer_id = new_version_id(), new_version_id()
     newer = make_version(version_id=newer_id, sha256="2" * 64)
     older = make_version(version_id=older_id, sha256="1" * 64, created_at=newer.created_at - timedelta(seconds=1))
-    catalog.commit_version(newer)
-    catalog.commit_version(older)
+    commit(catalog, newer)
+    commit(catalog, older)
     latest = catalog.latest_version("a", "", "main")
     assert latest.version_id == newer_id
     assert catalog.version_index(latest) == 1
@@ -139,12 +140,12 @@ def test_latest_never_moves_back_to_an_older_version(catalog):
 
 def test_version_index_orders_by_age_within_a_partition(catalog):
     base = utcnow()
-    ids = [f"{base + timedelta(seconds=i):%Y%m%dT%H%M%S%fZ}-0000000{i}" for i in range(3)]
+    ids = [f"{base + timedelta(seconds=i):{VERSION_TIME}}-0000000{i}" for i in range(3)]
     committed = [make_version("a", "p", vid) for vid in reversed(ids)]  # commit newest first
     for v in committed:
-        catalog.commit_version(v)
-    catalog.commit_version(make_version("a", "q", f"{base - timedelta(days=1):%Y%m%dT%H%M%S%fZ}-00000000"))
-    catalog.commit_version(make_version("b", "p", f"{base - timedelta(days=1):%Y%m%dT%H%M%S%fZ}-00000001"))
+        commit(catalog, v)
+    commit(catalog, make_version("a", "q", f"{base - timedelta(days=1):{VERSION_TIME}}-00000000"))
+    commit(catalog, make_version("b", "p", f"{base - timedelta(days=1):{VERSION_TIME}}-00000001"))
     assert [catalog.version_index(catalog.get(vid)) for vid in ids] == [0, 1, 2]
 
 
@@ -154,11 +155,61 @@ def test_new_version_ids_sort_by_creation():
     assert sorted(ids, key=lambda i: i[:22]) == ids
 
 
+def test_new_version_ids_tell_their_creation_time():
+    when = utcnow()
+    assert version_created_at(f"main/a/_/{new_version_id(when)}.parquet") == when
+    assert version_created_at("main/a/_/not-a-version.parquet") is None
+
+
+def test_asset_keys_and_repos_convert_both_ways():
+    assert repo_of("labs/lab_results") == "labs.lab_results"
+    assert asset_key_of("labs.lab_results") == "labs/lab_results"
+    assert asset_key_of(repo_of("team/sub/x")) == "team/sub/x"
+
+
+def test_latest_versions_and_counts_per_branch(catalog):
+    a1, a2, b1, dev = make_version("a", "p1"), make_version("a", "p2"), make_version("b", "p1"), \
+        make_version("a", "p1", branch="dev")
+    for v in (a1, a2, b1, dev):
+        commit(catalog, v)
+    assert [v.version_id for v in catalog.latest_versions("main", "a")] == [a1.version_id, a2.version_id]
+    assert [v.version_id for v in catalog.latest_versions("main")] == [a1.version_id, a2.version_id, b1.version_id]
+    assert catalog.latest_versions("dev", "b") == []
+    assert catalog.latest_counts() == {"main": 3, "dev": 1}
+    assert catalog.version_count() == 4
+
+
+def test_merge_versions_upserts_versions_and_edges_and_points_latest_at_the_newest(catalog):
+    old, up = make_version("a", "p", sha256="1" * 64), make_version("up")
+    commit(catalog, old)
+    newer = make_version("a", "p", sha256="2" * 64)
+    moved = make_version("a", "p", version_id=old.version_id, sha256="1" * 64, tier="hdd")
+    merged = catalog.merge_versions([moved, newer, up], {(newer.version_id, up.version_id),
+                                                         (newer.version_id, "gone")})
+    assert merged == {"inserted": 2, "edges": {(newer.version_id, up.version_id)},
+                      "dangling": {(newer.version_id, "gone")}, "latest_pointers": 2}
+    assert catalog.get(old.version_id).tier == "hdd"
+    assert catalog.latest_version("a", "p", "main").version_id == newer.version_id
+    assert [v.version_id for v in catalog.upstreams(newer.version_id)] == [up.version_id]
+    again = catalog.merge_versions([moved, newer, up], {(newer.version_id, up.version_id)})
+    assert again["inserted"] == 0 and catalog.version_count() == 3
+
+
+def test_a_fresh_catalog_has_every_table_whatever_was_imported_first(tmp_path):
+    """Only the catalog module imported, nothing that queries requests or moves: every table exists."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    code = ("import sys; from letl.lake.catalog import Catalog; Catalog(sys.argv[1]); "
+            "assert 'letl.lake.moves' not in sys.modules and 'letl.lake.requests' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True, text=True)
+    tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
+    assert tables == {"versions", "latest", "lineage", "access_log", "query_log", "moves", "request_attempts"}
+
+
 WRITER = """
 import json, sys, time
 from pathlib import Path
 from letl.lake.catalog import Catalog, Version, utcnow
-from letl.lake.lake import new_version_id
+from letl.lake.names import new_version_id
 
 url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 catalog = Catalog(url)  # both processes create the schema on a fresh file at about the same time
@@ -169,10 +220,10 @@ ids = []
 for i in range(50):
     partition = "shared" if i % 2 == 0 else name
     vid = new_version_id()
-    catalog.commit_version(Version(
+    catalog.commit_versions([(Version(
         version_id=vid, asset_key="a", branch="main", partition=partition, created_at=utcnow(),
         run_id=name, tier="ssd", storage_key=f"main/a/{partition}/{vid}.parquet", format="parquet",
-        bytes=1, rows=1, sha256="0" * 64, schema_fingerprint=None, metadata={"i": i}))
+        bytes=1, rows=1, sha256="0" * 64, schema_fingerprint=None, metadata={"i": i}), ())])
     ids.append(vid)
     time.sleep(0.001)  # let the other writer in between commits
 print(json.dumps(ids))

@@ -239,4 +239,4 @@ def test_cli_rebuild_branches_and_diff(lake):
     text = letl("lake", "diff", "gros://labs.clean/feature", "gros://labs.clean/main")
     assert text.returncode == 0 and "only in a: flag bool" in text.stdout
     unknown = letl("lake", "diff", "gros://labs.none/feature", "gros://labs.clean/main", "--json")
-    assert unknown.returncode == 2 and "unknown repo" in unknown.stderr
+    assert unknown.returncode == 4 and "unknown repo" in unknown.stderr

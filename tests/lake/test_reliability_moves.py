@@ -5,10 +5,19 @@ import pytest
 import sqlalchemy as sa
 
 from letl.lake import moves as moves_module
+from letl.lake.catalog import request_attempts
 from letl.lake.errors import InProgress, VerificationFailed
 from letl.lake.lake import Lake
 from letl.lake.moves import MoveConflict, Mover
 from letl.lake.requests import Requests
+
+
+def outcomes(lake, request_id: str) -> list[str]:
+    """How each attempt at a request ended (running while it runs), first attempt first."""
+    a = request_attempts.c
+    with lake.catalog.engine.begin() as conn:
+        return list(conn.execute(sa.select(a.outcome).where(a.request_id == request_id).order_by(a.attempt)).scalars())
+
 
 
 @pytest.fixture
@@ -30,7 +39,7 @@ def test_destination_lost_after_the_switch_switches_back_and_keeps_the_source(la
     back = lake.catalog.get(version.version_id)
     assert back.tier == "pmem" and lake.intact(back) and lake.read_table(back).num_rows == 3000
     assert Mover(lake).get("guard-1").state == "rolled_back"
-    assert [a["outcome"] for a in lake.catalog.request_attempts("guard-1")] == ["rolled_back"]
+    assert outcomes(lake, "guard-1") == ["rolled_back"]
 
 
 def test_a_live_request_is_never_restarted(lake, version, monkeypatch):
@@ -42,7 +51,7 @@ def test_a_live_request_is_never_restarted(lake, version, monkeypatch):
             Mover(lake).move(version.version_id, "hdd", "busy-1")
         assert err.value.retry_after > 0
         assert lake.catalog.get(version.version_id).tier == "pmem"
-        assert [a["outcome"] for a in lake.catalog.request_attempts("busy-1")] == ["running"]
+        assert outcomes(lake, "busy-1") == ["running"]
     finally:
         owner.release()
 
