@@ -45,10 +45,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from letl.api.guard import BodyLimit, validation_handler
-from letl.lake.errors import InProgress, InvalidInput, LetlError, http_status, one_line
+from letl.lake.errors import InProgress, InvalidInput, LetlError, NotFound, TierUnavailable, http_status, one_line
 from letl.lake.lake import Lake, current_user
 from letl.lake.moves import MoveConflict, Mover, MoveResult
-from letl.lake.names import refuse_produced
+from letl.lake.names import asset_key_of, refuse_produced
 from letl.lake.sources import resolve_source
 from letl.storage.contract import validate_key
 from letl.storage.s3 import S3ProbeError
@@ -82,7 +82,7 @@ def _dataset(uri: str) -> tuple[str, str | None]:
     if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
         raise InvalidInput("the only query parameter a dataset takes is one ?partition=")
     name = name.strip("/")
-    asset = name if "/" in name else name.replace(".", "/")
+    asset = name if "/" in name else asset_key_of(name)
     partition = params.get("partition", [""])[0] or None
     try:
         validate_key(f"{asset}/{partition or '_'}")
@@ -97,6 +97,17 @@ def _is_backend_failure(exc: Exception) -> bool:
             or type(exc).__module__.split(".")[0] in ("botocore", "boto3", "urllib3", "pydaos"))
 
 
+def _as_lake_error(exc: Exception) -> LetlError | None:
+    """What a failure means in the lake's terms, or None for a bug (which stays a 500 with its traceback)."""
+    if isinstance(exc, LetlError):
+        return exc
+    if isinstance(exc, sa.exc.IntegrityError):  # two requests reserved the same id at once
+        return InProgress("this request_id is in use by a concurrent request; repeat it for its result")
+    if _is_backend_failure(exc):
+        return TierUnavailable(f"tier backend failed ({one_line(exc)})")
+    return None
+
+
 @contextmanager
 def _http_errors(where: Callable[[], str] = lambda: "the catalog is unchanged"):
     """Lake errors become statuses through the one table in lake/errors.py; details are one line."""
@@ -104,28 +115,20 @@ def _http_errors(where: Callable[[], str] = lambda: "the catalog is unchanged"):
         yield
     except HTTPException:
         raise
-    except InProgress as exc:
-        raise HTTPException(409, one_line(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
-    except sa.exc.IntegrityError as exc:
-        raise HTTPException(409, "this request_id is in use by a concurrent request; repeat it for its result",
-                            headers={"Retry-After": "2"}) from exc
-    except (LetlError, FileNotFoundError, ValueError) as exc:
-        status = http_status(exc) if isinstance(exc, LetlError) else (404 if isinstance(exc, FileNotFoundError) else 422)
-        if status >= 500:
-            raise HTTPException(status, f"{one_line(exc)}; {where()}; repeat the request with the same "
-                                        "request_id, or run `letl tier fsck`, to settle it") from exc
-        raise HTTPException(status, one_line(exc)) from exc
     except Exception as exc:
-        if not _is_backend_failure(exc):
+        if (error := _as_lake_error(exc)) is None:
             raise
-        raise HTTPException(502, f"tier backend failed ({one_line(exc)}); {where()}; repeat the "
-                                 "request with the same request_id, or run `letl tier fsck`, to settle it") from exc
+        status, detail = http_status(error), one_line(error)
+        if status >= 500:
+            detail += f"; {where()}; repeat the request with the same request_id, or run `letl tier fsck`, to settle it"
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, InProgress) else None
+        raise HTTPException(status, detail, headers=headers) from exc
 
 
 def _check_available(lake: Lake, *names: str) -> None:
     for name in names:
         if name in lake.tiers and (problem := lake.tiers[name].unavailable()):
-            raise HTTPException(502, f"{problem}; nothing was done")
+            raise TierUnavailable(problem)
 
 
 def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
@@ -142,17 +145,17 @@ def _write(lake: Lake, body: MoveRequest, tier: str) -> dict:
 
 
 def _move(lake: Lake, body: MoveRequest, src: str, dst: str) -> dict:
-    if body.destination_uri.strip() not in (dst, f"{dst}://"):
-        raise HTTPException(422, f"destination_uri does not match this endpoint, which moves {src} -> {dst}: "
-                                 f"use {dst!r} or '{dst}://'")
     mover = Mover(lake)
     with _http_errors():
+        if body.destination_uri.strip() not in (dst, f"{dst}://"):
+            raise InvalidInput(f"destination_uri does not match this endpoint, which moves {src} -> {dst}: "
+                               f"use {dst!r} or '{dst}://'")
         version = lake.catalog.get(body.source_uri)
         if version is None:
             asset, partition = _dataset(body.source_uri)
             if (version := lake.latest(asset, partition)) is None:
-                raise FileNotFoundError(f"source_uri names no version id or dataset (dataset {asset!r}, "
-                                        f"partition {partition or 'none'}, branch {lake.branch!r})")
+                raise NotFound(f"source_uri names no version id or dataset (dataset {asset!r}, "
+                               f"partition {partition or 'none'}, branch {lake.branch!r})")
         if mover.get(body.request_id) is None:
             if version.tier != src:
                 raise MoveConflict(f"{version.version_id} is on tier {version.tier}, not {src}: "
@@ -231,8 +234,9 @@ def create_app(lake_factory: Callable[[], Lake] = Lake.from_env) -> FastAPI:
     @app.get("/moves/{request_id:path}", response_model=MoveResult)
     def get_move(request_id: str = PathParam(max_length=255), lake: Lake = Depends(get_lake)) -> dict:
         """The recorded result of the write or move with this request id; 404 if unknown."""
-        if (result := Mover(lake).get(request_id)) is None:
-            raise HTTPException(404, "no write or move with this request_id")
-        return result.as_dict()
+        with _http_errors():
+            if (result := Mover(lake).get(request_id)) is None:
+                raise NotFound("no write or move with this request_id")
+            return result.as_dict()
 
     return app

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from letl.lake.config import parse_size
+from letl.lake.errors import TooLarge, http_status
 
 MAX_BODY_ENV = "LETL_API_MAX_BODY"
 DEFAULT_MAX_BODY = "64KiB"
@@ -24,8 +25,8 @@ def max_body() -> int:
     return parse_size(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY)
 
 
-def _too_large(limit: int) -> str:
-    return f"request body over the {limit:,}-byte cap ({MAX_BODY_ENV}); the API takes small JSON bodies"
+def _too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body over the {limit:,}-byte cap ({MAX_BODY_ENV}); the API takes small JSON bodies")
 
 
 class BodyLimit:
@@ -40,7 +41,8 @@ class BodyLimit:
         limit = max_body()
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            status, detail = (413, _too_large(limit)) if declared.isdigit() else (400, "malformed Content-Length")
+            refusal = _too_large(limit)
+            status, detail = (http_status(refusal), str(refusal)) if declared.isdigit() else (400, "malformed Content-Length")
             response = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
             return await response(scope, receive, send)
         seen = 0
@@ -52,7 +54,8 @@ class BodyLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     # FastAPI lets an HTTPException raised while reading the body through unchanged.
-                    raise HTTPException(413, _too_large(limit), headers={"Connection": "close"})
+                    refusal = _too_large(limit)
+                    raise HTTPException(http_status(refusal), str(refusal), headers={"Connection": "close"})
             return message
 
         await self.app(scope, counted, send)

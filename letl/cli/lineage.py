@@ -1,6 +1,6 @@
 """`letl lineage gros://...`: the version graph around one version, upstream, downstream or both."""
 
-import sys
+from letl.cli.common import open_lake
 
 
 def walk(lake, version, direction: str, depth: int) -> list[dict]:
@@ -23,18 +23,13 @@ def walk(lake, version, direction: str, depth: int) -> list[dict]:
 
 def cmd_lineage(args) -> int:
     from letl.cli.report import dumps
-    from letl.lake.lake import Lake
-    from letl.lake.uri import GrosURIError, parse, resolve
+    from letl.lake.errors import InvalidInput
+    from letl.lake.uri import parse, resolve
 
-    lake = Lake.from_env()
-    try:
-        versions = resolve(lake, parse(args.uri))
-    except (GrosURIError, LookupError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    lake = open_lake()
+    versions = resolve(lake, parse(args.uri))
     if len(versions) != 1:
-        print(f"error: {args.uri} selects {len(versions)} versions; name one partition", file=sys.stderr)
-        return 2
+        raise InvalidInput(f"{args.uri} selects {len(versions)} versions; name one partition")
     [version] = versions
     directions = [d for d, wanted in (("upstream", args.upstream), ("downstream", args.downstream)) if wanted]
     edges = [e for d in directions or ["upstream", "downstream"] for e in walk(lake, version, d, args.depth)]
@@ -49,7 +44,8 @@ def cmd_lineage(args) -> int:
 
 
 def add_commands(sub) -> None:
-    lin = sub.add_parser("lineage", help="the version graph around one gros:// version")
+    lin = sub.add_parser("lineage", help="the version graph around one gros:// version",
+                         description="What one version was built from and what was built from it, hop by hop.")
     lin.add_argument("uri", help="e.g. gros://labs.lab_results:latest?partition=2024-03-01")
     lin.add_argument("--upstream", action="store_true", help="only what it was built from")
     lin.add_argument("--downstream", action="store_true", help="only what was built from it")

@@ -1,22 +1,17 @@
 """`letl tier ...`: list tiers, their usage, move versions between them, and repair."""
 
-import sys
 import uuid
+
+from letl.cli.common import no_versions, open_lake
 
 # Refusals are raised, not printed here: `letl` (cli.main) turns every LetlError into one line on
 # stderr and the exit code from the error table in lake/errors.py, as the API turns it into a status.
 
 
-def _lake():
-    from letl.lake.lake import Lake
-
-    return Lake.from_env()
-
-
 def cmd_ls(args) -> int:
     from letl.cli.report import dumps, human_bytes, table
 
-    lake = _lake()
+    lake = open_lake()
     used = lake.tier_usage()
     counts: dict[str, int] = {}
     for v in lake.catalog.list_versions():
@@ -44,10 +39,9 @@ def cmd_ls(args) -> int:
 
 def cmd_move(args) -> int:
     from letl.cli.report import dumps
-    from letl.lake.errors import NotFound
     from letl.lake.moves import Mover
 
-    lake = _lake()
+    lake = open_lake()
     if args.version:
         targets = [args.version]
     else:
@@ -55,8 +49,7 @@ def cmd_move(args) -> int:
         targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
                    if v.version_id in latest]
         if not targets:
-            raise NotFound(f"no latest version of {args.asset!r}"
-                           f"{' partition ' + args.partition if args.partition else ''} on branch {lake.branch!r}")
+            raise no_versions(lake, args.asset, args.partition, lake.branch, latest=True)
     request_id = args.request_id or uuid.uuid4().hex
     mover, results = Mover(lake), []
     for version_id in targets:
@@ -74,7 +67,7 @@ def cmd_usage(args) -> int:
     """Catalogued bytes against quota and watermarks, and what the backend itself holds (orphans included)."""
     from letl.cli.report import dumps, human_bytes, table
 
-    lake = _lake()
+    lake = open_lake()
     used = lake.tier_usage()
     rows = []
     for name, tier in lake.tiers.items():
@@ -107,9 +100,10 @@ def cmd_usage(args) -> int:
 def cmd_write(args) -> int:
     from letl.cli.report import dumps
     from letl.lake.moves import Mover
+    from letl.lake.names import asset_key_of
 
     request_id = args.request_id or uuid.uuid4().hex
-    result = Mover(_lake()).write(args.source, args.dataset.replace(".", "/"), args.to, request_id, args.partition)
+    result = Mover(open_lake()).write(args.source, asset_key_of(args.dataset), args.to, request_id, args.partition)
     if args.json:
         print(dumps(result.as_dict()))
     else:
@@ -125,7 +119,7 @@ def cmd_fsck(args) -> int:
     from letl.lake.errors import TierUnavailable, exit_code
     from letl.lake.fsck import fsck
 
-    report = fsck(_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
+    report = fsck(open_lake(), dry_run=args.dry_run, grace_seconds=args.grace, force=args.force)
     if args.json:
         print(dumps(report))
     else:
@@ -149,35 +143,13 @@ def cmd_fsck(args) -> int:
     return exit_code(TierUnavailable()) if report["unreachable"] else 0
 
 
-def cmd_objectstore(args) -> int:
-    from letl.cli.report import dumps
-    from letl.devstore import server as objectstore
-    from letl.lake.config import LakeConfig
-
-    home = LakeConfig.resolve().home
-    if args.action == "up":
-        try:
-            info = objectstore.up(home)
-        except objectstore.ObjectStoreUnavailable as exc:
-            print(f"object store unavailable: {exc}", file=sys.stderr)
-            return 1
-        print(f"object store up: {info.endpoint} bucket {info.bucket} (pid {info.pid}); tier 'cortx' uses it")
-    elif args.action == "down":
-        print("object store stopped" if objectstore.down(home) else "object store was not running")
-    else:
-        state = objectstore.status(home)
-        print(dumps(state) if args.json else "\n".join(f"{k}: {v}" for k, v in state.items()))
-        return 0 if state.get("running") else 1
-    return 0
-
-
 def cmd_plan(args) -> int:
     """The tier policy's planned moves with reasons; with --apply, make them."""
     from letl.cli.report import dumps, human_bytes, table
     from letl.lake.errors import Conflict, exit_code
     from letl.lake.policy import ApplyError, apply, plan, plan_key
 
-    lake = _lake()
+    lake = open_lake()
     planned = plan(lake)
     rows = [m.as_dict() for m in planned]
     if args.apply and planned:
@@ -206,29 +178,6 @@ def cmd_plan(args) -> int:
     return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
 
 
-def cmd_serve(args) -> int:
-    """`letl serve`: the tiering service's HTTP API (letl.api.app) on uvicorn."""
-    import os
-
-    if not os.environ.get("LETL_API_TOKEN"):
-        print("refusing to start: set LETL_API_TOKEN to the bearer token clients must send, e.g.\n"
-              "  export LETL_API_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-              file=sys.stderr)
-        return 2
-    import uvicorn
-
-    from letl.api.app import MIN_TOKEN_LENGTH, create_app
-
-    if len(os.environ["LETL_API_TOKEN"]) < MIN_TOKEN_LENGTH:  # a short token can be guessed over the network
-        print(f"refusing to start: LETL_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; make one with "
-              "python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
-        return 2
-
-    print(f"LETL API on http://{args.host}:{args.port} (bearer token: LETL_API_TOKEN)", file=sys.stderr)
-    uvicorn.run(create_app(), host=args.host, port=args.port)
-    return 0
-
-
 def non_negative_seconds(text: str) -> float:
     """A non-negative, finite number of seconds (argparse turns the ValueError into a usage error)."""
     import math
@@ -240,14 +189,10 @@ def non_negative_seconds(text: str) -> float:
 
 
 def add_commands(sub) -> None:
-    store = sub.add_parser("objectstore", help="the local S3 server (SeaweedFS) behind the 'cortx' tier")
-    store.add_argument("action", choices=["up", "down", "status"])
-    store.add_argument("--json", action="store_true", help="machine-readable status")
-    store.set_defaults(func=cmd_objectstore)
-
-    tier = sub.add_parser("tier", help="storage tiers: list, move versions, repair").add_subparsers(
-        dest="tier_command", required=True
-    )
+    tier = sub.add_parser("tier", help="storage tiers: list, move versions, repair",
+                          description="The storage tiers, hottest first: their usage, verified moves and writes "
+                          "between them, the tier policy's plan, and repair (fsck).")
+    tier = tier.add_subparsers(dest="tier_command", required=True, metavar="COMMAND")
     ls = tier.add_parser("ls", help="tiers with rank, location, quota, bytes used and versions")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=cmd_ls)
@@ -289,8 +234,3 @@ def add_commands(sub) -> None:
     pl.add_argument("--apply", action="store_true", help="apply the planned moves (default: only show them)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=cmd_plan)
-
-    srv = sub.add_parser("serve", help="the tiering service's HTTP API (needs LETL_API_TOKEN)")
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", type=int, default=8700, help="port (default 8700)")
-    srv.set_defaults(func=cmd_serve)

@@ -1,9 +1,12 @@
 """One error tree for the lake and its faces, mapped in one place to CLI exit codes and HTTP statuses.
 
 Every refusal the lake can give is a ``LetlError``. Where a builtin says the same thing, the
-error is also that builtin (``NotFound`` is a ``FileNotFoundError``, ``InvalidInput`` a
-``ValueError``), so callers that catch the builtin keep working. Messages are one line, name
-what was wrong and say what to do; they never carry a patient value.
+error is also that builtin (``NotFound`` is a ``FileNotFoundError`` and a ``LookupError``,
+``InvalidInput`` a ``ValueError``), so callers that catch the builtin keep working. Messages are
+one line, name what was wrong and say what to do; they never carry a patient value.
+
+``_TABLE`` is the only place that turns an error into a CLI exit code or an HTTP status: ``letl``
+(letl/cli/main.py) and the API (letl/api/app.py) both ask ``exit_code`` and ``http_status``.
 """
 
 
@@ -19,8 +22,10 @@ class TooLarge(InvalidInput):
     """The request body is over the configured cap."""
 
 
-class NotFound(LetlError, FileNotFoundError):
-    """No such dataset, version, tier object, request or file."""
+class NotFound(LetlError, FileNotFoundError, LookupError):
+    """No such dataset, version, branch, tag, request or file.
+
+    Also a LookupError: resolving a gros:// URI raised one before, and its callers catch it."""
 
 
 class AccessDenied(LetlError, PermissionError):
@@ -40,7 +45,8 @@ class InProgress(Conflict):
 
 
 class VerificationFailed(LetlError):
-    """Bytes on a tier do not match the catalog's record."""
+    """What was written does not match what it must: bytes on a tier against the catalog's record,
+    or an ingest's rows against its file's lines."""
 
 
 class NoRoom(LetlError):
@@ -48,7 +54,10 @@ class NoRoom(LetlError):
 
 
 class TierUnavailable(LetlError, ConnectionError):
-    """A tier's backend cannot be reached (object store down, DAOS agent gone, ...)."""
+    """A tier's backend cannot be reached (object store down, DAOS agent gone, ...).
+
+    HTTP 502, not 503: the API is up, the store behind it is not (503 stays for an API that is
+    not configured)."""
 
 
 # (exit code, HTTP status); a subclass takes the row of its nearest listed ancestor.
@@ -60,7 +69,7 @@ _TABLE: dict[type, tuple[int, int]] = {
     NotFound: (4, 404),
     VerificationFailed: (5, 502),
     NoRoom: (6, 507),
-    TierUnavailable: (7, 503),
+    TierUnavailable: (7, 502),
     AccessDenied: (8, 403),
     InProgress: (9, 409),
 }

@@ -28,8 +28,9 @@ def test_walks_upstream_and_downstream_by_depth(lake):
     assert "<- chain/b" in text and "<- chain/a" in text
 
 
-def test_bad_or_unknown_uris_exit_2_with_a_message(lake):
+def test_a_bad_uri_is_invalid_input_and_an_unknown_one_not_found(lake):
     bad = letl("lineage", "gros://chain..c")
     assert bad.returncode == 2 and "invalid gros URI" in bad.stderr
     unknown = letl("lineage", "gros://no.such")
-    assert unknown.returncode == 2 and "error:" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 4 and "error: unknown repo 'no.such'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -40,7 +40,9 @@ def test_move_by_asset_and_partition(lake, version):
     assert [r["version_id"] for r in json.loads(done.stdout)] == [version.version_id]
     assert lake.catalog.get(version.version_id).tier == "pmem"
     missing = letl("tier", "move", "--asset", "labs/none", "--to", "pmem")
-    assert missing.returncode == 4 and "no latest version" in missing.stderr
+    assert missing.returncode == 4 and "unknown dataset 'labs/none'; known datasets: labs/cli" in missing.stderr
+    other = letl("tier", "move", "--asset", "labs/cli", "--partition", "2024-03-01", "--to", "pmem")
+    assert other.returncode == 4 and "no latest version of 'labs/cli' partition 2024-03-01" in other.stderr
 
 
 def test_destination_with_other_bytes_is_refused(lake, version):
