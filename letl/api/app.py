@@ -23,7 +23,7 @@ result with ``"repeated": true`` and does nothing; reusing it for another write 
 Answers: 200 with the MoveResult (src_tier 'external' for a write; state done, or rolled_back if refused);
 403 a source that is not registered, or a restricted lake version for a non-steward; 409 MoveConflict
 (request id reused, destination holding other bytes, wrong source tier) or a produced destination; 404
-unknown version, dataset or source file; 413 a body over ``LETL_API_MAX_BODY`` (api_guard.py); 422
+unknown version, dataset or source file; 413 a body over ``LETL_API_MAX_BODY`` (guard.py); 422
 malformed body, dataset name or tier. Error details name the field and the problem and never repeat
 unvalidated input. 502 a tier backend failed (object store down, I/O error, failed verification): probed before
 anything is recorded, and the answer says where the catalog places the version; 503 tier ``cortx`` not

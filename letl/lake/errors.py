@@ -60,7 +60,9 @@ class TierUnavailable(LetlError, ConnectionError):
     not configured)."""
 
 
-# (exit code, HTTP status); a subclass takes the row of its nearest listed ancestor.
+# (exit code, HTTP status); a subclass takes the row of its nearest listed ancestor. Exit 1 is also what
+# a command returns when it ran and reports a problem it found (`letl run`: a month failed or is stale;
+# `letl tier fsck`: objects missing; `letl objectstore status`: not running). Exit 2 is argparse's too.
 _TABLE: dict[type, tuple[int, int]] = {
     LetlError: (1, 500),
     InvalidInput: (2, 422),
