@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from letl.lake.errors import InvalidInput
+
 log = logging.getLogger("letl")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -24,7 +26,7 @@ def parse_size(text: str | int) -> int:
         return text
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
     if not match or match.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (examples: 0, 512MiB, 20GB)")
+        raise InvalidInput(f"not a size: {text!r} (examples: 0, 512MiB, 20GB)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
