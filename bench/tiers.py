@@ -9,7 +9,8 @@
               plain cp is printed as well.
 (2) upload:   a move hdd -> cortx against boto3 `upload_file` of the same bytes to the same
               SeaweedFS (the lake's client settings, boto3's default TransferConfig: 8 MiB
-              parts, 10 threads).
+              parts, 10 threads). The move's copy is proven by the CRC32 the server checks on
+              every part and reports for the whole object, not read back.
 (3) download: a move cortx -> hdd against boto3 `download_file` of the same bytes. The lake's
               read path (a cached local copy, checked against the sha256) is printed too.
 

@@ -56,10 +56,32 @@ class Backend(Protocol):
     def keys(self, prefix: str = "") -> Iterator[str]: ...
 
 
+class Digest(Protocol):
+    """A running hash: hashlib's objects, transfer.BlockHash."""
+
+    def update(self, data, /) -> None: ...
+
+
+def chunks(stream: BinaryIO, size: int = CHUNK) -> Iterator[bytes]:
+    """The rest of a stream, at most size bytes at a time."""
+    while chunk := stream.read(size):
+        yield chunk
+
+
+def feed(digest: Digest, stream: BinaryIO) -> int:
+    """Every streaming hash in storage is this loop: the rest of stream through digest. Returns its size."""
+    size = 0
+    for chunk in chunks(stream):
+        digest.update(chunk)
+        size += len(chunk)
+    return size
+
+
+def hash_stream(stream: BinaryIO) -> Written:
+    digest = hashlib.sha256()
+    return Written(feed(digest, stream), digest.hexdigest())
+
+
 def hash_file(path: Path) -> Written:
-    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return Written(size, digest.hexdigest())
+        return hash_stream(f)

@@ -73,7 +73,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from letl.storage.contract import Written, validate_key
+from letl.storage.contract import Written, hash_stream, validate_key
+from letl.storage.transfer import pipe
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK = 8 * MiB
@@ -163,9 +164,6 @@ class DaosBackend:
 
     # --- low-level KV helpers ---
 
-    def _chunk_prefix(self, key: str) -> str:
-        return f"{key}{CHUNK_MARK}"
-
     def _chunk_key(self, key: str, upload: str, index: int) -> str:
         return f"{key}{CHUNK_MARK}{upload}/{index:06d}"
 
@@ -198,46 +196,28 @@ class DaosBackend:
         validate_key(key)
         existing = self._manifest(key)
         if existing is not None:
-            return _same_or_refuse(key, existing, _hash_stream(stream, self.chunk_size))
-        upload = f"{_now_ns()}-{uuid.uuid4().hex[:12]}"
-        digest, size, count = hashlib.sha256(), 0, 0
-        pending: dict[str, bytes] = {}
-        written_keys: list[str] = []
+            return _same_or_refuse(key, existing, hash_stream(stream))
+        chunks = _Chunks(self, key, f"{_now_ns()}-{uuid.uuid4().hex[:12]}")
         try:
-            while chunk := _read_exactly(stream, self.chunk_size):
-                digest.update(chunk)
-                size += len(chunk)
-                chunk_key = self._chunk_key(key, upload, count)
-                pending[chunk_key] = chunk  # never empty: the loop stops on b""
-                count += 1
-                if len(pending) >= self.batch_chunks:
-                    written_keys.extend(pending)  # a failed bput may have stored part of its batch
-                    with self._errors():
-                        self.ddict.bput(pending)
-                    pending = {}
-            if pending:
-                written_keys.extend(pending)
-                with self._errors():
-                    self.ddict.bput(pending)
-                pending = {}
-            written = Written(size, digest.hexdigest())
+            written = Written(*pipe(stream, chunks))  # reading and sha256 overlap the bputs
+            count = chunks.finish()
             manifest = {
                 "format": LAYOUT,
-                "size": size,
+                "size": written.size,
                 "sha256": written.sha256,
                 "chunks": count,
                 "chunk_size": self.chunk_size,
-                "upload": upload,
+                "upload": chunks.upload,
             }
             raced = self._manifest(key)  # no conditional insert in pydaos: re-check just before committing
             if raced is not None:
-                self._discard(written_keys)
-                written_keys = []
+                self._discard(chunks.stored)
+                chunks.stored = []
                 return _same_or_refuse(key, raced, written)
             with self._errors():
                 self.ddict.put(key, json.dumps(manifest, sort_keys=True).encode())
         except BaseException:
-            self._discard(written_keys)
+            self._discard(chunks.stored)
             raise
         return written
 
@@ -271,14 +251,6 @@ class DaosBackend:
     def exists(self, key: str) -> bool:
         validate_key(key)
         return self._manifest(key) is not None
-
-    def stat(self, key: str) -> Written:
-        """Size and sha256 as recorded in the manifest."""
-        validate_key(key)
-        manifest = self._manifest(key)
-        if manifest is None:
-            raise FileNotFoundError(errno.ENOENT, "no such object", key)
-        return Written(manifest["size"], manifest["sha256"])
 
     def delete(self, key: str) -> None:
         """Manifest first, so the object vanishes at once; chunks left by a crash are orphans for clean_temp."""
@@ -325,6 +297,52 @@ class DaosBackend:
             doomed.extend(members)
         self._remove(doomed)
         return len(doomed)
+
+
+class _Chunks:
+    """The sink of one put: the stream cut into chunk_size values, stored batch_chunks per bput."""
+
+    def __init__(self, backend: DaosBackend, key: str, upload: str):
+        self.backend, self.key, self.upload = backend, key, upload
+        self.held = bytearray()
+        self.pending: dict[str, bytes] = {}
+        self.count = 0
+        self.stored: list[str] = []  # every key a bput was asked to write, for the cleanup of a failure
+
+    def __call__(self, data: memoryview | bytes) -> None:
+        view, size = memoryview(data).cast("B"), self.backend.chunk_size
+        while view:
+            if not self.held and len(view) >= size:  # a whole chunk: one copy, out of a memory map or buffer
+                self._add(bytes(view[:size]))
+                view = view[size:]
+                continue
+            take = min(len(view), size - len(self.held))
+            self.held += view[:take]
+            view = view[take:]
+            if len(self.held) == size:
+                self._add(bytes(self.held))
+                self.held.clear()
+
+    def _add(self, chunk: bytes) -> None:
+        self.pending[self.backend._chunk_key(self.key, self.upload, self.count)] = chunk  # never empty
+        self.count += 1
+        if len(self.pending) >= self.backend.batch_chunks:
+            self._store()
+
+    def _store(self) -> None:
+        self.stored.extend(self.pending)  # a failed bput may have stored part of its batch
+        with self.backend._errors():
+            self.backend.ddict.bput(self.pending)
+        self.pending = {}
+
+    def finish(self) -> int:
+        """Store what is left (the short last chunk); returns how many chunks the object has."""
+        if self.held:
+            self._add(bytes(self.held))
+            self.held.clear()
+        if self.pending:
+            self._store()
+        return self.count
 
 
 class _ChunkReader(io.RawIOBase):
@@ -423,26 +441,6 @@ class _ChunkReader(io.RawIOBase):
     def close(self) -> None:
         self._cached = None
         super().close()
-
-
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
-    """Up to size bytes; shorter only at EOF (streams may return short reads)."""
-    first = stream.read(size)
-    if not first or len(first) == size:
-        return bytes(first) if first else b""
-    parts, got = [first], len(first)
-    while got < size and (more := stream.read(size - got)):
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def _hash_stream(stream: BinaryIO, block: int) -> Written:
-    digest, size = hashlib.sha256(), 0
-    while data := stream.read(block):
-        digest.update(data)
-        size += len(data)
-    return Written(size, digest.hexdigest())
 
 
 def _same_or_refuse(key: str, manifest: dict, written: Written) -> Written:

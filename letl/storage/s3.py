@@ -9,7 +9,6 @@ servers that ignore the header on complete.
 boto3 is imported inside functions so that importing this module stays cheap.
 """
 
-import hashlib
 import io
 import os
 from contextlib import contextmanager
@@ -20,8 +19,8 @@ from typing import Any, BinaryIO, Iterator
 import xxhash
 
 from letl.lake.errors import TierUnavailable, VerificationFailed
-from letl.storage.contract import CHUNK, Written, validate_key
-from letl.storage.s3_transfer import RangedReader, Upload
+from letl.storage.contract import Written, hash_stream, validate_key
+from letl.storage.s3_transfer import FIELD, Proofs, RangedReader, Upload
 from letl.storage.transfer import BLOCK, parallel_digest, pipe
 
 MiB = 1024 * 1024
@@ -94,6 +93,7 @@ class S3Backend:
             prefix = validate_key(prefix.strip("/")) + "/"
         self.client, self.bucket, self.prefix = client, bucket, prefix
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
+        self.proofs = Proofs()
 
     def __repr__(self) -> str:
         return f"S3Backend({self.client.meta.endpoint_url}, bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -131,29 +131,33 @@ class S3Backend:
             upload.abort()  # nothing becomes visible: the parts of an aborted upload are discarded
             raise
 
-    def _put_small(self, name: str, body: bytes, written: Written) -> Written:
+    def _put_small(self, name: str, body: bytes, checksum: str, written: Written) -> str | None:
+        """The checksum the server reports for the stored object, or None if the key already held these bytes."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=name, Body=body, IfNoneMatch="*")
+            return self.client.put_object(Bucket=self.bucket, Key=name, Body=body, IfNoneMatch="*",
+                                          **{FIELD: checksum}).get(FIELD)
         except _client_error() as e:
             if _code(e) not in ("PreconditionFailed", "412"):
                 raise
             self._same_or_raise(name, written)
-        return written
+        return None
 
-    def _complete(self, name: str, upload_id: str, parts: list[dict], written: Written) -> Written:
+    def _complete(self, name: str, upload_id: str, parts: list[dict], written: Written) -> str | None:
+        """The checksum the server reports for the completed object, or None if the key already held these bytes."""
         # Belt and braces for servers that ignore If-None-Match on complete.
         if self._exists_name(name):
             self._abort(name, upload_id)
-            return self._same_or_raise(name, written)
+            self._same_or_raise(name, written)
+            return None
         try:
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
-                                                  MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+            return self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": parts}, IfNoneMatch="*").get(FIELD)
         except _client_error() as e:
             if _code(e) not in ("PreconditionFailed", "412"):
                 raise
             self._abort(name, upload_id)  # a refused complete leaves the upload open
-            return self._same_or_raise(name, written)
-        return written
+            self._same_or_raise(name, written)
+        return None
 
     def _abort(self, name: str, upload_id: str) -> None:
         try:
@@ -161,15 +165,10 @@ class S3Backend:
         except Exception:  # already gone, or the server is down: clean_temp() catches it later
             pass
 
-    def _same_or_raise(self, name: str, written: Written) -> Written:
-        digest, size = hashlib.sha256(), 0
+    def _same_or_raise(self, name: str, written: Written) -> None:
         with self._open(name) as body:
-            while chunk := body.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-        if Written(size, digest.hexdigest()) != written:
-            raise FileExistsError(f"{self._where(name)} already holds different data")
-        return written
+            if hash_stream(body) != written:
+                raise FileExistsError(f"{self._where(name)} already holds different data")
 
     def put_file(self, key: str, path: Path) -> Written:
         """Store a local file under key; the file is deleted once the object is stored."""
@@ -221,16 +220,23 @@ class S3Backend:
         return self._open(self._name(key))
 
     def fast_digest(self, key: str) -> str:
-        """The transfer.BlockHash digest of the stored object: its blocks fetched and hashed by
-        `max_concurrency` ranged GETs at once, nothing written anywhere."""
+        """The transfer.BlockHash digest of the stored object.
+
+        An object this backend uploaded, whose HEAD still reports the size and the checksum its
+        upload predicted (every part checked by the server against its CRC32 on receipt), holds
+        the bytes that were sent: their digest is returned without a read. Any other object is read
+        back, its blocks fetched and hashed by `max_concurrency` ranged GETs at once."""
         name = self._name(key)
         try:
             with self._reach():
-                head = self.client.head_object(Bucket=self.bucket, Key=name)
+                head = self.client.head_object(Bucket=self.bucket, Key=name, ChecksumMode="ENABLED")
         except _client_error() as e:
             if _code(e) in _MISSING:
                 raise FileNotFoundError(f"no object {self._where(name)}") from None
             raise
+        proven = self.proofs.digest(name, head)
+        if proven is not None:
+            return proven
         return parallel_digest(head["ContentLength"],
                                lambda start, end: xxhash.xxh3_128(self._block(name, start, end, head["ETag"])).digest(),
                                self.max_concurrency)
@@ -269,8 +275,10 @@ class S3Backend:
         return self._exists_name(self._name(key))
 
     def delete(self, key: str) -> None:
+        name = self._name(key)
+        self.proofs.forget(name)
         with self._reach():
-            self.client.delete_object(Bucket=self.bucket, Key=self._name(key))  # S3 deletes are idempotent
+            self.client.delete_object(Bucket=self.bucket, Key=name)  # S3 deletes are idempotent
 
     def _objects(self, prefix: str) -> Iterator[dict]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)

@@ -5,18 +5,43 @@ and xxh3 are computed on the way (transfer.pipe), with If-None-Match on complete
 on every range, which upload_file and download_file do not offer. Memory stays bounded: a
 producer waits while max_concurrency parts are in flight, and a reader holds at most
 max_concurrency blocks ahead.
+
+Every part, and a small object's single put, carries an S3 additional checksum of its bytes
+(x-amz-checksum-crc32), which the server checks on receipt: SeaweedFS 4.48, like AWS, answers
+BadDigest and stores nothing. The object's own checksum, the CRC32 of the parts' CRC32s and "-N"
+(S3's COMPOSITE type), is therefore known before the upload completes; a HEAD that reports it, with
+the size, proves that the server received exactly the bytes sent and assembled them in order,
+without reading them back (``Proofs``, S3Backend.fast_digest). What it cannot see is damage inside
+the server after its check, which a read-back straight after the write (likely served from the
+server's cache) hardly saw either. CRC32 because it catches the accidents a read-back was for, a
+flipped bit or a lost or reordered part, for less CPU than sha256 (about 0.3 against 0.45 CPU-s for
+445 MiB here), which 2 shared cores feel; the content identity stays the sha256 of the stream. A
+server that ignores the header reports no checksum, and its objects are read back as before.
 """
 
+import base64
 import threading
-from collections import deque
+import zlib
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from letl.storage.contract import Written
-from letl.storage.transfer import BLOCK
+from letl.storage.transfer import BLOCK, BlockHash
 
 if TYPE_CHECKING:
     from letl.storage.s3 import S3Backend
+
+ALGORITHM = "CRC32"
+FIELD = f"Checksum{ALGORITHM}"  # its name in boto3's requests and answers
+
+
+def checksum(body: bytes) -> bytes:
+    return zlib.crc32(body).to_bytes(4, "big")
+
+
+def encoded(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
 
 
 class BoundedPool:
@@ -116,15 +141,18 @@ class Upload:
         self.upload_id: str | None = None
         self.pool: BoundedPool | None = None
         self.sent = 0
+        self.hash = BlockHash()  # of the bytes sent: what a read-back would find
 
     def write(self, chunk: memoryview | bytes) -> None:
+        self.hash.update(chunk)
         self.held.append(memoryview(chunk))
         self.held_bytes += len(chunk)
         backend = self.backend
         if self.upload_id is None:
             if self.held_bytes <= backend.multipart_threshold:
                 return
-            self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name)["UploadId"]
+            self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name,
+                                                                    ChecksumAlgorithm=ALGORITHM)["UploadId"]
             self.pool = BoundedPool(backend.max_concurrency)
         while self.held_bytes >= backend.part_size:
             self._send(self._take(backend.part_size))
@@ -151,23 +179,60 @@ class Upload:
         self.sent += 1
         self.pool.submit(self._part, self.sent, body)
 
-    def _part(self, number: int, body: bytes) -> dict:
-        backend = self.backend
+    def _part(self, number: int, body: bytes) -> tuple[dict, bytes]:
+        backend, raw = self.backend, checksum(body)
         etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
-                                          PartNumber=number, Body=body)["ETag"]
-        return {"PartNumber": number, "ETag": etag}
+                                          PartNumber=number, Body=body, **{FIELD: encoded(raw)})["ETag"]
+        return {"PartNumber": number, "ETag": etag, FIELD: encoded(raw)}, raw
 
     def finish(self, written: Written) -> Written:
+        backend = self.backend
         if self.upload_id is None:
-            return self.backend._put_small(self.name, self._take(self.held_bytes), written)
-        if self.held_bytes or not self.sent:
-            self._send(self._take(self.held_bytes))
-        parts = self.pool.results()  # in part-number order, as complete requires
-        self.pool.close()
-        return self.backend._complete(self.name, self.upload_id, parts, written)
+            body = self._take(self.held_bytes)
+            predicted = encoded(checksum(body))
+            reported = backend._put_small(self.name, body, predicted, written)
+        else:
+            if self.held_bytes or not self.sent:
+                self._send(self._take(self.held_bytes))
+            results = self.pool.results()  # in part-number order, as complete requires
+            self.pool.close()
+            predicted = f"{encoded(checksum(b''.join(raw for _, raw in results)))}-{len(results)}"
+            reported = backend._complete(self.name, self.upload_id, [part for part, _ in results], written)
+        backend.proofs.keep(self.name, reported, predicted, written.size, self.hash.hexdigest())
+        return written
 
     def abort(self) -> None:
         if self.pool is not None:
             self.pool.close()  # no part may land after the abort
         if self.upload_id is not None:
             self.backend._abort(self.name, self.upload_id)
+
+
+class Proofs:
+    """The objects one backend uploaded whose server-side checksum proves them stored exactly as
+    sent, with the BlockHash digest of what was sent. A move checks its copy twice within seconds
+    of the put, so only the latest `limit` are kept."""
+
+    def __init__(self, limit: int = 1024):
+        self._limit, self._kept = limit, OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, name: str, reported: str | None, predicted: str, size: int, digest: str) -> None:
+        """Only a checksum reported as predicted proves anything; none (a server without additional
+        checksums, or a key that already held these bytes) leaves the object to be read back."""
+        with self._lock:
+            self._kept.pop(name, None)
+            if reported == predicted:
+                self._kept[name] = (predicted, size, digest)
+                while len(self._kept) > self._limit:
+                    self._kept.popitem(last=False)
+
+    def digest(self, name: str, head: dict) -> str | None:
+        """The digest of what was sent, if HEAD still reports the proven checksum and size."""
+        with self._lock:
+            proof = self._kept.get(name)
+        return proof[2] if proof is not None and proof[:2] == (head.get(FIELD), head["ContentLength"]) else None
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._kept.pop(name, None)

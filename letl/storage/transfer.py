@@ -21,6 +21,8 @@ from typing import BinaryIO, Callable, Iterator
 
 import xxhash
 
+from letl.storage.contract import chunks, feed
+
 BLOCK = 8 * 1024 * 1024
 _DONE = object()
 
@@ -64,8 +66,7 @@ def blocks(stream) -> Iterator:
         return
     mapped, start = _mapped(stream)
     if mapped is None:
-        while chunk := stream.read(BLOCK):
-            yield chunk
+        yield from chunks(stream, BLOCK)
         return
     view = memoryview(mapped)
     for offset in range(start, len(mapped), BLOCK):
@@ -97,7 +98,8 @@ class HashingReader:
             yield chunk
 
     def read(self, n: int = -1) -> bytes:
-        """For a destination that reads its input rather than taking blocks (DAOS)."""
+        """For a destination that reads its input rather than taking blocks: a key that already
+        exists, whose bytes are compared instead of written."""
         data = self.stream.read(n)
         self.hash.update(data)
         return data
@@ -232,6 +234,5 @@ def stored_digest(backend, key: str) -> str:
         return fast(key)
     digest = BlockHash()
     with backend.open(key) as stream:
-        while chunk := stream.read(BLOCK):
-            digest.update(chunk)
+        feed(digest, stream)
     return digest.hexdigest()

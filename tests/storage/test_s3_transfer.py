@@ -1,10 +1,12 @@
 """Concurrent multipart uploads and ranged downloads of S3Backend, against the real SeaweedFS server."""
 
+import base64
 import hashlib
 import io
 import os
 import threading
 import uuid
+import zlib
 
 import pytest
 
@@ -21,6 +23,10 @@ def backend_with(small: S3Backend, concurrency: int) -> S3Backend:
     # 5 MiB parts (the S3 minimum) from 6 MiB up.
     return S3Backend(small.client, small.bucket, small.prefix, multipart_threshold=6 * MiB, part_size=5 * MiB,
                      max_concurrency=concurrency)
+
+
+def crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
 
 
 def open_uploads(backend: S3Backend) -> list[str]:
@@ -74,7 +80,8 @@ def test_parts_go_out_concurrently_and_complete_lists_them_in_order(s3_backend):
         assert backend.put("big", io.BytesIO(data)) == (len(data), hashlib.sha256(data).hexdigest())
     finally:
         del client.upload_part, client.complete_multipart_upload
-    assert completed == [[{"PartNumber": n, "ETag": etags[n]} for n in range(1, 7)]]
+    assert completed == [[{"PartNumber": n, "ETag": etags[n], "ChecksumCRC32": crc32(data[(n - 1) * 5 * MiB:n * 5 * MiB])}
+                          for n in range(1, 7)]]
     assert 2 <= counter.most <= 3  # concurrent, and never more than max_concurrency in flight
     with backend.open("big") as f:
         assert f.read() == data
@@ -148,7 +155,7 @@ def test_downloads_fetch_ranges_concurrently_and_deliver_them_in_order(s3_backen
     assert 2 <= counter.most <= 4
     stream = BlockHash()
     stream.update(data)
-    assert backend.fast_digest("big") == stream.hexdigest()
+    assert backend_with(s3_backend, 4).fast_digest("big") == stream.hexdigest()  # read back: it did not upload it
 
 
 def test_an_object_replaced_during_a_read_is_refused(s3_backend):
