@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from letl.lake.errors import TierUnavailable
+
 BUCKET = "letl"
 HOST = "127.0.0.1"  # never listen beyond this machine: the keys are the only protection
 # weed mini serves each of these over HTTP and gRPC. Its embedded worker dials the admin
@@ -31,7 +33,7 @@ COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
 
 
-class ObjectStoreUnavailable(RuntimeError):
+class ObjectStoreUnavailable(TierUnavailable):
     """The local object store cannot be started or reached."""
 
 

@@ -37,7 +37,7 @@ from letl.labs.rules import hmac_pads
 from letl.labs.schema import Reason
 from letl.labs.sql import Quarantined, Scan, literal, published
 from letl.lake.config import parse_size
-from letl.lake.errors import InvalidInput, LetlError
+from letl.lake.errors import InvalidInput, LetlError, VerificationFailed
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
 # less per 10M rows on the pseudonym column alone); pyarrow and DuckDB read it. zstd level 1
@@ -51,7 +51,7 @@ THREAD_MEMORY = 64 << 20  # the parse's working memory per DuckDB thread (CSV bu
 CGROUP, MEMINFO = Path("/sys/fs/cgroup"), Path("/proc/meminfo")
 
 
-class ReconciliationError(LetlError):
+class ReconciliationError(VerificationFailed):
     pass
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import duckdb
 
+from letl.lake.errors import InvalidInput
 from letl.query.limits import SizeRefused, check_sizes
 
 __all__ = ["UnsafeSQL", "analyze", "check_sql", "DENIED_FUNCTIONS"]
@@ -70,7 +71,7 @@ DENIED_FUNCTIONS = frozenset(
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-class UnsafeSQL(ValueError):
+class UnsafeSQL(InvalidInput):
     """The SQL is not a single, read-only SELECT over the explorer's views.
 
     ``reason`` is a fixed category for the audit log, which must never hold the SQL or the message
