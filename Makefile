@@ -18,9 +18,10 @@ venv: $(VENV)/.installed
 run: venv
 	$(BIN)/letl run
 
+# One pytest worker per core; worksteal evens out the minute-long files (tests/assets, tests/explorer).
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal
 
 ui: venv
 	mkdir -p $(DAGSTER_HOME)

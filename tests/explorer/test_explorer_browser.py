@@ -103,16 +103,21 @@ def explorer_url(start_explorer) -> str:
     return start_explorer()
 
 
-@pytest.fixture
-def page():
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium for the module; each test gets its own context (cookies, storage, downloads)."""
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-        context.set_default_timeout(WAIT_MS)
-        pg = context.new_page()
-        yield pg
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    context.set_default_timeout(WAIT_MS)
+    yield context.new_page()
+    context.close()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -157,14 +157,22 @@ def run_month(partition):
     return result
 
 
-@pytest.fixture
-def job_lake(letl_env, lake):
+def build_job_lake(env):
     """Sample drops of February and March plus the hand-made drop, through the real labs_job."""
-    generate_drops(letl_env["landing"], months=2, hospitals=2, rows_per_file=1500, seed=9, start_month="2024-02")
-    write_hand_drop(letl_env["landing"])
+    generate_drops(env["landing"], months=2, hospitals=2, rows_per_file=1500, seed=9, start_month="2024-02")
+    write_hand_drop(env["landing"])
     for partition in ("2024-02-01", PARTITION):
         run_month(partition)
-    return lake
+
+
+@pytest.fixture(scope="session")
+def job_lake_template(built_once):
+    return built_once("job-lake", build_job_lake)
+
+
+@pytest.fixture
+def job_lake(job_lake_template, copy_lake):
+    return copy_lake(job_lake_template)
 
 
 def test_labs_job_publishes_each_kind_and_summarizes_positivity(job_lake):
