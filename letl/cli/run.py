@@ -8,9 +8,9 @@ from letl.cli.common import open_lake
 
 def cmd_sample_data(args) -> int:
     from letl.labs.sample import generate_drops
-    from letl_assets.resources.landing import LandingZone
+    from letl.lake.sources import landing_root
 
-    landing = Path(args.landing) if args.landing else LandingZone().root()
+    landing = Path(args.landing) if args.landing else landing_root()
     drops = generate_drops(
         landing, months=args.months, hospitals=args.hospitals, rows_per_file=args.rows_per_file,
         seed=args.seed, start_month=args.start,

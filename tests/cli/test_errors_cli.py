@@ -108,6 +108,25 @@ def test_an_unexpected_error_is_one_line_and_its_own_code(monkeypatch, capsys, l
         cli.main(["lake", "ls"])
 
 
+@pytest.mark.parametrize(("module", "extra"), [("dagster", "dagster"), ("fastapi", "api"), ("boto3.session", "s3")])
+def test_a_missing_extra_names_the_pip_install_that_brings_it(module, extra, monkeypatch, capsys, letl_env):
+    def needs(_args):
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+    monkeypatch.setattr(lake_cli, "cmd_ls", needs)
+    assert cli.main(["lake", "ls"]) == errors.exit_code(errors.LetlError())
+    assert capsys.readouterr().err == (f"error: this command needs the optional dependency {module.split('.')[0]!r}: "
+                                       f"pip install 'letl[{extra}]'\n")
+
+
+def test_a_missing_module_of_no_extra_is_still_a_bug(monkeypatch, capsys, letl_env):
+    def needs(_args):
+        raise ModuleNotFoundError("No module named 'nope'", name="nope")
+
+    monkeypatch.setattr(lake_cli, "cmd_ls", needs)
+    assert cli.main(["lake", "ls"]) == errors.EXIT_INTERNAL
+
+
 def test_reading_the_lake_loads_no_dagster_or_web_stack(lake):
     probe = ("import sys; from letl.cli.main import main; main(['lake', 'ls']); main(['tier', 'ls']); "
              "print(sorted(m for m in ('dagster', 'fastapi', 'uvicorn', 'streamlit', 'letl_assets') if m in sys.modules))")
