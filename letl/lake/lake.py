@@ -18,7 +18,7 @@ from letl.lake.config import LakeConfig, TierSpec, format_size
 from letl.lake.errors import InvalidInput, LetlError, NoRoom, NotFound, TierUnavailable, VerificationFailed
 from letl.lake.names import new_version_id, repo_of
 from letl.lake.uri import format_uri
-from letl.storage.contract import CHUNK, Backend, validate_key
+from letl.storage.contract import Backend, hash_stream, validate_key
 from letl.storage.factory import make_backend
 from letl.storage.posix import PosixBackend
 
@@ -213,17 +213,14 @@ class Lake:
             return False
         try:
             with tier.backend.open(version.storage_key) as stream:
-                digest, size = hashlib.sha256(), 0
-                while chunk := stream.read(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+                stored = hash_stream(stream)
         except (OSError, LetlError):
             return False
         except Exception as exc:  # a remote backend's own "no such key"
             if type(exc).__module__.split(".")[0] in ("botocore", "boto3", "pydaos"):
                 return False
             raise
-        return size == version.bytes and digest.hexdigest() == version.sha256
+        return stored == (version.bytes, version.sha256)
 
     def publish(self, staged: list[Staged], request: tuple[str, str, dict] | None = None) -> list[Version]:
         """Make staged versions visible together, in one catalog transaction, or none of them.
