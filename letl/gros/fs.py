@@ -129,12 +129,12 @@ class GrosFileSystem(AbstractFileSystem):
         try:
             resolution = resolve_read(self.lake, top)
         except LookupError as exc:
-            raise GrosNotFoundError(f"{top.uri()}: {exc}") from None
+            raise GrosNotFoundError(f"{top}: {exc}") from None
         # Listing reveals sizes, rows and hashes too, so every path through here is checked.
         check_read(self.lake, top, resolution.served, current_user(), REFUSED_KIND, current=resolution.current)
         is_dir = top.partition == "*" or (top.partition is None and any(v.partition for v in resolution.served))
         if is_dir:
-            warn_if_mixed(top.uri(), resolution.served)
+            warn_if_mixed(str(top), resolution.served)
         return resolution, is_dir
 
     def _select(self, path: str, starts: bool = False) -> tuple[Read, list, bool]:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from letl.lake.access import ACCESS_LEVELS, strictest
 from letl.lake.catalog import Version
 from letl.lake.lake import Lake
-from letl.lake.uri import GrosRef, parse, resolve
+from letl.lake.uri import GrosRef, dataset_uri, parse, resolve
 
 ROLES = {"analyst": frozenset({"deidentified"}), "steward": frozenset(ACCESS_LEVELS)}
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
@@ -55,7 +55,7 @@ class Dataset:
 
     @property
     def uri(self) -> str:
-        return f"gros://{self.key.replace('/', '.')}"
+        return dataset_uri(self.key)
 
     def freshness(self, now: datetime | None = None) -> str:
         age = (now or datetime.now(timezone.utc)) - self.updated_at

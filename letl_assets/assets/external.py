@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 import dagster as dg
 
 from letl.lake import names
-from letl.lake.uri import parse
+from letl.lake.uri import dataset_uri, parse
 from letl_assets.assets.labs import MONTHLY, MONTHLY_FRESHNESS, ON_UPSTREAM_CHANGE
 from letl_assets.resources.io_manager import PIN, VersionFile
 
@@ -58,10 +58,10 @@ def external_spec(dataset: ExternalDataset) -> dg.AssetSpec:
     """The external (not materializable by Dagster) asset of a notebook-written dataset."""
     return dg.AssetSpec(
         dataset.asset_key,
-        description=dataset.description or f"External dataset written via gros://{dataset.key.replace('/', '.')}.",
+        description=dataset.description or f"External dataset written via {dataset_uri(dataset.key)}.",
         partitions_def=dataset.partitions_def,
         group_name=GROUP,
-        metadata={"letl/writer": "external", "letl/uri": f"gros://{dataset.key.replace('/', '.')}"},
+        metadata={"letl/writer": "external", "letl/uri": dataset_uri(dataset.key)},
         kinds={"parquet"},
     )
 

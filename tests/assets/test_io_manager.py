@@ -179,7 +179,9 @@ def test_downstream_lineage_is_the_upstream_version_read(letl_env, lake):
     assert {v.asset_key for v in lake.catalog.downstreams(up.version_id)} == {"down", "down_file", "down_table"}
     assert lake.read_table(lake.latest("down")).column("y").to_pylist() == [2, 4, 6]
     assert lake.read_table(lake.latest("down_file")).column("z").to_pylist() == [up.version_id] * 3
-    assert lake.read_table(lake.latest("down_table")).num_rows == 1 and lake.catalog.access_count(up.version_id) == 3
+    with lake.catalog.engine.connect() as conn:
+        loads = conn.execute(sa.select(sa.func.count()).where(access_log.c.version_id == up.version_id)).scalar_one()
+    assert lake.read_table(lake.latest("down_table")).num_rows == 1 and loads == 3
 
 
 def test_load_is_logged_with_run_and_step(letl_env, lake):
@@ -188,7 +190,6 @@ def test_load_is_logged_with_run_and_step(letl_env, lake):
     with lake.catalog.engine.connect() as conn:
         rows = conn.execute(sa.select(access_log).where(access_log.c.version_id == up.version_id)).all()
     assert [(r.kind, r.step_key, r.run_id) for r in rows] == [("load", "down", result.run_id)]
-    assert lake.catalog.loaded_in_step(result.run_id, "down") == [up.version_id]
 
 
 def test_rematerialize_is_idempotent_and_new_data_moves_latest(letl_env, lake):
