@@ -163,18 +163,24 @@ def test_clean_temp_removes_leftovers_and_keeps_objects(backend):
 
 
 SLOW_WRITER = """
-import sys, time
+import sys, threading, time
+from pathlib import Path
+from letl.storage.contract import TMP_DIR
 from letl.storage.posix import PosixBackend
 
+def announce():
+    # put() writes whole blocks from its own pipe, so the part file has bytes some reads later,
+    # later still on a busy machine.
+    while not any(p.stat().st_size for p in (Path(sys.argv[1]) / TMP_DIR).glob("*.part")):
+        time.sleep(0.01)
+    print("WRITING", flush=True)
+
 class Slow:
-    reads = 0
     def read(self, size=-1):
-        self.reads += 1
-        if self.reads == 3:
-            print("WRITING", flush=True)
         time.sleep(0.01)
         return b"x" * 65536
 
+threading.Thread(target=announce, daemon=True).start()
 PosixBackend(sys.argv[1]).put(sys.argv[2], Slow())
 print("FINISHED", flush=True)
 """
