@@ -18,10 +18,11 @@ venv: $(VENV)/.installed
 run: venv
 	$(BIN)/letl run
 
-# One pytest worker per core; worksteal evens out the minute-long files (tests/assets, tests/explorer).
+# One pytest worker per CPU (logical: a VM may report its 2 vCPUs as 1 physical core); worksteal
+# evens out the files whose tests take 10-50 s each (tests/assets, tests/explorer).
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n auto --dist worksteal
+	$(BIN)/python -m pytest -n logical --dist worksteal
 
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
