@@ -122,3 +122,18 @@ def s3_backend(objectstore):
     from letl.storage.s3 import S3Backend
 
     return S3Backend(client_for(objectstore), objectstore.bucket, prefix=f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def object_tier(monkeypatch: pytest.MonkeyPatch):
+    """Points the lake's 'cortx' tier at a SeaweedFS (``objectstore``'s info), on a prefix of its own or the one given."""
+    import uuid
+
+    def point(info, prefix: str | None = None):
+        monkeypatch.setenv("LETL_S3_ENDPOINT", info.endpoint)
+        monkeypatch.setenv("LETL_S3_ACCESS_KEY_ID", info.access_key)
+        monkeypatch.setenv("LETL_S3_SECRET_ACCESS_KEY", info.secret_key)
+        monkeypatch.setenv("LETL_TIER_CORTX_PATH", f"s3://{info.bucket}/{prefix or uuid.uuid4().hex[:12]}")
+        return info
+
+    return point

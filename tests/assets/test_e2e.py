@@ -91,6 +91,6 @@ def test_help_names_the_subcommands(letl_env, tmp_path):
 def test_show_unknown_asset_fails_clearly(letl_env, tmp_path):
     done = run(tmp_path, "letl", "lake", "show", "no/such")
     assert done.returncode != 0
-    assert "no versions of 'no/such'" in done.stderr
+    assert done.stderr.startswith("error: unknown dataset 'no/such'") and "Traceback" not in done.stderr
     assert "known datasets: none" in done.stderr
     assert "Traceback" not in done.stderr

@@ -192,13 +192,11 @@ def test_time_travel_by_tag(lab_lake):
         at_tag(lab_lake, dataset, "1999-01-01")
 
 
-def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objectstore, monkeypatch):
-    from test_object_tier import use_object_store
-
+def test_object_tier_versions_are_read_in_place_through_fsspec(lab_lake, objectstore, object_tier, monkeypatch):
     from letl.lake.lake import Lake
     from letl.lake.moves import Mover
 
-    use_object_store(monkeypatch, objectstore)
+    object_tier(objectstore)
     lake = Lake.from_env()
     before = raw(lake, RESULTS, "SELECT hospital_id, count(*), round(sum(result_value), 6) FROM t GROUP BY ALL ORDER BY ALL")
     moved = lake.latest(RESULTS, "2024-02-01")

@@ -1,7 +1,6 @@
 """The 'cortx' object tier inside the lake, against real SeaweedFS servers on 127.0.0.1."""
 
 import hashlib
-import uuid
 
 import pandas as pd
 import pytest
@@ -14,20 +13,13 @@ from letl.lake.moves import Mover
 from letl.storage import transfer
 
 
-def use_object_store(monkeypatch, info, prefix=None):
-    monkeypatch.setenv("LETL_S3_ENDPOINT", info.endpoint)
-    monkeypatch.setenv("LETL_S3_ACCESS_KEY_ID", info.access_key)
-    monkeypatch.setenv("LETL_S3_SECRET_ACCESS_KEY", info.secret_key)
-    monkeypatch.setenv("LETL_TIER_CORTX_PATH", f"s3://{info.bucket}/{prefix or uuid.uuid4().hex[:12]}")
-
-
 def object_bytes(lake, version) -> bytes:
     with lake.tiers["cortx"].backend.open(version.storage_key) as f:
         return f.read()
 
 
-def test_versions_written_to_and_moved_through_the_object_tier(letl_env, objectstore, monkeypatch):
-    use_object_store(monkeypatch, objectstore)
+def test_versions_written_to_and_moved_through_the_object_tier(letl_env, objectstore, object_tier, monkeypatch):
+    object_tier(objectstore)
     lake = Lake.from_env()
     assert list(lake.tiers) == ["pmem", "ssd", "hdd", "cortx"]
     frame = pd.DataFrame({"x": range(5000)})
@@ -62,11 +54,11 @@ def test_unreachable_object_tier_is_skipped_by_placement(letl_env, monkeypatch):
     assert Lake.from_env().choose_tier(10_000)[0] == "hdd"
 
 
-def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(letl_env, monkeypatch, tmp_path):
+def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(letl_env, object_tier, monkeypatch, tmp_path):
     home = tmp_path / "own-server"
     info = store.up(home)
     try:
-        use_object_store(monkeypatch, info, prefix="down-test")
+        object_tier(info, prefix="down-test")
         lake = Lake.from_env()
         version = lake.write_version("labs/down", pd.DataFrame({"x": range(100_000)}), tier_hint="ssd")
         real_blocks = transfer.HashingReader.blocks
