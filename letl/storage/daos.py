@@ -58,12 +58,19 @@ Limits:
   close it. Lake keys carry a unique version id, so such races do not happen there.
 - ``clean_temp`` treats every chunk set without a matching manifest as an orphan.
   Give ``older_than`` a grace period when writers may be live.
+- pydaos has no ranged get, ping or stat call. ``read_range`` is one ``bget`` of only the
+  chunks that cover the range (their sizes are checked; the sha256 covers the whole object, so
+  only ``open`` can check it). ``probe`` is one ``bget`` of a key no object can have.
+- Failing to open the pool, container or dictionary is ``DaosUnavailable`` (a ``TierUnavailable``);
+  a PyDError later, on a value, stays a ``DaosStorageError``: pydaos's message does not say
+  whether the engines went away or the pool is full.
+
+The chunk writer and reader are in daos_chunks.py.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import threading
@@ -73,13 +80,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from letl.lake.errors import NotFound, TierUnavailable
 from letl.storage.contract import Written, hash_stream, validate_key
+from letl.storage.daos_chunks import CHUNK_MARK, ChunkReader, ChunkWriter, DaosStorageError, checked_chunk, chunk_key
 from letl.storage.transfer import pipe
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK = 8 * MiB
 LAYOUT = "letl-daos/1"
-CHUNK_MARK = "#chunk/"
+_PROBE_KEY = "#probe"
 _BULK = 256  # keys per bget/bput when walking many manifests or removing chunks
 
 
@@ -87,8 +96,9 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-class DaosStorageError(OSError):
-    """A pydaos call failed (PyDError), or a stored object is damaged."""
+class DaosUnavailable(DaosStorageError, TierUnavailable):
+    """The pool, container or dictionary cannot be opened: no daos_agent, no such pool or container,
+    no access, or a name that is not a dictionary."""
 
 
 class DaosBackend:
@@ -136,7 +146,7 @@ class DaosBackend:
         if self._ddict is None:
             with self._lock:
                 if self._ddict is None:
-                    with self._errors():
+                    with self._errors(DaosUnavailable):
                         self._dcont = self.pydaos.DCont(self.pool, self.cont)
                         self._ddict = self._get_or_create(self._dcont)
         return self._ddict
@@ -151,24 +161,29 @@ class DaosBackend:
             except mod.PyDError:
                 found = dcont.get(self.dict_name)  # another process created it first (DER_EXIST)
         if not hasattr(found, "bput"):
-            raise DaosStorageError(errno.EINVAL, f"{self.dict_name!r} in {self.pool}/{self.cont} is not a DAOS dict")
+            raise DaosUnavailable(errno.EINVAL, f"{self.dict_name!r} in {self.pool}/{self.cont} is not a DAOS dict")
         return found
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, kind: type[DaosStorageError] = DaosStorageError) -> Iterator[None]:
         mod = self.pydaos
         try:
             yield
         except mod.PyDError as exc:
-            raise DaosStorageError(errno.EIO, f"DAOS {self.pool}/{self.cont}: {exc}") from exc
+            raise kind(errno.EIO, f"DAOS {self.pool}/{self.cont}: {exc}") from exc
 
     # --- low-level KV helpers ---
 
-    def _chunk_key(self, key: str, upload: str, index: int) -> str:
-        return f"{key}{CHUNK_MARK}{upload}/{index:06d}"
-
     def _chunk_keys(self, key: str, manifest: dict) -> list[str]:
-        return [self._chunk_key(key, manifest["upload"], i) for i in range(manifest["chunks"])]
+        return [chunk_key(key, manifest["upload"], i) for i in range(manifest["chunks"])]
+
+    def _bput(self, values: dict) -> None:
+        with self._errors():
+            self.ddict.bput(values)
+
+    def _bget(self, request: dict, value_size: int) -> None:
+        with self._errors():
+            self.ddict.bget(request, value_size)
 
     def _manifests(self, keys: list[str]) -> dict[str, dict | None]:
         """Manifests for many keys, fetched with bget (in parallel on the DAOS side)."""
@@ -187,8 +202,7 @@ class DaosBackend:
     def _remove(self, keys: list[str]) -> None:
         """Delete keys: a put of None is a daos_kv_remove (pydaos_shim.c kv_put)."""
         for start in range(0, len(keys), _BULK):
-            with self._errors():
-                self.ddict.bput(dict.fromkeys(keys[start:start + _BULK]))
+            self._bput(dict.fromkeys(keys[start:start + _BULK]))
 
     # --- the Backend contract ---
 
@@ -197,7 +211,7 @@ class DaosBackend:
         existing = self._manifest(key)
         if existing is not None:
             return _same_or_refuse(key, existing, hash_stream(stream))
-        chunks = _Chunks(self, key, f"{_now_ns()}-{uuid.uuid4().hex[:12]}")
+        chunks = ChunkWriter(self._bput, key, f"{_now_ns()}-{uuid.uuid4().hex[:12]}", self.chunk_size, self.batch_chunks)
         try:
             written = Written(*pipe(stream, chunks))  # reading and sha256 overlap the bputs
             count = chunks.finish()
@@ -236,13 +250,33 @@ class DaosBackend:
         path.unlink(missing_ok=True)
         return written
 
-    def open(self, key: str) -> BinaryIO:
+    def _existing(self, key: str) -> dict:
         validate_key(key)
         manifest = self._manifest(key)
         if manifest is None:
-            raise FileNotFoundError(errno.ENOENT, "no such object", f"daos://{self.pool}/{self.cont}/{key}")
-        raw = _ChunkReader(self, key, manifest, verify=self.verify_reads)
+            raise NotFound(f"no object daos://{self.pool}/{self.cont}/{self.dict_name}/{key}")
+        return manifest
+
+    def open(self, key: str) -> BinaryIO:
+        manifest = self._existing(key)
+        raw = ChunkReader(self._bget, key, manifest, verify=self.verify_reads)
         return io.BufferedReader(raw, buffer_size=min(manifest["chunk_size"], MiB))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object, fewer if it ends sooner: the manifest, then one bget of
+        only the chunks that cover the range. The chunks' sizes are checked; their sha256 cannot be
+        (it covers the whole object), so a damaged byte inside them is only caught by a whole read."""
+        manifest = self._existing(key)
+        size, chunk_size = manifest["size"], manifest["chunk_size"]
+        start, end = max(0, start), min(end, size)
+        if start >= end:
+            return b""
+        first, last = start // chunk_size, (end - 1) // chunk_size
+        wanted = {chunk_key(key, manifest["upload"], i): None for i in range(first, last + 1)}
+        self._bget(wanted, chunk_size)
+        pieces = [checked_chunk(key, i, raw, manifest) for i, raw in enumerate(wanted.values(), start=first)]
+        offset = first * chunk_size
+        return b"".join(pieces)[start - offset:end - offset]
 
     def local_path(self, key: str) -> Path | None:
         validate_key(key)
@@ -251,6 +285,10 @@ class DaosBackend:
     def exists(self, key: str) -> bool:
         validate_key(key)
         return self._manifest(key) is not None
+
+    def fast_digest(self, key: str) -> None:
+        """None: there is no faster path than ``open``, which already checks the manifest's sha256."""
+        return None
 
     def delete(self, key: str) -> None:
         """Manifest first, so the object vanishes at once; chunks left by a crash are orphans for clean_temp."""
@@ -262,10 +300,25 @@ class DaosBackend:
             self.ddict.pop(key)
         self._remove(self._chunk_keys(key, manifest))
 
+    def discard(self, key: str) -> None:
+        """The same as delete: the chunks' removal is a few bputs, nothing worth a thread."""
+        self.delete(key)
+
     def keys(self, prefix: str = "") -> Iterator[str]:
         with self._errors():
             names = [k for k in self.ddict if "#" not in k and k.startswith(prefix)]
         yield from sorted(names)
+
+    def probe(self) -> None:
+        """Open the pool, container and dictionary (once), then one bget of a key no object can have
+        ('#' is outside validate_key's alphabet), so a store that went away since is seen too.
+
+        pydaos has no ping or stat call: a get is its cheapest round trip to the engines."""
+        try:
+            with self._errors(DaosUnavailable):
+                self.ddict.bget({_PROBE_KEY: None})
+        except ImportError as exc:
+            raise DaosUnavailable(errno.ENOENT, f"DAOS {self.pool}/{self.cont}: pydaos is not installed here") from exc
 
     def usage(self) -> int:
         manifests = self._manifests(list(self.keys()))
@@ -281,10 +334,10 @@ class DaosBackend:
         with self._errors():
             chunk_keys = [k for k in self.ddict if CHUNK_MARK in k]
         uploads: dict[tuple[str, str], list[str]] = {}
-        for chunk_key in chunk_keys:
-            key, _, rest = chunk_key.partition(CHUNK_MARK)
+        for name in chunk_keys:
+            key, _, rest = name.partition(CHUNK_MARK)
             upload = rest.rsplit("/", 1)[0]
-            uploads.setdefault((key, upload), []).append(chunk_key)
+            uploads.setdefault((key, upload), []).append(name)
         manifests = self._manifests(sorted({key for key, _ in uploads}))
         cutoff_ns = _now_ns() - int(older_than * 1e9)
         doomed: list[str] = []
@@ -297,150 +350,6 @@ class DaosBackend:
             doomed.extend(members)
         self._remove(doomed)
         return len(doomed)
-
-
-class _Chunks:
-    """The sink of one put: the stream cut into chunk_size values, stored batch_chunks per bput."""
-
-    def __init__(self, backend: DaosBackend, key: str, upload: str):
-        self.backend, self.key, self.upload = backend, key, upload
-        self.held = bytearray()
-        self.pending: dict[str, bytes] = {}
-        self.count = 0
-        self.stored: list[str] = []  # every key a bput was asked to write, for the cleanup of a failure
-
-    def __call__(self, data: memoryview | bytes) -> None:
-        view, size = memoryview(data).cast("B"), self.backend.chunk_size
-        while view:
-            if not self.held and len(view) >= size:  # a whole chunk: one copy, out of a memory map or buffer
-                self._add(bytes(view[:size]))
-                view = view[size:]
-                continue
-            take = min(len(view), size - len(self.held))
-            self.held += view[:take]
-            view = view[take:]
-            if len(self.held) == size:
-                self._add(bytes(self.held))
-                self.held.clear()
-
-    def _add(self, chunk: bytes) -> None:
-        self.pending[self.backend._chunk_key(self.key, self.upload, self.count)] = chunk  # never empty
-        self.count += 1
-        if len(self.pending) >= self.backend.batch_chunks:
-            self._store()
-
-    def _store(self) -> None:
-        self.stored.extend(self.pending)  # a failed bput may have stored part of its batch
-        with self.backend._errors():
-            self.backend.ddict.bput(self.pending)
-        self.pending = {}
-
-    def finish(self) -> int:
-        """Store what is left (the short last chunk); returns how many chunks the object has."""
-        if self.held:
-            self._add(bytes(self.held))
-            self.held.clear()
-        if self.pending:
-            self._store()
-        return self.count
-
-
-class _ChunkReader(io.RawIOBase):
-    """A seekable read-only view of one object that fetches one chunk at a time."""
-
-    def __init__(self, backend: DaosBackend, key: str, manifest: dict, verify: bool):
-        super().__init__()
-        self._backend, self._key, self._manifest = backend, key, manifest
-        self._size, self._chunk_size = manifest["size"], manifest["chunk_size"]
-        expected = -(-self._size // self._chunk_size)
-        if manifest["chunks"] != expected:
-            raise DaosStorageError(errno.EIO, f"{key}: manifest lists {manifest['chunks']} chunks, size needs {expected}")
-        self._pos = 0
-        self._cached: tuple[int, bytes] | None = None
-        self._digest = hashlib.sha256() if verify else None
-        self._hashed = 0  # bytes [0, _hashed) went through the digest, in order
-        self.name = key
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if target < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = target
-        return target
-
-    def _chunk(self, index: int) -> bytes:
-        if self._cached is not None and self._cached[0] == index:
-            return self._cached[1]
-        chunk_key = self._backend._chunk_key(self._key, self._manifest["upload"], index)
-        request = {chunk_key: None}
-        with self._backend._errors():
-            self._backend.ddict.bget(request, self._chunk_size)
-        data = request[chunk_key]
-        if data is None:
-            raise DaosStorageError(errno.EIO, f"{self._key}: chunk {index} is missing (deleted while open?)")
-        expected = min(self._chunk_size, self._size - index * self._chunk_size)
-        if len(data) != expected:
-            raise DaosStorageError(errno.EIO, f"{self._key}: chunk {index} holds {len(data)} bytes, expected {expected}")
-        self._cached = (index, data)
-        return data
-
-    def _account(self, start: int, data: bytes | memoryview) -> None:
-        """Feed bytes read at start into the digest if they extend the in-order prefix; check at the end."""
-        if self._digest is None:
-            return
-        end = start + len(data)
-        if start <= self._hashed < end:
-            self._digest.update(data[self._hashed - start:])
-            self._hashed = end
-        if self._hashed == self._size and self._digest is not None:
-            actual, self._digest = self._digest.hexdigest(), None
-            if actual != self._manifest["sha256"]:
-                raise DaosStorageError(errno.EIO, f"{self._key}: sha256 {actual} does not match the manifest")
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._pos >= self._size or len(view) == 0:
-            self._account(self._pos, b"")
-            return 0
-        index, offset = divmod(self._pos, self._chunk_size)
-        chunk = self._chunk(index)
-        n = min(len(view), len(chunk) - offset)
-        piece = memoryview(chunk)[offset:offset + n]
-        view[:n] = piece
-        start, self._pos = self._pos, self._pos + n
-        self._account(start, piece)
-        return n
-
-    def readall(self) -> bytes:
-        parts = []
-        while self._pos < self._size:
-            index, offset = divmod(self._pos, self._chunk_size)
-            piece = memoryview(self._chunk(index))[offset:]
-            start, self._pos = self._pos, self._pos + len(piece)
-            self._account(start, piece)
-            parts.append(piece)
-        self._account(self._pos, b"")
-        return b"".join(parts)
-
-    def close(self) -> None:
-        self._cached = None
-        super().close()
 
 
 def _same_or_refuse(key: str, manifest: dict, written: Written) -> Written:

@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import BinaryIO, Iterator
 
 import xxhash
 
+from letl.lake.errors import NotFound, TierUnavailable
 from letl.storage.contract import TMP_DIR, Written, hash_file, validate_key
 from letl.storage.transfer import FileSink, fold, parallel_digest, pipe
 
@@ -77,12 +79,15 @@ class PosixBackend:
         _fsync_dir(final.parent)
 
     def open(self, key: str) -> BinaryIO:
-        return open(self._path(key), "rb")
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"no object {key} in {self.root}") from None
 
     def fast_digest(self, key: str) -> str:
         """The transfer.BlockHash digest of the stored object, its blocks hashed on every core
         straight from a memory map (no copy into Python buffers)."""
-        with open(self._path(key), "rb") as f:
+        with self.open(key) as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 return fold(0, [])
@@ -91,7 +96,7 @@ class PosixBackend:
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object, fewer if it ends sooner."""
-        with open(self._path(key), "rb") as f:
+        with self.open(key) as f:
             f.seek(start)
             return f.read(max(0, end - start))
 
@@ -129,6 +134,22 @@ class PosixBackend:
                 parent.rmdir()
             except OSError:
                 break
+
+    def probe(self) -> None:
+        """One stat of the root, or of its nearest existing parent before the first write: a dfuse or
+        NFS mount that went away fails it (ENOTCONN, ESTALE, EIO), a file in the root's place too."""
+        path = self.root.absolute()
+        while True:
+            try:
+                mode = os.stat(path).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                path = path.parent  # the root of the filesystem always exists: this ends
+                continue
+            except OSError as exc:
+                raise TierUnavailable(f"tier root {self.root}: unreachable ({exc.strerror or exc})") from exc
+            if not stat.S_ISDIR(mode):
+                raise TierUnavailable(f"tier root {self.root}: {path} is not a directory")
+            return
 
     def usage(self) -> int:
         return sum(self._path(k).stat().st_size for k in self.keys())

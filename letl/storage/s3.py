@@ -10,7 +10,6 @@ boto3 is imported inside functions so that importing this module stays cheap.
 """
 
 import io
-import os
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,16 +17,14 @@ from typing import Any, BinaryIO, Iterator
 
 import xxhash
 
-from letl.lake.errors import TierUnavailable, VerificationFailed
+from letl.lake.config import setting
+from letl.lake.errors import NotFound, TierUnavailable, VerificationFailed
 from letl.storage.contract import Written, hash_stream, validate_key
 from letl.storage.s3_transfer import FIELD, Proofs, RangedReader, Upload
 from letl.storage.transfer import BLOCK, parallel_digest, pipe
 
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB  # S3 rejects non-final parts smaller than this
-# Parts or ranges in flight at once (boto3's upload_file and download_file use 10). Memory for
-# one transfer is about part_size (or 8 MiB when reading) times this.
-MAX_CONCURRENCY = int(os.environ.get("LETL_S3_MAX_CONCURRENCY", "8"))
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _AUTH = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
          "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
@@ -60,7 +57,7 @@ def make_s3_client(endpoint_url: str, access_key: str, secret_key: str, region: 
         s3={"addressing_style": "path"},
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout,
-        max_pool_connections=max(10, 2 * MAX_CONCURRENCY),  # a transfer's parallel requests, with room
+        max_pool_connections=max(10, 2 * setting("LETL_S3_MAX_CONCURRENCY")),  # a transfer's parallel requests, with room
     )
     return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
                         aws_secret_access_key=secret_key, region_name=region, config=config)
@@ -82,7 +79,11 @@ class S3Backend:
 
     def __init__(self, client: Any, bucket: str, prefix: str = "",
                  multipart_threshold: int = 64 * MiB, part_size: int = 16 * MiB,
-                 max_concurrency: int = MAX_CONCURRENCY):
+                 max_concurrency: int | None = None):
+        # Parts or ranges in flight at once (boto3's upload_file and download_file use 10). Memory for
+        # one transfer is about part_size (or 8 MiB when reading) times this.
+        if max_concurrency is None:
+            max_concurrency = setting("LETL_S3_MAX_CONCURRENCY")
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes (the S3 minimum part size)")
         if max_concurrency < 1:
@@ -107,7 +108,7 @@ class S3Backend:
     @contextmanager
     def _reach(self):
         """A refused, dropped or timed-out connection means the tier is out of reach, not a bug:
-        callers see TierUnavailable (one line, exit code 7, HTTP 503), never botocore's own error."""
+        callers see TierUnavailable (one line, exit code 7, HTTP 502), never botocore's own error."""
         from botocore.exceptions import ConnectionError as BotoConnectionError
         from botocore.exceptions import HTTPClientError
 
@@ -189,7 +190,7 @@ class S3Backend:
                     first = body.read()
         except _client_error() as e:
             if _code(e) in _MISSING:
-                raise FileNotFoundError(f"no object {self._where(name)}") from None
+                raise NotFound(f"no object {self._where(name)}") from None
             if _code(e) in ("InvalidRange", "416"):  # only an empty object has no byte 0
                 return io.BytesIO(b"")
             raise
@@ -209,7 +210,7 @@ class S3Backend:
                     return body.read()
         except _client_error() as e:
             if _code(e) in _MISSING:
-                raise FileNotFoundError(f"no object {self._where(name)}") from None
+                raise NotFound(f"no object {self._where(name)}") from None
             if _code(e) in ("PreconditionFailed", "412"):
                 raise VerificationFailed(f"{self._where(name)} was replaced while being read") from None
             raise
@@ -232,7 +233,7 @@ class S3Backend:
                 head = self.client.head_object(Bucket=self.bucket, Key=name, ChecksumMode="ENABLED")
         except _client_error() as e:
             if _code(e) in _MISSING:
-                raise FileNotFoundError(f"no object {self._where(name)}") from None
+                raise NotFound(f"no object {self._where(name)}") from None
             raise
         proven = self.proofs.digest(name, head)
         if proven is not None:
@@ -253,7 +254,7 @@ class S3Backend:
             if _code(e) in ("InvalidRange", "416"):  # start at or past the end of the object
                 return b""
             if _code(e) in _MISSING:
-                raise FileNotFoundError(f"no object {self._where(name)}") from None
+                raise NotFound(f"no object {self._where(name)}") from None
             raise
         with body:
             return body.read()
@@ -279,6 +280,10 @@ class S3Backend:
         self.proofs.forget(name)
         with self._reach():
             self.client.delete_object(Bucket=self.bucket, Key=name)  # S3 deletes are idempotent
+
+    def discard(self, key: str) -> None:
+        """The same as delete: the server frees the space, nothing is left for the caller to wait on."""
+        self.delete(key)
 
     def _objects(self, prefix: str) -> Iterator[dict]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)

@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import xxhash
 
-from letl.storage.contract import chunks, feed
+from letl.storage.contract import Backend, chunks, feed
 
 BLOCK = 8 * 1024 * 1024
 _DONE = object()
@@ -226,12 +226,12 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # only a hint: errors surface at fsync
 
 
-def stored_digest(backend, key: str) -> str:
-    """The BlockHash digest of an object as its tier holds it now: read back in parallel where the
-    backend can (``fast_digest``), else as one stream."""
-    fast = getattr(backend, "fast_digest", None)
+def stored_digest(backend: Backend, key: str) -> str:
+    """The BlockHash digest of an object as its tier holds it now: the backend's ``fast_digest``
+    where it has one, else the object read as one stream."""
+    fast = backend.fast_digest(key)
     if fast is not None:
-        return fast(key)
+        return fast
     digest = BlockHash()
     with backend.open(key) as stream:
         feed(digest, stream)
