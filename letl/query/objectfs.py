@@ -98,22 +98,4 @@ class LakeObjectFile(AbstractBufferedFile):
             return self._read(start, end)
 
     def _read(self, start: int, end: int) -> bytes:
-        backend = self.fs.lake.tiers[self.version.tier].backend
-        key = self.version.storage_key
-        read_range = getattr(backend, "read_range", None)
-        if read_range is not None:
-            return read_range(key, start, end)
-        with backend.open(key) as stream:
-            if stream.seekable():
-                stream.seek(start)
-            else:
-                _skip(stream, start)
-            return stream.read(max(0, end - start))
-
-
-def _skip(stream: Any, count: int) -> None:
-    while count > 0:
-        chunk = stream.read(min(count, 8 * 1024 * 1024))
-        if not chunk:
-            return
-        count -= len(chunk)
+        return self.fs.lake.tiers[self.version.tier].backend.read_range(self.version.storage_key, start, end)

@@ -151,29 +151,6 @@ def test_writing_is_refused(cortx_lake):
         con.execute("COPY (SELECT 1 AS a) TO 'letlobj://labs/new/x.parquet' (FORMAT parquet)")
 
 
-def test_backend_without_read_range_is_read_through_open(cortx_lake, monkeypatch):
-    lake, versions = cortx_lake
-    v = versions[0]
-    whole = lake.local_path(v).read_bytes()
-    s3 = lake.tiers["cortx"].backend
-
-    class OpenOnly:  # like DaosBackend: open() but no read_range()
-        def open(self, key):
-            return s3.open(key)  # a botocore StreamingBody: not seekable, so the reader skips
-
-    monkeypatch.setattr(lake.tiers["cortx"], "_backend", OpenOnly())
-    fs = LakeObjectFileSystem(lake=lake)
-    with fs.open(object_path(v)) as f:
-        f.seek(1000)
-        assert f.read(500) == whole[1000:1500]
-        f.seek(v.bytes - 10)
-        assert f.read(100) == whole[-10:]
-    con = duckdb.connect(":memory:")
-    con.register_filesystem(LakeObjectFileSystem(lake=lake))
-    (total,) = con.execute(f"SELECT sum(id) FROM read_parquet('{object_path(v)}')").fetchone()
-    assert total == sum(range(ROWS))
-
-
 def test_version_moved_to_another_tier_after_lookup_is_still_read(cortx_lake):
     lake, versions = cortx_lake
     v = versions[0]
