@@ -9,11 +9,11 @@ de-identified datasets are shown.
 """
 
 import hmac
-import os
 from dataclasses import dataclass
 
 import streamlit as st
 
+from letl.lake.config import setting
 from letl.lake.lake import current_user
 
 
@@ -24,7 +24,7 @@ class Viewer:
 
 
 def _setting(env: str, secret: str) -> str | None:
-    value = os.environ.get(env)
+    value = setting(env)
     if value:
         return value
     try:
@@ -49,7 +49,7 @@ def _oidc_viewer() -> Viewer | None:
     except (AttributeError, KeyError):
         return None
     email = str(st.user.get("email") or st.user.get("sub") or "unknown")
-    stewards = {e.strip().lower() for e in os.environ.get("LETL_EXPLORER_STEWARDS", "").split(",") if e.strip()}
+    stewards = {e.lower() for e in setting("LETL_EXPLORER_STEWARDS")}
     return Viewer(email, "steward" if email.lower() in stewards else "analyst")
 
 
@@ -60,7 +60,7 @@ def viewer() -> Viewer:
         return signed_in
     analyst = _setting("LETL_EXPLORER_PASSWORD", "password")
     steward = _setting("LETL_EXPLORER_STEWARD_PASSWORD", "steward_password")
-    local_user = os.environ.get("LETL_EXPLORER_USER") or current_user()
+    local_user = setting("LETL_EXPLORER_USER") or current_user()
     if not analyst and not steward:
         return Viewer(local_user, "analyst")
     if "letl_role" in st.session_state:

@@ -1,9 +1,8 @@
 """Streamlit-side caches: the lake, and one query service per (role, catalog state, pin)."""
 
-import os
-
 import streamlit as st
 
+from letl.lake.config import setting
 from letl.lake.lake import Lake
 from letl.query.datasets import Dataset, at_tag, load_datasets, visible
 from letl.query.service import Explorer, Settings
@@ -16,14 +15,13 @@ def lake() -> Lake:
 
 
 def settings() -> Settings:
-    env = os.environ.get
     return Settings(
-        row_cap=int(env("LETL_EXPLORER_ROW_CAP", 10_000)),
-        download_cap=int(env("LETL_EXPLORER_DOWNLOAD_CAP", 1_000_000)),
-        timeout_s=float(env("LETL_EXPLORER_TIMEOUT_S", 30)),
-        confirm_bytes=int(env("LETL_EXPLORER_CONFIRM_BYTES", 512 * 1024**2)),
-        memory_limit=env("LETL_EXPLORER_MEMORY_LIMIT", "1GB"),
-        threads=int(env("LETL_EXPLORER_THREADS", 2)),
+        row_cap=setting("LETL_EXPLORER_ROW_CAP"),
+        download_cap=setting("LETL_EXPLORER_DOWNLOAD_CAP"),
+        timeout_s=setting("LETL_EXPLORER_TIMEOUT_S"),
+        confirm_bytes=setting("LETL_EXPLORER_CONFIRM_BYTES"),
+        memory_limit=setting("LETL_EXPLORER_MEMORY_LIMIT"),
+        threads=setting("LETL_EXPLORER_THREADS"),
     )
 
 

@@ -31,7 +31,6 @@ configured (run ``letl objectstore up``); 507 the tier's quota is full. Errors: 
 """
 
 import hmac
-import os
 from collections import Counter
 from contextlib import contextmanager
 from typing import Callable
@@ -45,6 +44,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from letl.api.guard import BodyLimit, validation_handler
+from letl.lake.config import setting
 from letl.lake.errors import InProgress, InvalidInput, LetlError, NotFound, TierUnavailable, http_status, one_line
 from letl.lake.lake import Lake, current_user
 from letl.lake.moves import MoveConflict, Mover, MoveResult
@@ -170,7 +170,7 @@ def create_app(lake_factory: Callable[[], Lake] = Lake.from_env) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="the value of LETL_API_TOKEN on the server")
 
     def require_token(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        expected = os.environ.get("LETL_API_TOKEN")
+        expected = setting("LETL_API_TOKEN")
         if not expected:
             raise HTTPException(503, "the API is disabled: set LETL_API_TOKEN on the server to the bearer "
                                      "token clients must send, then restart it")

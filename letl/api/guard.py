@@ -7,22 +7,19 @@ the cap is refused at once; a body without one (chunked) is counted as it stream
 soon as it passes the cap, so the server never holds more than the cap and one chunk.
 """
 
-import os
-
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from letl.lake.config import parse_size
+from letl.lake.config import setting
 from letl.lake.errors import TooLarge, http_status
 
 MAX_BODY_ENV = "LETL_API_MAX_BODY"
-DEFAULT_MAX_BODY = "64KiB"
 MAX_PROBLEMS = 10
 
 
 def max_body() -> int:
-    return parse_size(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY)
+    return setting(MAX_BODY_ENV)
 
 
 def _too_large(limit: int) -> TooLarge:

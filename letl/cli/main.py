@@ -3,7 +3,6 @@ where an error becomes an exit code. Each group imports what it needs (Dagster, 
 its commands, so `letl lake ls` never loads Dagster."""
 
 import argparse
-import os
 import sys
 
 from letl.cli import catalog, lake, lineage, objectstore, run, serve, tier
@@ -33,16 +32,19 @@ EXTRAS = {"dagster": "dagster", "dagster_aws": "dagster", "pandas": "dagster", "
 def main(argv: list[str] | None = None) -> int:
     """Every failure is one line on stderr and an exit code from the one error table, never a traceback
     (LETL_DEBUG=1 shows it)."""
+    from letl.lake.config import setting
     from letl.lake.errors import EXIT_INTERNAL, LetlError, exit_code, one_line
 
     args = parser().parse_args(argv)
+    debug = False
     try:
+        debug = setting("LETL_DEBUG")  # inside: a malformed value is refused like any other input
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("LETL_DEBUG"):
+        if debug:
             raise
         if isinstance(exc, LetlError):
             print(f"error: {one_line(exc)}", file=sys.stderr)

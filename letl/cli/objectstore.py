@@ -1,14 +1,12 @@
 """`letl objectstore up|down|status`: the local S3 server (SeaweedFS, letl.devstore) behind tier 'cortx'."""
 
-import os
-
 
 def start_for_run() -> None:
     """`letl run` gives the embedded default a working 'cortx' tier; without one, placement skips that tier."""
     from letl.devstore import server
-    from letl.lake.config import LakeConfig
+    from letl.lake.config import LakeConfig, setting
 
-    if os.environ.get("LETL_OBJECTSTORE", "on") == "off":
+    if not setting("LETL_OBJECTSTORE"):
         return
     try:
         info = server.up(LakeConfig.resolve().home)

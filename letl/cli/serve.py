@@ -1,16 +1,15 @@
 """`letl serve`: the tiering service's HTTP API (letl.api.app) on uvicorn."""
 
-import os
-
 TOKEN_HINT = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def cmd_serve(args) -> int:
     import sys
 
+    from letl.lake.config import setting
     from letl.lake.errors import InvalidInput
 
-    token = os.environ.get("LETL_API_TOKEN")
+    token = setting("LETL_API_TOKEN")
     if not token:
         raise InvalidInput(f"refusing to start: set LETL_API_TOKEN to the bearer token clients must send; {TOKEN_HINT}")
     import uvicorn

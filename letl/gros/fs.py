@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import os
 import socket
 import threading
 from typing import Any
@@ -41,6 +40,7 @@ from letl.gros.reads import Read, Reads, open_version
 from letl.gros.schema import unified_schema, warn_if_mixed
 from letl.gros.write import GrosWriteFile
 from letl.lake.access import check_read
+from letl.lake.config import snapshot
 from letl.lake.uri import SCHEME, GrosRef, invalid, resolve_read
 
 ACCESS_KIND = "gros"
@@ -77,7 +77,7 @@ _collect_at_exit()
 
 def current_lake():
     """The Lake for this process's LETL_* environment, built on first use."""
-    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LETL_")))
+    key = snapshot()
     with _lakes_lock:
         lake = _lakes.get(key)
         if lake is None:

@@ -36,7 +36,7 @@ from letl.labs.lines import SideWriter, normalize, quarantine, survey, write_rej
 from letl.labs.rules import hmac_pads
 from letl.labs.schema import Reason
 from letl.labs.sql import Quarantined, Scan, literal, published
-from letl.lake.config import parse_size
+from letl.lake.config import parse_size, setting
 from letl.lake.errors import InvalidInput, LetlError, VerificationFailed
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
@@ -145,7 +145,7 @@ def ingest_drops(
 def duckdb_memory_limit() -> str:
     """LETL_DUCKDB_MEMORY (a size; DEFAULT_MEMORY when unset, 0 for as much as the machine allows),
     capped at half the memory available now, to the cgroup or the host: DuckDB spills what does not fit."""
-    wanted = parse_size(os.environ.get(MEMORY_VARIABLE) or DEFAULT_MEMORY)
+    wanted = setting(MEMORY_VARIABLE)
     cap = available_memory() // 2
     return f"{max(MIN_MEMORY, min(wanted, cap) if wanted else cap) >> 20}MiB"
 

@@ -9,10 +9,10 @@ read only by stewards: the user names in ``LETL_STEWARDS`` (comma-separated), ma
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from letl.lake.config import setting
 from letl.lake.errors import AccessDenied
 from letl.lake.uri import GrosRef, format_uri, resolve
 
@@ -36,7 +36,7 @@ def strictest(versions: Iterable["Version"]) -> str:
 
 def stewards() -> frozenset[str]:
     # Read per check, like the API token: granting or revoking needs no restart.
-    return frozenset(name.strip() for name in os.environ.get(STEWARDS_ENV, "").split(",") if name.strip())
+    return frozenset(setting(STEWARDS_ENV))
 
 
 def dataset_access(lake: "Lake", ref: GrosRef, served: Sequence["Version"],

@@ -18,12 +18,13 @@ from datetime import timedelta, timezone
 from pathlib import Path
 
 from letl.lake.catalog import utcnow
+from letl.lake.config import setting
 
 HOST = socket.gethostname()
 
 
 def lease_seconds() -> float:
-    return float(os.environ.get("LETL_LEASE_SECONDS", "60"))
+    return setting("LETL_LEASE_SECONDS")
 
 
 def request_tag(request_id: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from letl.lake.catalog import OPEN_STATES, Version
+from letl.lake.config import setting
 from letl.lake.errors import InvalidInput, LetlError, NotFound, TierUnavailable, VerificationFailed, one_line
 from letl.lake.leases import request_tag
 from letl.lake.names import refuse_produced
@@ -36,7 +37,7 @@ __all__ = ["MoveConflict", "MoveResult", "Mover", "failpoint"]
 def failpoint(name: str) -> None:
     """The crash and race tests' hooks: LETL_FAILPOINT=<name> dies here as kill -9 would;
     LETL_FAILPOINT=pause_<name> stops here (SIGSTOP), as a stalled process would, until SIGCONT."""
-    wanted = os.environ.get("LETL_FAILPOINT")
+    wanted = setting("LETL_FAILPOINT")
     if wanted == name:
         os._exit(137)
     if wanted == f"pause_{name}":

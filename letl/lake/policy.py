@@ -25,15 +25,13 @@ pointers and asset keys never change.
 
 import hashlib
 import logging
-import os
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 from letl.lake.catalog import Version, utcnow
-from letl.lake.config import format_size
-from letl.lake.errors import InvalidInput, LetlError
+from letl.lake.config import family, format_size, setting
+from letl.lake.errors import LetlError
 from letl.lake.moves import Mover, MoveResult
 
 log = logging.getLogger("letl.policy")
@@ -64,47 +62,12 @@ class PolicySettings:
         ``LETL_POLICY_PROMOTE_READS``, ``LETL_POLICY_PROMOTE_WINDOW``,
         ``LETL_POLICY_SUPERSEDED_RETENTION``. Durations: seconds, or a number with s/m/h/d/w.
         """
-        env = os.environ if environ is None else environ
-        max_idle = _default_max_idle()
-        for name, value in env.items():
-            if name.startswith(ENV_PREFIX + "MAX_IDLE_"):
-                max_idle[name.removeprefix(ENV_PREFIX + "MAX_IDLE_").lower()] = parse_duration(value)
-        base = cls()
-        reads = env.get(ENV_PREFIX + "PROMOTE_READS")
-        window = env.get(ENV_PREFIX + "PROMOTE_WINDOW")
-        retention = env.get(ENV_PREFIX + "SUPERSEDED_RETENTION")
-        settings = cls(
-            max_idle=max_idle,
-            promote_reads=int(reads) if reads else base.promote_reads,
-            promote_window=_required(parse_duration(window), "PROMOTE_WINDOW") if window else base.promote_window,
-            superseded_retention=(
-                _required(parse_duration(retention), "SUPERSEDED_RETENTION") if retention else base.superseded_retention
-            ),
+        return cls(
+            max_idle={**_default_max_idle(), **family(ENV_PREFIX + "MAX_IDLE_", environ)},
+            promote_reads=setting(ENV_PREFIX + "PROMOTE_READS", environ),
+            promote_window=setting(ENV_PREFIX + "PROMOTE_WINDOW", environ),
+            superseded_retention=setting(ENV_PREFIX + "SUPERSEDED_RETENTION", environ),
         )
-        if settings.promote_reads < 1:
-            raise InvalidInput(f"{ENV_PREFIX}PROMOTE_READS must be at least 1, not {settings.promote_reads}")
-        return settings
-
-
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": DAY, "w": 7 * DAY}
-
-
-def parse_duration(text: str | float | int | None) -> float | None:
-    """'3600', '90m', '12h', '30d', '2w' -> seconds; None, '', 'none', 'off', 'never' -> None."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
-    if text.strip().lower() in ("", "none", "off", "never"):
-        return None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
-    if not match:
-        raise InvalidInput(f"not a duration: {text!r} (examples: 3600, 90m, 12h, 30d, none)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def _required(value: float | None, what: str) -> float:
-    if value is None:
-        raise InvalidInput(f"{ENV_PREFIX}{what} needs a duration")
-    return value
 
 
 @dataclass(frozen=True)

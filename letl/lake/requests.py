@@ -8,11 +8,11 @@ compare-and-set on the owner's token, so that one caller settles it.
 """
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 
 from letl.lake.catalog import FINAL_STATES, OPEN_STATES
+from letl.lake.config import setting
 from letl.lake.errors import Conflict, InProgress
 from letl.lake.leases import Heartbeat, Lock, lock_path, new_owner, owner_alive_elsewhere
 
@@ -104,7 +104,7 @@ class Requests:
 
     def claim(self, request_id: str, kind: str, ask: dict, fresh: dict) -> Claim | MoveResult:
         """Own the request (a Claim), or the first result (repeated). ``fresh`` is the row of a new request."""
-        deadline = time.monotonic() + float(os.environ.get("LETL_REQUEST_WAIT", "5"))
+        deadline = time.monotonic() + setting("LETL_REQUEST_WAIT")
         while True:
             lock = Lock.try_take(lock_path(self.home, request_id))
             try:

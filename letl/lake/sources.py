@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 
 from letl.lake.access import check_read
+from letl.lake.config import setting
 from letl.lake.errors import AccessDenied, InvalidInput, NotFound
 from letl.lake.uri import SCHEME, GrosURIError, parse, resolve
 
@@ -51,16 +52,13 @@ class Source:
 def landing_root() -> Path:
     """The landing zone: LETL_LANDING, else LETL_HOME/landing. LandingZone.root() uses this too, so the
     API (which imports no Dagster) and the pipelines agree on it."""
-    if os.environ.get("LETL_LANDING"):
-        return Path(os.environ["LETL_LANDING"]).absolute()
-    return Path(os.environ.get("LETL_HOME") or ".letl").absolute() / "landing"
+    landing = setting("LETL_LANDING")
+    return landing.absolute() if landing else setting("LETL_HOME").absolute() / "landing"
 
 
 def source_roots() -> list[Path]:
     # Read per request, like the API token: adding a root needs no restart.
-    extra = [Path(p) for p in os.environ.get(SOURCE_ROOTS_ENV, "").split(":") if p.strip()]
-    if any(not p.is_absolute() for p in extra):
-        raise InvalidInput(f"{SOURCE_ROOTS_ENV} must hold absolute directories separated by ':'")
+    extra = setting(SOURCE_ROOTS_ENV)
     return [_real(p) for p in (landing_root(), *extra)]
 
 
@@ -74,7 +72,7 @@ def _protected(lake: "Lake") -> list[Path]:
     url = make_url(lake.config.catalog_url)
     if url.get_backend_name() == "sqlite" and url.database:
         trees += [Path(url.database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-    trees += [Path(os.environ[n]) for n in ("LETL_PSEUDONYM_KEY_FILE", "LETL_TIERS_FILE") if os.environ.get(n)]
+    trees += [path for path in (setting("LETL_PSEUDONYM_KEY_FILE"), setting("LETL_TIERS_FILE")) if path]
     return [_real(t) for t in trees]
 
 

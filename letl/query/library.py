@@ -1,6 +1,5 @@
 """The named query library: ``letl/query/queries.yaml`` plus the file in ``LETL_EXPLORER_QUERIES``."""
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from letl.lake.config import setting
 from letl.query.sql_guard import UnsafeSQL, check_sql
 
 BUILTIN = Path(__file__).with_name("queries.yaml")
@@ -48,8 +48,8 @@ class Named:
 
 def load(paths: list[Path] | None = None) -> list[Named]:
     if paths is None:
-        extra = os.environ.get("LETL_EXPLORER_QUERIES")
-        paths = [BUILTIN] + ([Path(extra)] if extra else [])
+        extra = setting("LETL_EXPLORER_QUERIES")
+        paths = [BUILTIN] + ([extra] if extra else [])
     found: dict[str, Named] = {}
     for path in paths:
         entries = yaml.safe_load(path.read_text()) or []

@@ -5,10 +5,9 @@ of directories never imports boto3 or pydaos.
 """
 
 import json
-import os
 from pathlib import Path
 
-from letl.lake.config import TierSpec, object_store_credentials
+from letl.lake.config import TierSpec, object_store_credentials, setting
 from letl.lake.errors import InvalidInput
 from letl.storage.contract import Backend
 from letl.storage.posix import PosixBackend
@@ -34,9 +33,8 @@ def make_backend(spec: TierSpec, home: Path) -> Backend:
 
 def _s3_settings(home: Path) -> tuple[str, str, str, str]:
     """LETL_S3_* for a real CORTX/S3 endpoint, else the local server `letl objectstore up` started."""
-    env = os.environ
-    if env.get("LETL_S3_ENDPOINT"):
-        return (env["LETL_S3_ENDPOINT"], env.get("LETL_S3_ACCESS_KEY_ID", ""),
-                env.get("LETL_S3_SECRET_ACCESS_KEY", ""), env.get("LETL_S3_REGION", "us-east-1"))
+    if setting("LETL_S3_ENDPOINT"):
+        return (setting("LETL_S3_ENDPOINT"), setting("LETL_S3_ACCESS_KEY_ID"),
+                setting("LETL_S3_SECRET_ACCESS_KEY"), setting("LETL_S3_REGION"))
     state = json.loads(object_store_credentials(home).read_text())
     return state["endpoint"], state["access_key"], state["secret_key"], "us-east-1"

@@ -8,6 +8,8 @@ from typing import Callable, Optional
 
 import dagster as dg
 
+from letl.lake.config import setting
+
 
 class PseudonymKey(dg.ConfigurableResource):
     """Secret for keyed patient pseudonyms (HMAC-SHA256). Same key, same pseudonym, every month."""
@@ -16,10 +18,10 @@ class PseudonymKey(dg.ConfigurableResource):
     key_file: Optional[str] = None
 
     def get(self, home: Path, log: Callable[[str], None]) -> bytes:
-        value = self.key or os.environ.get("LETL_PSEUDONYM_KEY")
+        value = self.key or setting("LETL_PSEUDONYM_KEY")
         if value:
             return value.encode()
-        path = Path(self.key_file or os.environ.get("LETL_PSEUDONYM_KEY_FILE") or home / "pseudonym.key")
+        path = Path(self.key_file or setting("LETL_PSEUDONYM_KEY_FILE") or home / "pseudonym.key")
         if not path.exists():
             if _create_key_file(path):
                 log(f"LETL_PSEUDONYM_KEY is unset: created a random key in {path} (mode 0600). "

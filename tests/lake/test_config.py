@@ -1,12 +1,135 @@
-"""Lake configuration: sizes, tier defaults, environment overrides, the pmem fallback."""
+"""Lake configuration: the table of LETL_* settings, sizes, tier defaults, environment overrides, the pmem fallback."""
 
+import dataclasses
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from letl.lake import config
-from letl.lake.config import LakeConfig, parse_size
+from letl.lake.config import SETTINGS, LakeConfig, declared, parse_size, setting
+from letl.lake.errors import InvalidInput
+
+ROOT = Path(__file__).resolve().parents[2]
+MALFORMED = {"int": "many", "seconds": "soon", "seconds-or-none": "soon", "size": "lots", "bool": "maybe",
+             "paths": "relative/dir"}
+
+
+def concrete(name: str) -> str:
+    """A family's variable for one tier: LETL_TIER_<NAME>_QUOTA -> LETL_TIER_SSD_QUOTA."""
+    return re.sub(r"<[A-Z]+>", "SSD", name)
+
+
+def test_every_letl_variable_in_the_source_is_declared():
+    named = set()
+    for package in ("letl", "letl_assets", "explorer"):
+        for path in (ROOT / package).rglob("*"):
+            if path.suffix in (".py", ".md", ".yaml", ".toml") and "__pycache__" not in path.parts:
+                named |= set(re.findall(r"LETL_[A-Z0-9_]+", path.read_text()))
+    assert {"LETL_HOME", "LETL_S3_MAX_CONCURRENCY", "LETL_EXPLORER_ROW_CAP", "LETL_PSEUDONYM_KEY"} <= named
+    undeclared = []
+    for name in sorted(named):
+        if name.endswith("_"):  # a prefix in a message or a family's stem (LETL_TIER_<NAME>_PATH)
+            if not any(s.name.startswith(name) for s in SETTINGS):
+                undeclared.append(name)
+            continue
+        try:
+            declared(name)
+        except KeyError:
+            undeclared.append(name)
+    assert undeclared == [], "declare these in letl.lake.config.SETTINGS"
+
+
+def test_the_table_names_each_setting_once_and_its_defaults_parse():
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+    for spec in SETTINGS:
+        assert spec.about and spec.kind in config._KINDS, spec.name
+        # setting() falls back to the default, so a default that does not parse fails here.
+        setting(concrete(spec.name), environ={})
+        if spec.kind in MALFORMED:
+            setting(concrete(spec.name), environ={concrete(spec.name): spec.example or spec.default})
+
+
+@pytest.mark.parametrize("spec", [s for s in SETTINGS if s.kind in MALFORMED], ids=lambda s: s.name)
+def test_a_malformed_value_is_invalid_input_that_names_the_variable_and_a_valid_one(spec):
+    name = concrete(spec.name)
+    with pytest.raises(InvalidInput) as caught:
+        setting(name, environ={name: MALFORMED[spec.kind]})
+    message = str(caught.value)
+    assert name in message and repr(MALFORMED[spec.kind]) in message
+    assert f"for example {name}={spec.example or spec.default}" in message
+
+
+def test_a_malformed_variable_in_the_process_environment_is_refused_when_read(monkeypatch):
+    monkeypatch.setenv("LETL_LEASE_SECONDS", "a minute")
+    with pytest.raises(InvalidInput, match="LETL_LEASE_SECONDS='a minute' is not a duration"):
+        setting("LETL_LEASE_SECONDS")
+    monkeypatch.setenv("LETL_LEASE_SECONDS", "90")
+    assert setting("LETL_LEASE_SECONDS") == 90.0
+
+
+def test_typed_values_and_minimums():
+    env = {"LETL_OBJECTSTORE": "off", "LETL_STEWARDS": " ana, bo ,", "LETL_SOURCE_ROOTS": "/a:/b",
+           "LETL_POLICY_MAX_IDLE_SSD": "none", "LETL_DUCKDB_MEMORY": "0", "LETL_S3_MAX_CONCURRENCY": "0"}
+    assert setting("LETL_OBJECTSTORE", env) is False and setting("LETL_DEBUG", env) is False
+    assert setting("LETL_STEWARDS", env) == ("ana", "bo")
+    assert setting("LETL_SOURCE_ROOTS", env) == (Path("/a"), Path("/b"))
+    assert setting("LETL_POLICY_MAX_IDLE_SSD", env) is None  # no limit, unlike unset (the tier's default)
+    assert setting("LETL_DUCKDB_MEMORY", env) == 0
+    assert setting("LETL_TIER_SSD_QUOTA", env) is None  # unset: the tier's own default applies
+    with pytest.raises(InvalidInput, match="at least 1"):
+        setting("LETL_S3_MAX_CONCURRENCY", env)
+    with pytest.raises(KeyError):
+        setting("LETL_NOBODY_DECLARED_THIS", env)
+
+
+def test_a_secret_never_appears_in_a_message(monkeypatch):
+    secrets = [s for s in SETTINGS if s.secret]
+    assert {"LETL_API_TOKEN", "LETL_S3_SECRET_ACCESS_KEY", "LETL_PSEUDONYM_KEY"} <= {s.name for s in secrets}
+    # Secrets are free text today, so none can be malformed: give one a typed kind to see the message.
+    token = declared("LETL_API_TOKEN")
+    monkeypatch.setitem(config._BY_NAME, token.name, dataclasses.replace(token, kind="int"))
+    with pytest.raises(InvalidInput) as caught:
+        setting(token.name, environ={token.name: "s3cr3t-token-value"})
+    assert token.name in str(caught.value) and "s3cr3t" not in str(caught.value)
+
+
+def test_s3_concurrency_is_read_when_a_backend_is_made_not_at_import(monkeypatch):
+    env = {**os.environ, "LETL_S3_MAX_CONCURRENCY": "lots"}
+    imported = subprocess.run([sys.executable, "-c", "import letl.storage.s3"], env=env, capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+
+    from letl.storage.s3 import S3Backend, make_s3_client
+
+    monkeypatch.setenv("LETL_S3_MAX_CONCURRENCY", "3")
+    assert S3Backend(object(), "bucket").max_concurrency == 3
+    assert S3Backend(object(), "bucket", max_concurrency=5).max_concurrency == 5
+    monkeypatch.setenv("LETL_S3_MAX_CONCURRENCY", "20")
+    assert make_s3_client("http://127.0.0.1:1", "key", "secret").meta.config.max_pool_connections == 40
+    monkeypatch.setenv("LETL_S3_MAX_CONCURRENCY", "lots")
+    with pytest.raises(InvalidInput, match="LETL_S3_MAX_CONCURRENCY='lots' is not a whole number"):
+        S3Backend(object(), "bucket")
+
+
+def test_the_cli_refuses_a_malformed_setting_with_the_invalid_input_code(letl_env, monkeypatch, capsys):
+    from letl.cli.main import main
+
+    monkeypatch.setenv("LETL_DEBUG", "maybe")
+    assert main(["lake", "ls"]) == 2
+    assert "LETL_DEBUG='maybe' is not on or off" in capsys.readouterr().err
+    monkeypatch.setenv("LETL_DEBUG", "off")
+    monkeypatch.setenv("LETL_TIER_SSD_QUOTA", "plenty")
+    assert main(["lake", "ls"]) == 2
+    err = capsys.readouterr().err
+    assert "LETL_TIER_SSD_QUOTA='plenty' is not a size" in err and "Traceback" not in err
+
+
+def test_a_zero_quota_in_the_environment_is_no_quota(letl_env, monkeypatch):
+    monkeypatch.setenv("LETL_TIER_SSD_QUOTA", "0")
+    assert {t.name: t for t in LakeConfig.resolve().tiers}["ssd"].quota_bytes == 0
 
 
 @pytest.mark.parametrize(
