@@ -47,9 +47,7 @@ class Tier:
         """Why the tier cannot take data now (probed once), or None."""
         if self._problem is None:
             try:
-                probe = getattr(self.backend, "probe", None)
-                if probe is not None:
-                    probe()
+                self.backend.probe()
                 self._problem = ""
             except Exception as exc:  # any failure to reach a tier makes placement skip it
                 self._problem = f"tier {self.name} ({self.spec.location}) unavailable: {exc}"

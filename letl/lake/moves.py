@@ -109,7 +109,7 @@ class Mover:
                 state="rolled_back", detail="destination lost or damaged after the switch; switched back"))
             raise VerificationFailed(f"{key} on {to_tier} was lost or damaged after the switch: switched back to "
                                     f"{version.tier}, which still holds it")
-        getattr(src, "discard", src.delete)(key)  # a local tier frees the space in the background
+        src.discard(key)  # a local tier frees the space in the background
         claim.update(state="done", bytes=written.size, seconds=time.perf_counter() - started)
         return claim.result()
 

@@ -4,6 +4,7 @@ Tier 'cortx' is a POSIX directory here (LETL_TIER_CORTX_PATH=<dir>), so every en
 an object store; one test points it at a closed S3 port to see the 502, one starts a real server.
 """
 
+import errno
 import io
 import os
 import socket
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from letl.api.app import create_app
 from letl.cli import main as cli
 from letl.lake.lake import Lake
+from letl.storage.posix import PosixBackend
 
 TOKEN = "t0ken-for-tests-at-least-32-characters"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -268,17 +270,40 @@ def test_object_store_down_is_502_and_leaves_the_catalog_unchanged(client, sourc
     assert cortx["available"] is False and "unreachable" in cortx["unavailable_reason"]
 
 
-def test_backend_failing_mid_move_is_502_and_a_retry_settles_it(client, source, api_env):
+def test_a_tier_that_cannot_be_reached_is_502_before_any_work_and_a_retry_settles_it(client, source, api_env):
     written = write_on_ssd(client, source)
     cortx = api_env["cortx"]
     cortx.rmdir()
     cortx.write_text("a file where the tier's directory should be")
     r = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-1")
     assert r.status_code == 502, r.text
-    assert f"places {written['version_id']} on ssd" in r.json()["detail"]
+    assert "tier cortx" in r.json()["detail"] and "unavailable" in r.json()["detail"]
+    assert "catalog is unchanged" in r.json()["detail"]
     assert tier_of(written["version_id"]) == "ssd"
     cortx.unlink()
     cortx.mkdir()
+    retry = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-1")
+    assert retry.status_code == 200 and retry.json()["state"] == "done", retry.text
+    assert tier_of(written["version_id"]) == "cortx"
+
+
+def test_backend_failing_mid_move_is_502_and_a_retry_settles_it(client, source, api_env, monkeypatch):
+    written = write_on_ssd(client, source)
+    cortx = api_env["cortx"].absolute()
+    real_put = PosixBackend.put
+
+    def disk_error_on_cortx(self, key, stream):
+        if self.root.absolute() == cortx:
+            stream.read(1 << 16)  # the copy has begun when the disk fails
+            raise OSError(errno.EIO, "Input/output error")
+        return real_put(self, key, stream)
+
+    monkeypatch.setattr(PosixBackend, "put", disk_error_on_cortx)
+    r = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-1")
+    assert r.status_code == 502, r.text
+    assert f"places {written['version_id']} on ssd" in r.json()["detail"]
+    assert tier_of(written["version_id"]) == "ssd"
+    monkeypatch.setattr(PosixBackend, "put", real_put)
     retry = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-1")
     assert retry.status_code == 200 and retry.json()["state"] == "done", retry.text
     assert tier_of(written["version_id"]) == "cortx"
