@@ -1,27 +1,12 @@
 """The API answers every lake error with the status the one error table gives it, in one line."""
 
-import importlib
-import pkgutil
-
 import pytest
 import sqlalchemy as sa
+from error_tree import every_error, made
 from fastapi import HTTPException
 
-import letl
 from letl.api.app import _http_errors
 from letl.lake import errors
-
-
-def _every_error() -> list[type]:
-    for module in pkgutil.walk_packages(letl.__path__, "letl."):  # defines every subclass
-        importlib.import_module(module.name)
-
-    def walk(cls):
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from walk(sub)
-
-    return [errors.LetlError, *walk(errors.LetlError)]
 
 
 def answer(exc: BaseException) -> HTTPException:
@@ -30,17 +15,7 @@ def answer(exc: BaseException) -> HTTPException:
     return caught.value
 
 
-def made(cls: type, message: str) -> BaseException:
-    """An instance as its raiser makes it, or, for one whose constructor takes more, the bare type with this message."""
-    try:
-        return cls(message)
-    except TypeError:
-        exc = cls.__new__(cls)
-        exc.args = (message,)
-        return exc
-
-
-@pytest.mark.parametrize("cls", _every_error(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", every_error(), ids=lambda c: c.__name__)
 def test_every_lake_error_gets_its_table_status(cls):
     exc = made(cls, "first line\n  second line")
     got = answer(exc)

@@ -1,16 +1,14 @@
 """`letl` turns every error into one line on stderr and the error table's exit code: the same mistake
 exits the same way through every command, and `letl --help` lists every group."""
 
-import importlib
 import os
-import pkgutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from error_tree import every_error, made
 
-import letl as letl_package
 from letl.cli import lake as lake_cli
 from letl.cli import main as cli
 from letl.lake import errors
@@ -61,29 +59,7 @@ def test_malformed_input_is_invalid_input_everywhere(lake):
         one_error_line(result)
 
 
-def _every_error() -> list[type]:
-    for module in pkgutil.walk_packages(letl_package.__path__, "letl."):  # defines every subclass
-        importlib.import_module(module.name)
-
-    def walk(cls):
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from walk(sub)
-
-    return [errors.LetlError, *walk(errors.LetlError)]
-
-
-def made(cls: type, message: str) -> BaseException:
-    """An instance as its raiser makes it, or, for one whose constructor takes more, the bare type with this message."""
-    try:
-        return cls(message)
-    except TypeError:
-        exc = cls.__new__(cls)
-        exc.args = (message,)
-        return exc
-
-
-@pytest.mark.parametrize("cls", _every_error(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", every_error(), ids=lambda c: c.__name__)
 def test_main_maps_every_error_through_the_table(cls, monkeypatch, capsys, letl_env):
     exc = made(cls, "first line\n  second line")
 

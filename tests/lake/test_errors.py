@@ -1,25 +1,9 @@
 """The one error table: each error maps to one exit code and one HTTP status."""
 
-import importlib
-import pkgutil
-
 import pytest
+from error_tree import every_error
 
-import letl
 from letl.lake import errors
-
-
-def _subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
-def every_error() -> list[type]:
-    """LetlError and every subclass defined anywhere in letl (importing each module defines them)."""
-    for module in pkgutil.walk_packages(letl.__path__, "letl."):
-        importlib.import_module(module.name)
-    return [errors.LetlError, *_subclasses(errors.LetlError)]
 
 
 def listed_row(cls: type) -> type:
