@@ -141,10 +141,11 @@ class Upload:
         self.upload_id: str | None = None
         self.pool: BoundedPool | None = None
         self.sent = 0
-        self.hash = BlockHash()  # of the bytes sent: what a read-back would find
+        # Of the bytes as they go out, taken from the body each request sends: a chunk may be a view of a
+        # memory-mapped file, which an outside writer could change between its arrival and its sending.
+        self.hash = BlockHash()
 
     def write(self, chunk: memoryview | bytes) -> None:
-        self.hash.update(chunk)
         self.held.append(memoryview(chunk))
         self.held_bytes += len(chunk)
         backend = self.backend
@@ -172,8 +173,11 @@ class Upload:
         self.held_bytes -= n
         only = pieces[0] if len(pieces) == 1 else None
         if only is not None and isinstance(only.obj, bytes) and len(only) == len(only.obj):
-            return only.obj  # a whole block read from a stream goes out uncopied
-        return b"".join(pieces)  # held views (of a memory map) must not outlive the transfer
+            body = only.obj  # a whole block read from a stream goes out uncopied
+        else:
+            body = b"".join(pieces)  # held views (of a memory map) must not outlive the transfer
+        self.hash.update(body)
+        return body
 
     def _send(self, body: bytes) -> None:
         self.sent += 1

@@ -12,8 +12,10 @@ from botocore.exceptions import ClientError
 
 from letl.lake.lake import Lake
 from letl.lake.moves import Mover
+from letl.storage.contract import Written
 from letl.storage.s3 import MiB, S3Backend
-from letl.storage.transfer import BlockHash
+from letl.storage.s3_transfer import Upload
+from letl.storage.transfer import BlockHash, stored_digest
 
 PART = 5 * MiB
 
@@ -114,6 +116,25 @@ def test_an_object_replaced_after_its_upload_is_read_back_not_trusted(s3_backend
     backend.client.put_object(Bucket=backend.bucket, Key=backend.prefix + "v", Body=other)
     digest, gets = gets_during(backend, lambda: backend.fast_digest("v"))
     assert digest == sent_digest(other) != sent_digest(data) and gets > 0
+
+
+@pytest.mark.parametrize("size", [1000, 7 * MiB], ids=["single put", "multipart"])
+def test_bytes_changed_between_their_arrival_and_their_sending_are_proven_as_sent(s3_backend, size):
+    """A chunk may be a view of a memory-mapped source file, which an outside writer can change in
+    place after the upload took the view and before it sent those bytes: the proof must be of what
+    was sent, so that a move's comparison with its copy's stream hash sees the change."""
+    backend = multipart(s3_backend)
+    original = os.urandom(size)
+    mapped = bytearray(original)
+    upload = Upload(backend, backend._name("changed.bin"))
+    upload.write(memoryview(mapped))  # the tail stays held: sent by finish (a single put, or the last part)
+    mapped[-1] ^= 0xFF
+    upload.finish(Written(size, hashlib.sha256(original).hexdigest()))
+    sent = original[:-1] + bytes([original[-1] ^ 0xFF])
+    proof = stored_digest(backend, "changed.bin")
+    assert proof == sent_digest(sent) != sent_digest(original)
+    fresh = S3Backend(backend.client, backend.bucket, backend.prefix)  # no proof: reads the object back
+    assert stored_digest(fresh, "changed.bin") == proof
 
 
 def test_a_server_that_reports_no_checksum_gets_its_uploads_read_back(s3_backend):
