@@ -1,4 +1,4 @@
-"""Predefined queries: the named library in explorer/queries.yaml (and LETL_EXPLORER_QUERIES)."""
+"""Predefined queries: the named library in letl/query/queries.yaml (and LETL_EXPLORER_QUERIES)."""
 
 from datetime import date
 

@@ -74,6 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("LETL_S3_REGION", "str", "us-east-1", "its region"),
     S("LETL_S3_MAX_CONCURRENCY", "int", "8", "multipart parts in flight per upload, ranges fetched ahead per download",
       minimum=1),
+    S("LETL_S3_CHECKSUMS", "bool", "on", "CRC32 on every upload, checked by the server, instead of reading it "
+      "back; off for an S3 server that refuses additional checksums"),
     S("LETL_OBJECTSTORE", "bool", "on", "off: `letl run` does not start the local object store"),
     S("LETL_PSEUDONYM_KEY", "str", None, "HMAC key for patient pseudonyms (unset: the key file)", secret=True),
     S("LETL_PSEUDONYM_KEY_FILE", "path", None, "the pseudonym key's file (unset: $LETL_HOME/pseudonym.key)"),

@@ -67,6 +67,15 @@ class Staged:
     reuse: Version | None = None
 
 
+
+def refuse_unless_parquet(path: Path, shown: str | None = None) -> None:
+    """InvalidInput unless path is a complete Parquet file (shown: how the caller named it)."""
+    try:
+        pq.read_metadata(path)
+    except pa.ArrowInvalid:
+        raise InvalidInput(f"{shown or path}: not a complete Parquet file (no Parquet footer); write it again with a "
+                           "Parquet writer, or give it another extension to store it as it is") from None
+
 class Lake:
     def __init__(self, config: LakeConfig):
         self.config = config
@@ -251,7 +260,7 @@ class Lake:
             path = Path(data)
             if not path.is_file():
                 raise NotFound(f"output path {path} does not exist")
-            pq.read_metadata(path)  # refuse anything that is not a complete Parquet file
+            refuse_unless_parquet(path)
             return path
         target = self.staging_path()
         if isinstance(data, pa.RecordBatchReader):

@@ -6,10 +6,11 @@ Every move and write carries a request id, reserved in the catalog before any wo
 attempt or by ``fsck``. sha256 stays the content identity: it is computed while copying
 and must equal the one recorded when the version was written (this catches a bad
 source). The read-back of the destination uses xxh3-128 instead of a second sha256: it
-runs near memory speed, so a verified move costs little more than a copy. The same
-read-back runs once more after the switch, before the source is deleted: if anything
-removed or damaged the destination meanwhile, the move switches back instead of losing
-both copies.
+runs near memory speed, so a verified move costs little more than a copy (an upload to
+the object tier is proven instead by the checksums the server checked and reports; see
+storage/s3.py). The same check runs once more after the switch, before the source is
+deleted: if anything removed or damaged the destination meanwhile, the move switches
+back instead of losing both copies.
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ from typing import Callable
 from letl.lake.catalog import OPEN_STATES, Version
 from letl.lake.config import setting
 from letl.lake.errors import InvalidInput, LetlError, NotFound, TierUnavailable, VerificationFailed, one_line
+from letl.lake.lake import refuse_unless_parquet
 from letl.lake.leases import request_tag
 from letl.lake.names import refuse_produced
 from letl.lake.requests import Claim, MoveConflict, MoveResult, Requests
@@ -151,13 +153,15 @@ class Mover:
     def _write(self, path: Path, source: str, asset_key: str, tier: str, partition: str | None,
                claim: Claim) -> MoveResult:
         self._check_source(path, source, tier)
+        fmt = path.suffix.lstrip(".").lower() or "bin"
+        if fmt == "parquet":
+            refuse_unless_parquet(path, source)
         started = time.perf_counter()
         self.lake.config.staging.mkdir(parents=True, exist_ok=True)
         # Named after the request, so that whoever settles a dead attempt finds its copy.
         staged = self.lake.config.staging / f"request-{request_tag(claim.request_id)}-{uuid.uuid4().hex[:8]}{path.suffix}"
         shutil.copyfile(path, staged)  # the lake consumes what it stores; the caller keeps the original
         failpoint("write_after_copy")
-        fmt = path.suffix.lstrip(".").lower() or "bin"
         try:
             # Always a new version on the named tier: the request id, not the bytes, makes it idempotent.
             stored = self.lake.stage_version(

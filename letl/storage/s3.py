@@ -20,7 +20,7 @@ import xxhash
 from letl.lake.config import setting
 from letl.lake.errors import NotFound, TierUnavailable, VerificationFailed
 from letl.storage.contract import Written, hash_stream, validate_key
-from letl.storage.s3_transfer import FIELD, Proofs, RangedReader, Upload
+from letl.storage.s3_transfer import FIELD, Proofs, RangedReader, Upload, checksum_field
 from letl.storage.transfer import BLOCK, parallel_digest, pipe
 
 MiB = 1024 * 1024
@@ -79,7 +79,7 @@ class S3Backend:
 
     def __init__(self, client: Any, bucket: str, prefix: str = "",
                  multipart_threshold: int = 64 * MiB, part_size: int = 16 * MiB,
-                 max_concurrency: int | None = None):
+                 max_concurrency: int | None = None, checksums: bool | None = None):
         # Parts or ranges in flight at once (boto3's upload_file and download_file use 10). Memory for
         # one transfer is about part_size (or 8 MiB when reading) times this.
         if max_concurrency is None:
@@ -95,6 +95,9 @@ class S3Backend:
         self.client, self.bucket, self.prefix = client, bucket, prefix
         self.multipart_threshold, self.part_size = multipart_threshold, part_size
         self.proofs = Proofs()
+        # CRC32 on every part, checked by the server, proves an upload without reading it back; off
+        # for a server that refuses additional checksums (then every upload is read back).
+        self.checksums = setting("LETL_S3_CHECKSUMS") if checksums is None else checksums
 
     def __repr__(self) -> str:
         return f"S3Backend({self.client.meta.endpoint_url}, bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -136,7 +139,7 @@ class S3Backend:
         """The checksum the server reports for the stored object, or None if the key already held these bytes."""
         try:
             return self.client.put_object(Bucket=self.bucket, Key=name, Body=body, IfNoneMatch="*",
-                                          **{FIELD: checksum}).get(FIELD)
+                                          **checksum_field(self, checksum)).get(FIELD)
         except _client_error() as e:
             if _code(e) not in ("PreconditionFailed", "412"):
                 raise
@@ -230,7 +233,8 @@ class S3Backend:
         name = self._name(key)
         try:
             with self._reach():
-                head = self.client.head_object(Bucket=self.bucket, Key=name, ChecksumMode="ENABLED")
+                mode = {"ChecksumMode": "ENABLED"} if self.checksums else {}
+                head = self.client.head_object(Bucket=self.bucket, Key=name, **mode)
         except _client_error() as e:
             if _code(e) in _MISSING:
                 raise NotFound(f"no object {self._where(name)}") from None

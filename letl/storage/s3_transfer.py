@@ -36,6 +36,11 @@ ALGORITHM = "CRC32"
 FIELD = f"Checksum{ALGORITHM}"  # its name in boto3's requests and answers
 
 
+def checksum_field(backend: "S3Backend", value: str) -> dict:
+    """The checksum argument of a request, or none for a server that refuses additional checksums."""
+    return {FIELD: value} if backend.checksums else {}
+
+
 def checksum(body: bytes) -> bytes:
     return zlib.crc32(body).to_bytes(4, "big")
 
@@ -152,8 +157,9 @@ class Upload:
         if self.upload_id is None:
             if self.held_bytes <= backend.multipart_threshold:
                 return
+            algorithm = {"ChecksumAlgorithm": ALGORITHM} if backend.checksums else {}
             self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name,
-                                                                    ChecksumAlgorithm=ALGORITHM)["UploadId"]
+                                                                    **algorithm)["UploadId"]
             self.pool = BoundedPool(backend.max_concurrency)
         while self.held_bytes >= backend.part_size:
             self._send(self._take(backend.part_size))
@@ -186,8 +192,8 @@ class Upload:
     def _part(self, number: int, body: bytes) -> tuple[dict, bytes]:
         backend, raw = self.backend, checksum(body)
         etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
-                                          PartNumber=number, Body=body, **{FIELD: encoded(raw)})["ETag"]
-        return {"PartNumber": number, "ETag": etag, FIELD: encoded(raw)}, raw
+                                          PartNumber=number, Body=body, **checksum_field(backend, encoded(raw)))["ETag"]
+        return {"PartNumber": number, "ETag": etag, **checksum_field(backend, encoded(raw))}, raw
 
     def finish(self, written: Written) -> Written:
         backend = self.backend

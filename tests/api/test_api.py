@@ -309,6 +309,26 @@ def test_backend_failing_mid_move_is_502_and_a_retry_settles_it(client, source, 
     assert tier_of(written["version_id"]) == "cortx"
 
 
+def test_a_parquet_source_that_is_not_parquet_is_422_naming_it(client, api_env):
+    bad = api_env["landing"] / "bad.parquet"
+    bad.write_bytes(b"hospital_id,result\nH001,5\n")
+    r = post(client, "/cortx/write", bad, "imaging.scans?partition=2024-03-01", "w-bad")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{bad}: not a complete Parquet file")
+    assert "H001" not in r.text
+    assert not Lake.from_env().catalog.list_versions()
+
+
+def test_a_version_whose_object_is_gone_is_404_not_a_backend_failure(client, source):
+    written = write_on_ssd(client, source)
+    lake = Lake.from_env()
+    lake.tiers["ssd"].backend.delete(lake.catalog.get(written["version_id"]).storage_key)
+    r = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-gone")
+    assert r.status_code == 404, r.text
+    assert "repeat the request" not in r.json()["detail"]
+    assert tier_of(written["version_id"]) == "ssd"
+
+
 def test_serve_refuses_to_start_without_a_token(api_env, monkeypatch, capsys):
     monkeypatch.delenv("LETL_API_TOKEN")
     assert cli.main(["serve", "--port", "1"]) == 2

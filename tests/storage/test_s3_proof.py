@@ -109,6 +109,19 @@ def test_an_upload_is_proven_by_its_head_and_never_read_back(s3_backend, size):
     assert digest == sent_digest(data) and gets == -(-size // (8 * MiB))
 
 
+@pytest.mark.parametrize("size", [1000, 3 * PART + 7], ids=["single-put", "multipart"])
+def test_with_checksums_off_no_checksum_is_sent_and_every_upload_is_read_back(s3_backend, monkeypatch, size):
+    monkeypatch.setenv("LETL_S3_CHECKSUMS", "off")  # for a server that refuses additional checksums
+    backend, data = multipart(s3_backend), os.urandom(size)
+    sent_headers = []
+    backend.client.meta.events.register("before-send.s3.*", lambda request, **_: sent_headers.append(dict(request.headers)))
+    backend.put("v", io.BytesIO(data))
+    assert sent_headers and not any(k.lower().startswith("x-amz-checksum") or k.lower() == "x-amz-sdk-checksum-algorithm"
+                                    for h in sent_headers for k in h)
+    digest, gets = gets_during(backend, lambda: backend.fast_digest("v"))
+    assert digest == sent_digest(data) and gets == -(-size // (8 * MiB))
+
+
 def test_an_object_replaced_after_its_upload_is_read_back_not_trusted(s3_backend):
     backend, data = multipart(s3_backend), os.urandom(2 * PART)
     backend.put("v", io.BytesIO(data))
