@@ -102,6 +102,17 @@ def lab_lake(lab_lake_template: Path, copy_lake) -> Lake:
     return copy_lake(lab_lake_template)
 
 
+@pytest.fixture(scope="module")
+def module_lab_lake(lab_lake_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """One copy of the lab lake for a whole module, its environment set while the module runs.
+
+    For tests that only read the lake, such as those sharing one server over it; a test's own
+    monkeypatched variables still apply on top and are undone after it.
+    """
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _copy_lake(lab_lake_template, _lake_env(tmp_path_factory.mktemp("module-lab-lake"), monkeypatch))
+
+
 @pytest.fixture(scope="session")
 def objectstore(tmp_path_factory: pytest.TempPathFactory):
     """One real SeaweedFS S3 server for the whole session (one per xdist worker), on its own LETL_HOME."""

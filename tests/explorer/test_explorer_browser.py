@@ -70,25 +70,45 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
+def _launch(log_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`streamlit run explorer/app.py` with os.environ as it is when called: (process, url, stderr), not yet healthy."""
+    port = _free_port()
+    out, err = log_dir / f"streamlit-{port}.out", log_dir / f"streamlit-{port}.err"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen(
+            [str(STREAMLIT), "run", "explorer/app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port),
+             "--browser.gatherUsageStats", "false",
+             # Not watching sources: an edit to explorer/ while tests run would reload the
+             # modules under a cached Explorer and fail builder queries mid-test.
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=dict(os.environ), stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+        )
+    return proc, f"http://127.0.0.1:{port}", err
+
+
+@pytest.fixture(scope="module")
+def explorer_url(module_lab_lake, tmp_path_factory):
+    """One server on the lab lake for the tests that need no setting or fresh server of their own.
+
+    The lake is only read, and each test's state is its own: a browser context is a session of its own.
+    """
+    log_dir = tmp_path_factory.mktemp("explorer")
+    proc, url, err = _launch(log_dir)
+    try:
+        _wait_healthy(proc, url, err)
+        yield url
+    finally:
+        _stop(proc)
+
+
 @pytest.fixture
-def start_explorer(lab_lake, tmp_path):
-    """Start `streamlit run explorer/app.py` on the lab lake (with os.environ as it is when called)."""
+def start_explorer(module_lab_lake, tmp_path):
+    """Start a server of the test's own on the lab lake (with os.environ as it is when called)."""
     started = []
 
     def start() -> str:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        out, err = tmp_path / f"streamlit-{port}.out", tmp_path / f"streamlit-{port}.err"
-        with out.open("wb") as o, err.open("wb") as e:
-            proc = subprocess.Popen(
-                [str(STREAMLIT), "run", "explorer/app.py", "--server.headless", "true",
-                 "--server.address", "127.0.0.1", "--server.port", str(port),
-                 "--browser.gatherUsageStats", "false",
-                 # Not watching sources: an edit to explorer/ while tests run would reload the
-                 # modules under a cached Explorer and fail builder queries mid-test.
-                 "--server.fileWatcherType", "none"],
-                cwd=ROOT, env=dict(os.environ), stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-            )
+        proc, url, err = _launch(tmp_path)
         started.append(proc)
         _wait_healthy(proc, url, err)
         return url
@@ -96,11 +116,6 @@ def start_explorer(lab_lake, tmp_path):
     yield start
     for proc in started:
         _stop(proc)
-
-
-@pytest.fixture
-def explorer_url(start_explorer) -> str:
-    return start_explorer()
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +153,11 @@ def open_page(page: Page, url: str, title: str) -> None:
     """
     page.goto(url)
     expect(page.get_by_role("heading", name="Datasets", exact=True)).to_be_visible(timeout=WAIT_MS)
+    go_to(page, title)
+
+
+def go_to(page: Page, title: str) -> None:
+    """Go to a page of the open app through the sidebar, in the same session."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible(timeout=WAIT_MS)
     settled(page)
@@ -207,7 +227,7 @@ def normalised(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- tests
 
-def test_query_builder_filter_run_and_download_match_duckdb(explorer_url, page, lab_lake, tmp_path):
+def test_query_builder_filter_run_and_download_match_duckdb(explorer_url, page, module_lab_lake, tmp_path):
     open_page(page, explorer_url, "Query builder")
     code = main_block(page).locator('[data-testid="stCode"]')
 
@@ -234,7 +254,7 @@ def test_query_builder_filter_run_and_download_match_duckdb(explorer_url, page, 
     page.get_by_role("button", name="Run query", exact=True).click()
 
     # 4. the table
-    expected = plain_duckdb_h002(lab_lake)
+    expected = plain_duckdb_h002(module_lab_lake)
     n = len(expected)
     assert 1000 < n < 5000, n
     expect(caption_rows(page)).to_have_text(re.compile(rf"^{n:,} row\(s\) in \d+ ms"))
@@ -274,12 +294,13 @@ def plain_duckdb_h002(lake: Lake) -> pd.DataFrame:
         con.close()
 
 
-def test_shared_link_opens_the_query_builder_and_runs(explorer_url, page, lab_lake):
+def test_shared_link_opens_the_query_builder_and_runs(start_explorer, page, module_lab_lake):
     """A shared /query?q=... link, opened as the first visit to a fresh server, fills the builder and runs."""
+    explorer_url = start_explorer()
     query = Query(dataset="lab_results", filters=[Filter("hospital_id", "in", ["H002"])], limit=5000)
     page.goto(f"{explorer_url}/query?{urlencode(to_url_params(query))}")
     expect(page.get_by_role("heading", name="Query builder", exact=True)).to_be_visible()
-    n = len(plain_duckdb_h002(lab_lake))
+    n = len(plain_duckdb_h002(module_lab_lake))
     expect(caption_rows(page)).to_have_text(re.compile(rf"^{n:,} row\(s\) in \d+ ms"))
     expect(main_block(page).locator('[data-testid="stCode"]')).to_contain_text('"hospital_id" IN (?)')
     expect(page.get_by_role("combobox", name="hospital_id is one of", exact=True)).to_be_visible()
@@ -344,7 +365,7 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
     snap(page, tmp_path, "datasets")
 
     # Query builder with a grouped result (and its chart)
-    open_page(page, explorer_url, "Query builder")
+    go_to(page, "Query builder")
     choose(page, "Dataset", "lab_results")
     choose(page, "Group by", "hospital_id")
     choose(page, "Aggregates", "count(*)")
@@ -357,7 +378,7 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
     snap(page, tmp_path, "query_builder")
 
     # Predefined queries, after Run
-    open_page(page, explorer_url, "Predefined queries")
+    go_to(page, "Predefined queries")
     expect(page.get_by_role("combobox", name="Query", exact=True)).to_have_value("Abnormal-rate trend by hospital")
     page.get_by_role("button", name="Run", exact=True).click()
     expect(caption_rows(page)).to_have_text(re.compile(r"^9 row\(s\) in"))  # 3 months x 3 hospitals
@@ -366,7 +387,7 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
     snap(page, tmp_path, "predefined")
 
     # SQL, after Run
-    open_page(page, explorer_url, "SQL")
+    go_to(page, "SQL")
     box = page.get_by_label("Query", exact=True)
     box.fill("SELECT hospital_id, count(*) AS results\nFROM lab_results\nGROUP BY ALL\nORDER BY hospital_id")
     box.press("Control+Enter")
@@ -380,7 +401,7 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
     snap(page, tmp_path, "sql")
 
 
-def test_full_result_download_beyond_the_page_cap(start_explorer, page, lab_lake, monkeypatch, tmp_path):
+def test_full_result_download_beyond_the_page_cap(start_explorer, page, module_lab_lake, monkeypatch, tmp_path):
     """A result cut at the page's row cap downloads in full: generated by DuckDB when clicked."""
     monkeypatch.setenv("LETL_EXPLORER_ROW_CAP", "50")
     url = start_explorer()
@@ -396,6 +417,6 @@ def test_full_result_download_beyond_the_page_cap(start_explorer, page, lab_lake
     saved = tmp_path / "full.csv"
     info.value.save_as(saved)
     got = pd.read_csv(saved, dtype=str, keep_default_na=False)
-    expected = plain_duckdb_h002(lab_lake)[["hospital_id", "test_code", "result_value"]]
+    expected = plain_duckdb_h002(module_lab_lake)[["hospital_id", "test_code", "result_value"]]
     assert len(got) == len(expected) > 50
     pd.testing.assert_frame_equal(normalised(got, expected), normalised(expected, expected))
