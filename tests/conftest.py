@@ -148,3 +148,12 @@ def object_tier(monkeypatch: pytest.MonkeyPatch):
         return info
 
     return point
+
+
+@pytest.fixture
+def s3_retries_without_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore still makes every retry to an unreachable endpoint, in this process, without the
+    seconds of jittered backoff between them that a test of what the failure leaves behind only waits out."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda _self, _context: 0)

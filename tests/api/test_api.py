@@ -248,7 +248,7 @@ def test_cortx_not_configured_is_503_saying_how_to_enable_it(client, source, mon
     assert any("letl objectstore up" in note for note in listing["notes"])
 
 
-def test_object_store_down_is_502_and_leaves_the_catalog_unchanged(client, source, monkeypatch):
+def test_object_store_down_is_502_and_leaves_the_catalog_unchanged(client, source, monkeypatch, s3_retries_without_backoff):
     written = write_on_ssd(client, source)
     key = Lake.from_env().catalog.get(written["version_id"]).storage_key
     with socket.socket() as s:  # a port nobody listens on

@@ -19,22 +19,29 @@ def letl(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def one_error_line(result: subprocess.CompletedProcess) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+def letl_here(capsys, *args: str) -> tuple[int, str]:
+    """`letl` in this process, for what the command answers rather than how the process ends: (code, stderr)."""
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
     return lines[0]
 
 
-def test_an_unknown_dataset_exits_the_same_way_with_the_same_message(lake):
+def test_an_unknown_dataset_exits_the_same_way_with_the_same_message(lake, capsys):
     lake.write_version("labs/known", pd.DataFrame({"a": [1]}), partition="2024-01-01")
-    show = letl("lake", "show", "nope")
-    move = letl("tier", "move", "--asset", "nope", "--to", "hdd")
+    show = letl("lake", "show", "nope")  # the real process: its exit status and stderr
+    move_code, move_err = letl_here(capsys, "tier", "move", "--asset", "nope", "--to", "hdd")
     not_found = errors.exit_code(errors.NotFound("x"))
-    assert show.returncode == move.returncode == not_found, (show.stderr, move.stderr)
-    assert one_error_line(show) == one_error_line(move) == "error: unknown dataset 'nope'; known datasets: labs/known"
+    assert show.returncode == move_code == not_found, (show.stderr, move_err)
+    assert one_error_line(show.stderr) == one_error_line(move_err) == \
+        "error: unknown dataset 'nope'; known datasets: labs/known"
 
 
-def test_unknown_repos_branches_partitions_and_tags_are_not_found_everywhere(lake):
+def test_unknown_repos_branches_partitions_and_tags_are_not_found_everywhere(lake, capsys):
     lake.write_version("labs/known", pd.DataFrame({"a": [1]}), partition="2024-01-01")
     not_found = errors.exit_code(errors.NotFound("x"))
     for args in (("lineage", "gros://labs.nope"), ("lineage", "gros://labs.known/nobranch"),
@@ -43,20 +50,20 @@ def test_unknown_repos_branches_partitions_and_tags_are_not_found_everywhere(lak
                  ("lake", "show", "labs/known", "--partition", "2030-01-01"),
                  ("tier", "move", "--asset", "labs/known", "--partition", "2030-01-01", "--to", "hdd"),
                  ("tier", "move", "--version", "20200101T000000000000Z-00000000", "--to", "hdd")):
-        result = letl(*args)
-        assert result.returncode == not_found, (args, result.stderr)
-        one_error_line(result)
+        code, err = letl_here(capsys, *args)
+        assert code == not_found, (args, err)
+        one_error_line(err)
 
 
-def test_malformed_input_is_invalid_input_everywhere(lake):
+def test_malformed_input_is_invalid_input_everywhere(lake, capsys):
     lake.write_version("labs/x", pd.DataFrame({"a": [1]}))
     invalid = errors.exit_code(errors.InvalidInput("x"))
     assert invalid == 2  # argparse's own usage errors exit 2 too
     for args in (("lineage", "gros://labs..x"), ("lake", "diff", "gros://a..b", "gros://labs.x"),
                  ("tier", "move", "--asset", "labs/x", "--to", "nowhere")):
-        result = letl(*args)
-        assert result.returncode == invalid, (args, result.stderr)
-        one_error_line(result)
+        code, err = letl_here(capsys, *args)
+        assert code == invalid, (args, err)
+        one_error_line(err)
 
 
 @pytest.mark.parametrize("cls", every_error(), ids=lambda c: c.__name__)

@@ -9,10 +9,24 @@ import sys
 import pandas as pd
 import pytest
 
+from letl.cli import main as cli
 
-def letl(*args: str) -> subprocess.CompletedProcess:
+
+def letl_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "letl.cli.main", *args], env=dict(os.environ),
                           capture_output=True, text=True)
+
+
+@pytest.fixture
+def letl(capsys):
+    """`letl` in this process, answering as the process would (code, stdout, stderr): one real process
+    per command would only add its start-up to what these tests assert."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture
@@ -20,7 +34,7 @@ def version(lake):
     return lake.write_version("labs/cli", pd.DataFrame({"a": range(10)}), partition="2024-02-01", tier_hint="ssd")
 
 
-def test_move_is_idempotent_by_request_id_and_refuses_reuse(lake, version):
+def test_move_is_idempotent_by_request_id_and_refuses_reuse(lake, version, letl):
     first = letl("tier", "move", "--version", version.version_id, "--to", "hdd", "--request-id", "cli-1", "--json")
     assert first.returncode == 0, first.stderr
     [result] = json.loads(first.stdout)
@@ -34,7 +48,7 @@ def test_move_is_idempotent_by_request_id_and_refuses_reuse(lake, version):
     assert lake.catalog.get(version.version_id).tier == "hdd"
 
 
-def test_move_by_asset_and_partition(lake, version):
+def test_move_by_asset_and_partition(lake, version, letl):
     done = letl("tier", "move", "--asset", "labs/cli", "--partition", "2024-02-01", "--to", "pmem", "--json")
     assert done.returncode == 0, done.stderr
     assert [r["version_id"] for r in json.loads(done.stdout)] == [version.version_id]
@@ -45,14 +59,14 @@ def test_move_by_asset_and_partition(lake, version):
     assert other.returncode == 4 and "no latest version of 'labs/cli' partition 2024-03-01" in other.stderr
 
 
-def test_destination_with_other_bytes_is_refused(lake, version):
+def test_destination_with_other_bytes_is_refused(lake, version, letl):
     lake.tiers["hdd"].backend.put(version.storage_key, io.BytesIO(b"other"))
     refused = letl("tier", "move", "--version", version.version_id, "--to", "hdd", "--request-id", "cli-2")
     assert refused.returncode == 3 and "different data" in refused.stderr
     assert lake.catalog.get(version.version_id).tier == "ssd"
 
 
-def test_ls_and_fsck_report_in_json(lake, version):
+def test_ls_and_fsck_report_in_json(lake, version, letl):
     listed = json.loads(letl("tier", "ls", "--json").stdout)
     assert {row["tier"]: row["versions"] for row in listed} == {"pmem": 0, "ssd": 1, "hdd": 0}
     assert {row["tier"]: row["used"] for row in listed}["ssd"] == version.bytes
@@ -65,12 +79,12 @@ def test_ls_and_fsck_report_in_json(lake, version):
 
 
 def test_objectstore_status_when_not_running(letl_env):
-    status = letl("objectstore", "status", "--json")
+    status = letl_process("objectstore", "status", "--json")  # the real process's exit status
     assert status.returncode == 1
     assert json.loads(status.stdout)["running"] is False
 
 
-def test_write_and_usage(lake, tmp_path):
+def test_write_and_usage(lake, tmp_path, letl):
     source = tmp_path / "notes.txt"
     source.write_text("field notes")
     first = letl("tier", "write", str(source), "team.notes", "--to", "hdd", "--request-id", "w1", "--json")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from letl.cli import main as cli
 from letl.lake import manifests
 from letl.lake.catalog import latest, lineage
 from letl.lake.fsck import fsck
@@ -203,16 +204,27 @@ def test_parse_ref():
             manifests.parse_ref(bad)
 
 
-def letl(*args: str) -> subprocess.CompletedProcess:
+def letl_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "letl.cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_cli_rebuild_branches_and_diff(lake):
+@pytest.fixture
+def letl(capsys):
+    """`letl` in this process, answering as the process would (code, stdout, stderr)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def test_cli_rebuild_branches_and_diff(lake, letl):
     history = build_history(lake)
     before = snapshot(lake)
     drop_catalog(lake)
 
-    done = letl("catalog", "rebuild", "--json")
+    done = letl_process("catalog", "rebuild", "--json")  # once through the real entry point
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["versions"], report["lineage_edges"], report["latest_pointers"]) == (7, 5, 6)

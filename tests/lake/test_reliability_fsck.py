@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from letl.cli import main as cli
 from letl.lake.catalog import moves, request_attempts, utcnow
 from letl.lake.errors import InProgress
 from letl.lake.fsck import fsck
@@ -39,6 +40,13 @@ def letl(*args: str, failpoint: str | None = None, wait: bool = True):
     if wait:
         return subprocess.run(cmd, env=env, capture_output=True, text=True)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def letl_here(capsys, *args: str) -> tuple[int, str, str]:
+    """`letl` in this process, where what is asserted is the command's answer, not the process's: (code, out, err)."""
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def wait_until_stopped(proc: subprocess.Popen) -> None:
@@ -167,7 +175,7 @@ def kill_a_write(letl_env, request_id):
     return args
 
 
-def test_killed_write_is_settled_by_fsck_then_retried_once(letl_env):
+def test_killed_write_is_settled_by_fsck_then_retried_once(letl_env, capsys):
     args = kill_a_write(letl_env, "w-kill")
     lake = Lake.from_env()
     staging = lake.config.staging
@@ -178,10 +186,10 @@ def test_killed_write_is_settled_by_fsck_then_retried_once(letl_env):
     assert report["moves"] == {"w-kill": "rolled back"} and report["staging_removed"] == 0
     assert list(staging.glob("*")) == [other]  # the dead writer's copy is gone; the young one is kept
 
-    first = letl(*args, "--json")
-    assert first.returncode == 0, first.stderr
-    again = letl(*args)
-    assert again.returncode == 0 and "repeated request" in again.stdout
+    code, _, err = letl_here(capsys, *args, "--json")
+    assert code == 0, err
+    code, out, _ = letl_here(capsys, *args)
+    assert code == 0 and "repeated request" in out
     versions = lake.catalog.list_versions("team/notes")
     assert len(versions) == 1 and lake.intact(versions[0])
     assert fsck(lake, grace_seconds=0)["staging_removed"] == 1
@@ -189,10 +197,10 @@ def test_killed_write_is_settled_by_fsck_then_retried_once(letl_env):
     assert outcomes(lake, "w-kill") == ["interrupted", "done"]
 
 
-def test_killed_write_retried_gives_one_version_and_no_staging_leftover(letl_env):
+def test_killed_write_retried_gives_one_version_and_no_staging_leftover(letl_env, capsys):
     args = kill_a_write(letl_env, "w-kill-2")
-    retried = letl(*args, "--json")
-    assert retried.returncode == 0, retried.stderr
+    code, _, err = letl_here(capsys, *args, "--json")
+    assert code == 0, err
     lake = Lake.from_env()
     assert len(lake.catalog.list_versions("team/notes")) == 1
     assert list(lake.config.staging.glob("*")) == []
@@ -219,7 +227,7 @@ def test_fsck_leaves_a_live_write_alone_and_the_write_commits(letl_env, version)
 
 
 @pytest.fixture
-def cortx_down(letl_env, monkeypatch):
+def cortx_down(letl_env, monkeypatch, s3_retries_without_backoff):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
@@ -232,7 +240,7 @@ def cortx_down(letl_env, monkeypatch):
 ORPHAN = "main/labs/live/2024-01-01/20200101T000000000000Z-0badc0de.parquet"
 
 
-def test_fsck_with_the_object_store_down_settles_the_rest_and_reports_it(version, cortx_down):
+def test_fsck_with_the_object_store_down_settles_the_rest_and_reports_it(version, cortx_down, capsys):
     lake = Lake.from_env()
     lake.tiers["hdd"].backend.put(ORPHAN, io.BytesIO(b"orphan"))
     report = fsck(lake, grace_seconds=0)
@@ -240,12 +248,12 @@ def test_fsck_with_the_object_store_down_settles_the_rest_and_reports_it(version
     assert list(report["unreachable"]) == ["cortx"] and "unreachable" in report["unreachable"]["cortx"]
     assert report["missing"] == [] and lake.intact(version)
 
-    cli = letl("tier", "fsck")
-    assert cli.returncode == 7, cli.stderr
-    assert "cortx" in cli.stdout and "Traceback" not in cli.stderr + cli.stdout
+    code, out, err = letl_here(capsys, "tier", "fsck")
+    assert code == 7, err
+    assert "cortx" in out and "Traceback" not in err + out
 
 
-def test_cli_errors_with_the_object_store_down_are_one_line(version, cortx_down, letl_env):
+def test_cli_errors_with_the_object_store_down_are_one_line(version, cortx_down, letl_env, capsys):
     moved = letl("tier", "move", "--version", version.version_id, "--to", "cortx", "--request-id", "down-1")
     assert moved.returncode == 7, moved.stderr
     assert len(moved.stderr.strip().splitlines()) == 1 and "Traceback" not in moved.stderr, moved.stderr
@@ -255,12 +263,12 @@ def test_cli_errors_with_the_object_store_down_are_one_line(version, cortx_down,
 
     source = letl_env["landing"] / "blob.bin"
     source.write_bytes(b"bytes")
-    wrote = letl("tier", "write", str(source), "team.blobs", "--to", "cortx")
-    assert wrote.returncode == 7 and len(wrote.stderr.strip().splitlines()) == 1, wrote.stderr
+    code, _, err = letl_here(capsys, "tier", "write", str(source), "team.blobs", "--to", "cortx")
+    assert code == 7 and len(err.strip().splitlines()) == 1, err
     assert lake.catalog.list_versions("team/blobs") == []
 
 
-def test_every_s3_call_to_a_closed_port_is_tier_unavailable():
+def test_every_s3_call_to_a_closed_port_is_tier_unavailable(s3_retries_without_backoff):
     from letl.lake.errors import TierUnavailable
     from letl.storage.s3 import S3Backend, make_s3_client
 

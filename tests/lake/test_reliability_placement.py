@@ -16,7 +16,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def cortx_down(letl_env, monkeypatch):
+def cortx_down(letl_env, monkeypatch, s3_retries_without_backoff):
     """A lake whose object tier points at a port nothing listens on."""
     monkeypatch.setenv("LETL_TIER_CORTX_PATH", "s3://letl/lake")
     monkeypatch.setenv("LETL_S3_ENDPOINT", f"http://127.0.0.1:{closed_port()}")

@@ -39,7 +39,7 @@ def test_versions_written_to_and_moved_through_the_object_tier(letl_env, objects
     assert fsck(lake, grace_seconds=0)["missing"] == []
 
 
-def test_unreachable_object_tier_is_skipped_by_placement(letl_env, monkeypatch):
+def test_unreachable_object_tier_is_skipped_by_placement(letl_env, monkeypatch, s3_retries_without_backoff):
     monkeypatch.setenv("LETL_S3_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("LETL_S3_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("LETL_S3_SECRET_ACCESS_KEY", "s")
@@ -54,7 +54,8 @@ def test_unreachable_object_tier_is_skipped_by_placement(letl_env, monkeypatch):
     assert Lake.from_env().choose_tier(10_000)[0] == "hdd"
 
 
-def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(letl_env, object_tier, monkeypatch, tmp_path):
+def test_server_down_mid_move_leaves_the_catalog_unchanged_and_a_retry_succeeds(letl_env, object_tier, monkeypatch, tmp_path,
+                                                                                 s3_retries_without_backoff):
     home = tmp_path / "own-server"
     info = store.up(home)
     try:
