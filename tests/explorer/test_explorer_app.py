@@ -52,13 +52,13 @@ def latest_files(lake, key):
     return [str(lake.local_path(v)) for v in lake.catalog.list_versions(asset_key=key) if v.version_id in ids]
 
 
-def test_datasets_page_shows_catalog_lineage_and_versions(lab_lake):
+def test_datasets_page_shows_catalog_lineage_and_versions(module_lab_lake):
     at = ok(app())
     assert at.title[0].value == "Datasets"
     overview = at.dataframe[0].value
     assert list(overview["dataset"]) == ["labs/lab_results", "labs/lab_results_summary"]  # rejects are restricted
     assert list(overview["access"]) == ["deidentified", "deidentified"]
-    rows = sum(v.rows for v in lab_lake.catalog.list_versions(asset_key="labs/lab_results"))
+    rows = sum(v.rows for v in module_lab_lake.catalog.list_versions(asset_key="labs/lab_results"))
     assert at.metric[0].value == f"{rows:,}" and at.metric[2].value == "3"
     assert "labs/lab_results_summary" in markdown(at, "**Feeds**")
     versions = at.dataframe[1].value
@@ -87,7 +87,7 @@ def test_password_gate_and_steward_role(lab_lake, monkeypatch):
     assert any(c.value == "Signed in as **Dana Steward** (steward)" for c in at.sidebar.caption)
 
 
-def test_query_builder_filters_runs_and_downloads(lab_lake):
+def test_query_builder_filters_runs_and_downloads(module_lab_lake):
     at = ok(app())
     at.switch_page("app_pages/builder.py").run()
     ok(at)
@@ -104,7 +104,7 @@ def test_query_builder_filters_runs_and_downloads(lab_lake):
     at.button(key="qb_run").click().run()
     ok(at)
     shown = at.dataframe[0].value
-    files = latest_files(lab_lake, "labs/lab_results")
+    files = latest_files(module_lab_lake, "labs/lab_results")
     expected = duckdb.sql(
         f"SELECT test_code, count(*) AS count_all, avg(result_value) AS avg_result_value FROM read_parquet({files!r}) "
         "WHERE hospital_id = 'H002' AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-03-01' "
@@ -118,7 +118,7 @@ def test_query_builder_filters_runs_and_downloads(lab_lake):
     assert at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart")  # a bar chart of the group-by
 
 
-def test_shared_link_restores_and_runs_the_query(lab_lake):
+def test_shared_link_restores_and_runs_the_query(module_lab_lake):
     q = Query("lab_results_summary", filters=[Filter("hospital_id", "in", ["H001", "H003"])],
               group_by=["hospital_id"], aggregates=[], columns=["hospital_id"])
     at = app(**to_url_params(q))
@@ -129,7 +129,7 @@ def test_shared_link_restores_and_runs_the_query(lab_lake):
     assert list(at.dataframe[0].value["hospital_id"]) == ["H001", "H003"]
 
 
-def test_predefined_query_runs_with_parameters(lab_lake):
+def test_predefined_query_runs_with_parameters(module_lab_lake):
     at = ok(app())
     at.switch_page("app_pages/predefined.py").run()
     ok(at)
@@ -137,8 +137,8 @@ def test_predefined_query_runs_with_parameters(lab_lake):
     at.button(key="pq_run").click().run()
     ok(at)
     table = at.dataframe[0].value
-    ids = lab_lake.catalog.latest_ids()
-    per_month = [v.rows for v in sorted(lab_lake.catalog.list_versions(asset_key="labs/lab_results"),
+    ids = module_lab_lake.catalog.latest_ids()
+    per_month = [v.rows for v in sorted(module_lab_lake.catalog.list_versions(asset_key="labs/lab_results"),
                                         key=lambda v: v.partition) if v.version_id in ids]
     assert [int(n) for n in table["results"]] == per_month
     assert len(table) == 3
@@ -174,7 +174,7 @@ def test_pages_say_so_when_nothing_is_visible(letl_env, page):
     assert at.info and ("No datasets visible" in at.info[0].value or "not visible" in at.info[0].value)
 
 
-def test_shared_link_with_number_and_date_filters(lab_lake):
+def test_shared_link_with_number_and_date_filters(module_lab_lake):
     q = Query("lab_results", filters=[Filter("result_value", ">=", 100.0),
                                       Filter("partition_key", "between", (date(2024, 2, 1), date(2024, 3, 1)))],
               group_by=["hospital_id"], aggregates=[Aggregate("count")], columns=["hospital_id"])
@@ -184,7 +184,7 @@ def test_shared_link_with_number_and_date_filters(lab_lake):
     assert at.number_input(key="qb_f_result_value_lo").value == 100.0
     assert at.number_input(key="qb_f_result_value_hi").value is None
     assert at.date_input(key="qb_f_partition_key_dates").value == (date(2024, 2, 1), date(2024, 3, 1))
-    files = latest_files(lab_lake, "labs/lab_results")
+    files = latest_files(module_lab_lake, "labs/lab_results")
     expected = duckdb.sql(
         f"SELECT hospital_id, count(*) FROM read_parquet({files!r}) WHERE result_value >= 100 "
         "AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-04-01' GROUP BY ALL ORDER BY ALL"

@@ -39,6 +39,17 @@ def ex(lab_lake):
     service.close()
 
 
+@pytest.fixture(scope="module")
+def shared_ex(module_lab_lake):
+    """One explorer, and so one worker process, for the module's tests that assert nothing about the lake's state.
+
+    They only read its datasets; the audit rows their queries add are asserted by the tests with a lake of their own.
+    """
+    service = Explorer(module_lab_lake, "analyst")
+    yield service
+    service.close()
+
+
 def query_log(lake):
     with lake.catalog.engine.begin() as conn:
         return conn.execute(sa.select(access_log).where(access_log.c.kind == "query")).mappings().all()
@@ -64,7 +75,8 @@ def test_view_names_are_short_unless_they_clash():
     assert view_names(["a/data", "b/data", "c/9lives"]) == {"a/data": "a_data", "b/data": "b_data", "c/9lives": "_9lives"}
 
 
-def test_views_answer_like_raw_duckdb(ex, lab_lake):
+def test_views_answer_like_raw_duckdb(shared_ex, module_lab_lake):
+    ex, lab_lake = shared_ex, module_lab_lake
     ours = ex.run("SELECT hospital_id, count(*) AS n, round(avg(result_value), 6) AS m FROM lab_results "
                   "GROUP BY ALL ORDER BY ALL").table
     theirs = raw(lab_lake, RESULTS, "SELECT hospital_id, count(*), round(avg(result_value), 6) FROM t "
@@ -73,8 +85,9 @@ def test_views_answer_like_raw_duckdb(ex, lab_lake):
     assert set(ex.snapshot.views) == {"lab_results", "lab_results_summary"}  # no rejects for analysts
 
 
-def test_partition_filter_reads_only_that_months_file(ex):
+def test_partition_filter_reads_only_that_months_file(shared_ex):
     """DuckDB's own profile: the one-month query opens 1 of the 3 month files."""
+    ex = shared_ex
     cur = ex.con.cursor()
     plan = cur.sql("EXPLAIN ANALYZE SELECT count(*) FROM lab_results WHERE partition_key = DATE '2024-02-01'").fetchall()
     text = plan[0][1]
@@ -272,11 +285,14 @@ def test_one_declassified_write_does_not_open_a_restricted_dataset(lab_lake):
     Filter("partition_key", "between", (date(2024, 1, 2), date(2024, 3, 1))),
     Filter("partition_key", ">=", "2024-03-01"),
 ])
-def test_estimate_keeps_exactly_the_partitions_duckdb_reads(ex, flt):
+def test_estimate_keeps_exactly_the_partitions_duckdb_reads(shared_ex, flt):
+    ex = shared_ex
     query = Query("lab_results", filters=[flt])
     est = ex.estimate(query)
     sql, params = ex.build(Query("lab_results", columns=["partition_key"], group_by=["partition_key"], filters=[flt]))
-    read = {str(r["partition_key"]) for r in ex.run(sql, params, trusted=True, log=False).table.to_pylist()}
+    # Not from the shared explorer's cache: DuckDB reads the files for this filter.
+    rows = ex.run(sql, params, trusted=True, log=False, use_cache=False).table.to_pylist()
+    read = {str(r["partition_key"]) for r in rows}
     assert {v.partition for v in est.versions} == read and est.total == 3
 
 
@@ -289,7 +305,8 @@ def test_estimate_keeps_exactly_the_partitions_duckdb_reads(ex, flt):
     "WITH x AS (SELECT * FROM duckdb_settings), duckdb_settings AS (SELECT 1) SELECT * FROM x",
     "SELECT * FROM frame",  # a Python variable in scope must never be scanned
 ])
-def test_system_names_and_unknown_tables_are_refused(ex, sql):
+def test_system_names_and_unknown_tables_are_refused(shared_ex, sql):
+    ex = shared_ex
     frame = duckdb.sql("SELECT 'secret' AS s").df()  # noqa: F841 - bait for a replacement scan
     with pytest.raises(UnsafeSQL):
         ex.run(sql)
@@ -297,7 +314,8 @@ def test_system_names_and_unknown_tables_are_refused(ex, sql):
         ex.con.cursor().execute("SELECT * FROM frame").fetchall()
 
 
-def test_ctes_over_views_are_fine(ex):
+def test_ctes_over_views_are_fine(shared_ex):
+    ex = shared_ex
     sql = ("WITH per AS (SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY ALL) "
            "SELECT count(*) AS hospitals FROM per")
     assert ex.run(sql).table.to_pylist() == [{"hospitals": 3}]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import psutil
 import pytest
 
@@ -25,15 +26,11 @@ CHILD_RUN = dict(env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=Tru
 
 CHILD = r"""
 import json, os, sys, threading, time
-import duckdb, psutil
+import psutil
 from letl.query.engine import locked_connection, run_query
 
 data, sql, timeout_s, check, ceiling = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
-files = {}
-for name, rows in (("t", 1_000), ("big", 300_000)):
-    files[name] = [os.path.join(data, f"{name}.parquet")]
-    if not os.path.exists(files[name][0]):
-        duckdb.sql(f"COPY (SELECT range AS a, 'v' || range AS s FROM range({rows})) TO '{files[name][0]}'")
+files = {name: [os.path.join(data, f"{name}.parquet")] for name in ("t", "big")}
 con = locked_connection(files, [data], memory_limit=sys.argv[6], threads=2)
 run_query(con, "SELECT count(*) FROM big")  # DuckDB, Arrow and the views warmed up: not the query's doing
 baseline = psutil.Process().memory_info().rss
@@ -58,11 +55,20 @@ print(json.dumps({"error": error, "baseline": baseline, "peak": peak}))
 """
 
 
-def run_child(tmp_path, sql, timeout_s=30.0, check=True):
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> Path:
+    """The two tables every child reads, written once: no query here writes to them."""
+    data = tmp_path_factory.mktemp("tables")
+    for name, rows in (("t", 1_000), ("big", 300_000)):
+        duckdb.sql(f"COPY (SELECT range AS a, 'v' || range AS s FROM range({rows})) TO '{data / name}.parquet'")
+    return data
+
+
+def run_child(tmp_path, tables, sql, timeout_s=30.0, check=True):
     bound = 1.5 * memory_bytes(LIMIT)
     ceiling = int(4 * bound + 2**30)
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path), sql, str(timeout_s), "1" if check else "0", str(ceiling), LIMIT],
+        [sys.executable, "-c", CHILD, str(tables), sql, str(timeout_s), "1" if check else "0", str(ceiling), LIMIT],
         cwd=tmp_path, **CHILD_RUN,
     )
     # DuckDB's progress bar may share the line.
@@ -89,8 +95,8 @@ def run_child(tmp_path, sql, timeout_s=30.0, check=True):
     "WITH RECURSIVE r(n, s) AS (SELECT 1, 'x' UNION ALL SELECT n + 1, s || s FROM r WHERE n < 40) "
     "SELECT max(length(s)) FROM r",
 ])
-def test_value_builders_are_refused_before_they_allocate(tmp_path, sql):
-    out = run_child(tmp_path, sql)
+def test_value_builders_are_refused_before_they_allocate(tmp_path, tables, sql):
+    out = run_child(tmp_path, tables, sql)
     assert out["error"] == "UnsafeSQL" and out["within"], out
 
 
@@ -100,8 +106,8 @@ def test_value_builders_are_refused_before_they_allocate(tmp_path, sql):
     "SELECT length(string_agg(a.s, ',')) FROM big a, t b",
     "SELECT a.a, list(b.s) FROM big a, t b GROUP BY a.a ORDER BY 2 DESC",
 ])
-def test_growing_results_stop_at_the_memory_bound(tmp_path, sql):
-    out = run_child(tmp_path, sql, timeout_s=10)
+def test_growing_results_stop_at_the_memory_bound(tmp_path, tables, sql):
+    out = run_child(tmp_path, tables, sql, timeout_s=10)
     assert out["error"] in ("QueryMemoryLimit", "QueryTimeout") and out["within"], out
 
 
@@ -110,29 +116,26 @@ def test_growing_results_stop_at_the_memory_bound(tmp_path, sql):
     "SELECT max(lpad(a.s, 4000, 'x')) FROM big a, t b",
     "SELECT count(DISTINCT a.s || b.s) FROM big a, t b",
 ])
-def test_long_queries_end_with_the_time_limit_error(tmp_path, sql):
-    out = run_child(tmp_path, sql, timeout_s=1)
+def test_long_queries_end_with_the_time_limit_error(tmp_path, tables, sql):
+    out = run_child(tmp_path, tables, sql, timeout_s=1)
     assert out["error"] == "QueryTimeout" and out["within"], out
 
 
-def test_a_call_that_ignores_one_interrupt_still_ends_with_the_time_limit_error(tmp_path):
+def test_a_call_that_ignores_one_interrupt_still_ends_with_the_time_limit_error(tmp_path, tables):
     """Measured with lpad('x', 300000000, 'y'): interrupted once after 1 s, it finished normally after
     21.7 s. The watchdog interrupts until the query ends. Run without the guard, which refuses it."""
-    out = run_child(tmp_path, "SELECT length(lpad('x', 60000000, 'y'))", timeout_s=0.5, check=False)
+    out = run_child(tmp_path, tables, "SELECT length(lpad('x', 60000000, 'y'))", timeout_s=0.5, check=False)
     assert out["error"] == "QueryTimeout", out
 
 
 DRIVER = r"""
 import json, os, resource, sys
-import duckdb, psutil
+import psutil
 from letl.query.watchdog import memory_bytes
 from letl.query.worker import QueryWorker
 
 data, sql, timeout_s, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-views = {}
-for name, rows in (("t", 1_000), ("big", 300_000)):
-    views[name] = [os.path.join(data, f"{name}.parquet")]
-    duckdb.sql(f"COPY (SELECT range AS a, 'v' || range AS s FROM range({rows})) TO '{views[name][0]}'")
+views = {name: [os.path.join(data, f"{name}.parquet")] for name in ("t", "big")}
 spec = dict(views=views, allowed_dirs=[data], memory_limit=limit, threads=2, hive={},
             object_versions=frozenset(), lake_config=None)
 worker = QueryWorker(spec, memory_bytes(limit))
@@ -151,8 +154,8 @@ print(json.dumps({"error": error, "killed": killed, "baseline": baseline, "peak"
 """
 
 
-def run_worker(tmp_path, sql, timeout_s):
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path), sql, str(timeout_s), LIMIT],
+def run_worker(tmp_path, tables, sql, timeout_s):
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(tables), sql, str(timeout_s), LIMIT],
                           cwd=tmp_path, **CHILD_RUN)
     lines = [line[line.index('{"error"'):] for line in done.stdout.splitlines() if '{"error"' in line]
     assert lines, done.stderr[-2000:]
@@ -168,21 +171,21 @@ def run_worker(tmp_path, sql, timeout_s):
     "WITH a AS (SELECT string_agg(s, ',') s FROM big) SELECT length(replace(s, '1', s)) FROM a",
     "WITH a AS (SELECT list(a) l FROM big) SELECT len(list_concat(" + ", ".join(["l"] * 100) + ")) FROM a",
 ])
-def test_the_worker_is_killed_at_the_memory_bound(tmp_path, sql):
-    out = run_worker(tmp_path, sql, timeout_s=30)
+def test_the_worker_is_killed_at_the_memory_bound(tmp_path, tables, sql):
+    out = run_worker(tmp_path, tables, sql, timeout_s=30)
     assert out["error"] == "QueryMemoryLimit" and out["killed"] and out["within"], out
 
 
-def test_the_worker_is_killed_when_a_single_call_outlasts_the_time_limit(tmp_path):
+def test_the_worker_is_killed_when_a_single_call_outlasts_the_time_limit(tmp_path, tables):
     """In-process, this levenshtein ran 5.6 s against a 1 s limit: it checks no interrupt. Killed, the
     worker is gone before the call could end, which is what proves the limit held."""
     sql = "WITH a AS (SELECT string_agg(s, '') x FROM big WHERE a < 20000) SELECT levenshtein(x, reverse(x)) FROM a"
-    out = run_worker(tmp_path, sql, timeout_s=1)
+    out = run_worker(tmp_path, tables, sql, timeout_s=1)
     assert out["error"] == "QueryTimeout" and out["killed"], out
 
 
-def test_the_worker_answers_and_stays_up(tmp_path):
-    out = run_worker(tmp_path, "SELECT count(*) AS n FROM big a JOIN t b USING (a)", timeout_s=30)
+def test_the_worker_answers_and_stays_up(tmp_path, tables):
+    out = run_worker(tmp_path, tables, "SELECT count(*) AS n FROM big a JOIN t b USING (a)", timeout_s=30)
     assert out["error"] is None and not out["killed"] and out["within"], out
 
 
