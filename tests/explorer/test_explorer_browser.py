@@ -333,6 +333,15 @@ def test_password_form_guards_the_explorer(start_explorer, page, monkeypatch):
     expect(page.get_by_label("Password", exact=True)).to_have_count(0)
     expect(page.get_by_text("Signed in as Ana Lyst (analyst)")).to_be_visible()
 
+    # Hand-written SQL runs in a worker process, which must start for a signed-in user too.
+    go_to(page, "SQL")
+    box = page.get_by_label("Query", exact=True)
+    box.fill("SELECT hospital_id, count(*) AS results FROM lab_results GROUP BY ALL ORDER BY hospital_id")
+    box.press("Control+Enter")
+    settled(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in"))
+
 
 @pytest.mark.parametrize("sql,reason", [
     ("COPY lab_results TO '/tmp/letl_stolen.csv'", re.compile(r"Refused: .*(one|SELECT)", re.I)),
