@@ -157,3 +157,14 @@ def s3_retries_without_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.retries import standard
 
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda _self, _context: 0)
+
+
+@pytest.fixture
+def disk_dir():
+    """A directory outside /dev (make test may put tmp_path on /dev/shm): for a file on another
+    filesystem than /dev/shm, or one that is not in a system directory."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="letl-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -45,13 +45,14 @@ def landed(api_env):
 # --- sources: only what is registered ---------------------------------------------------------
 
 
-def hostile_sources(env, tmp_path):
+def hostile_sources(env, outside_dir):
+    """outside_dir: not under LETL_HOME, the landing zone or a system directory such as /dev."""
     home = env["home"]
     Lake.from_env()  # creates catalog.sqlite
     (home / "pseudonym.key").write_text("0123456789abcdef\n")
     (home / "objectstore").mkdir()
     (home / "objectstore" / "credentials.json").write_text('{"secret_key": "s3cr3t"}')
-    outside = tmp_path / "outside.csv"
+    outside = outside_dir / "outside.csv"
     outside.write_text("a\n1\n")
     links = env["landing"] / "links"
     links.mkdir()
@@ -68,7 +69,7 @@ def hostile_sources(env, tmp_path):
         "pseudonym key": f"file://{home / 'pseudonym.key'}",
         "objectstore credentials": str(home / "objectstore" / "credentials.json"),
         "outside file": str(outside),
-        "missing outside file": str(tmp_path / "nope.csv"),
+        "missing outside file": str(outside_dir / "nope.csv"),
         "symlink to /etc/passwd": str(links / "passwd.csv"),
         "symlink to the key": str(links / "key.csv"),
         "symlinked directory": str(links / "etc" / "hostname"),
@@ -76,8 +77,8 @@ def hostile_sources(env, tmp_path):
     }
 
 
-def test_server_files_are_refused_with_403_and_nothing_is_written(client, api_env, tmp_path):
-    for name, source in hostile_sources(api_env, tmp_path).items():
+def test_server_files_are_refused_with_403_and_nothing_is_written(client, api_env, disk_dir):
+    for name, source in hostile_sources(api_env, disk_dir).items():
         for endpoint in WRITES:
             r = post(client, endpoint, source, "team.loot", f"w-{len(name)}-{endpoint[1]}")
             assert r.status_code == 403, (name, r.text)
@@ -86,8 +87,8 @@ def test_server_files_are_refused_with_403_and_nothing_is_written(client, api_en
     nothing_recorded()
 
 
-def test_broad_source_roots_never_open_server_secrets(client, api_env, tmp_path, monkeypatch):
-    sources = hostile_sources(api_env, tmp_path)
+def test_broad_source_roots_never_open_server_secrets(client, api_env, disk_dir, monkeypatch):
+    sources = hostile_sources(api_env, disk_dir)
     monkeypatch.setenv("LETL_SOURCE_ROOTS", f"/:{api_env['home']}")
     for name in ("/etc/passwd", "//etc/passwd", "/proc/self/environ", "catalog", "pseudonym key",
                  "objectstore credentials", "symlink to the key"):

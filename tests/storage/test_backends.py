@@ -62,7 +62,8 @@ def test_put_file_on_same_filesystem_moves_the_file(backend, tmp_path):
     assert written == Written(len(data), hashlib.sha256(data).hexdigest())
 
 
-def test_put_file_across_filesystems_copies_and_consumes(backend, shm_dir):
+def test_put_file_across_filesystems_copies_and_consumes(disk_dir, shm_dir):
+    backend = PosixBackend(disk_dir / "tier")
     src = shm_dir / "staged.parquet"
     data = os.urandom(100_000)
     src.write_bytes(data)
