@@ -4,10 +4,18 @@ its commands, so `letl lake ls` never loads Dagster."""
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from letl.cli import catalog, lake, lineage, objectstore, run, serve, tier
 
 GROUPS = (run, lake, lineage, catalog, tier, objectstore, serve)
+
+
+def _version() -> str:
+    try:
+        return version("letl")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
         "and LETL_TIER_{PMEM,SSD,HDD}_{PATH,QUOTA}. Errors print one line on stderr; the exit code says "
         "what kind (2 invalid input, 3 conflict, 4 not found, ...: see README.md). LETL_DEBUG=1 shows tracebacks.",
     )
+    p.add_argument("--version", action="version", version=f"letl {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.add_commands(sub)

@@ -132,3 +132,12 @@ def test_help_lists_every_group_and_its_commands(capsys):
         text = capsys.readouterr().out
         assert done.value.code == 0 and text.startswith(f"usage: letl {group}")
         assert all(f"    {c} " in text for c in commands), text
+
+
+def test_version_prints_the_installed_release_and_exits_0(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"letl {version('letl')}\n"
