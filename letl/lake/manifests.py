@@ -356,6 +356,10 @@ def _columns(lake, version: Version) -> dict[str, str] | None:
 def diff(lake, ref_a: str, ref_b: str) -> dict[str, Any]:
     """Compare the latest versions of two branches (of a repo), partition by partition."""
     (repo_a, branch_a), (repo_b, branch_b) = parse_ref(ref_a), parse_ref(ref_b)
+    known = lake.catalog.latest_counts()  # a misspelled branch must not pass for one holding nothing
+    for branch in (branch_a, branch_b):
+        if branch not in known:
+            raise NotFound(f"unknown branch {branch!r}; branches: {', '.join(sorted(known)) or 'none'}")
     asset_a, asset_b = _asset_of(lake, repo_a), _asset_of(lake, repo_b)
     side_a, side_b = _latest_by_partition(lake, asset_a, branch_a), _latest_by_partition(lake, asset_b, branch_b)
     if not side_a and not side_b:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from letl.cli import main as cli
 from letl.lake import manifests
 from letl.lake.catalog import latest, lineage
+from letl.lake.errors import NotFound
 from letl.lake.fsck import fsck
 from letl.lake.lake import Lake
 from letl.lake.manifests import CatalogNotEmpty, manifest_store, rebuild
@@ -193,6 +194,8 @@ def test_branch_isolation_branches_and_diff(lake):
     assert by["p3"]["status"] == "only_a" and by["p3"]["b"] is None and by["p3"]["a"]["version_id"] == feat3.version_id
     with pytest.raises(LookupError, match="unknown repo"):
         manifests.diff(lake, "gros://labs.nope/feature", "gros://labs.x/main")
+    with pytest.raises(NotFound, match="unknown branch 'feture'; branches: feature, main"):
+        manifests.diff(lake, "gros://labs.x/feture", "gros://labs.x/main")
 
 
 def test_parse_ref():
@@ -252,3 +255,6 @@ def test_cli_rebuild_branches_and_diff(lake, letl):
     assert text.returncode == 0 and "only in a: flag bool" in text.stdout
     unknown = letl("lake", "diff", "gros://labs.none/feature", "gros://labs.clean/main", "--json")
     assert unknown.returncode == 4 and "unknown repo" in unknown.stderr
+    misspelled = letl("lake", "diff", "gros://labs.clean/featur", "gros://labs.clean/main")
+    assert misspelled.returncode == 4 and "unknown branch 'featur'; branches: feature, main" in misspelled.stderr
+    assert misspelled.stdout == ""
