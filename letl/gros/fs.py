@@ -31,6 +31,7 @@ import atexit
 import gc
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -40,7 +41,7 @@ from letl.gros.reads import Read, Reads, open_version
 from letl.gros.schema import unified_schema, warn_if_mixed
 from letl.gros.write import GrosWriteFile
 from letl.lake.access import check_read
-from letl.lake.config import snapshot
+from letl.lake.config import is_set, setting, snapshot
 from letl.lake.uri import SCHEME, GrosRef, invalid, resolve_read
 
 ACCESS_KIND = "gros"
@@ -73,6 +74,18 @@ def _collect_at_exit() -> None:
 
 
 _collect_at_exit()
+
+
+def require_a_lake() -> None:
+    """A reader never creates a lake: with neither LETL_HOME nor LETL_CATALOG_URL set, the default
+    lake (./.letl) must exist, or opening it would leave an empty catalog wherever the reader runs."""
+    if is_set("LETL_HOME") or is_set("LETL_CATALOG_URL"):
+        return
+    home = Path(setting("LETL_HOME")).absolute()
+    if not (home / "catalog.sqlite").is_file():
+        raise GrosNotFoundError(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME "
+                                "to the lake's directory (or LETL_CATALOG_URL to its catalog), e.g. "
+                                "export LETL_HOME=/path/to/the/lake")
 
 
 def current_lake():
@@ -126,6 +139,8 @@ class GrosFileSystem(AbstractFileSystem):
         refusal is audited and raised, never cached."""
         from letl.lake.lake import current_user
 
+        if self._lake is None:
+            require_a_lake()
         try:
             resolution = resolve_read(self.lake, top)
         except LookupError as exc:

@@ -182,6 +182,12 @@ def setting(name: str, environ: Mapping[str, str] | None = None):
     return value
 
 
+def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``name`` is given (not empty) rather than left to its default."""
+    declared(name)
+    return bool((os.environ if environ is None else environ).get(name))
+
+
 def family(prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """The set variables of a family by their tier (``LETL_POLICY_MAX_IDLE_`` -> {'ssd': 1209600.0})."""
     env = os.environ if environ is None else environ

@@ -321,3 +321,23 @@ def test_open_bytes_and_abandoned_writer(stocked, lake):
     with fs.open("gros://team.abandoned", "wb") as w:
         w.write(b"c\n1\n")
     assert w.version is not None and lake.latest("team/abandoned").version_id == w.version.version_id
+
+
+def test_a_reader_without_a_lake_gets_one_line_and_creates_nothing(letl_env, tmp_path, monkeypatch):
+    """Without LETL_HOME or LETL_CATALOG_URL, a reader in a directory that holds no lake is told how
+    to point at one, and leaves no empty catalog behind; the default lake (./.letl) is read when it exists."""
+    here = tmp_path / "notebooks"
+    here.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("LETL_HOME", "LETL_CATALOG_URL")}
+    code = ("import pandas as pd\n"
+            "try:\n    print(len(pd.read_parquet('gros://team.cohort')))\n"
+            "except Exception as e:\n    print(type(e).__name__ + ': ' + str(e))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("GrosNotFoundError: no lake here: ") and "set LETL_HOME" in done.stdout, done.stderr
+    assert done.stdout.count("\n") == 1
+    assert list(here.iterdir()) == []
+    # A lake in ./.letl is the default: written with LETL_HOME, read without it.
+    monkeypatch.setenv("LETL_HOME", str(here / ".letl"))
+    pd.DataFrame({"x": [1, 2, 3]}).to_parquet("gros://team.cohort", filesystem=GrosFileSystem())
+    done = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "3\n", done.stdout + done.stderr
