@@ -4,6 +4,9 @@ import io
 import tempfile
 from pathlib import Path
 
+import altair as alt
+import pandas as pd
+import pyarrow as pa
 import pyarrow.csv as pa_csv
 import streamlit as st
 
@@ -35,9 +38,46 @@ def show(result: Result, chart: dict | None = None) -> None:
     st.caption(note)
     frame = table.to_pandas()
     if chart and chart.get("x") in frame and chart.get("y") in frame and len(frame):
-        draw = st.line_chart if chart.get("type") == "line" else st.bar_chart
-        draw(frame, x=chart["x"], y=chart["y"], color=chart.get("color"), width="stretch")
+        st.altair_chart(_chart(table, frame, chart), width="stretch")
     st.dataframe(frame, width="stretch", hide_index=True)
+
+
+def _vega_type(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "quantitative"
+    if pa.types.is_temporal(dtype):
+        return "temporal"
+    return "nominal"
+
+
+def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict) -> alt.Chart:
+    """A bar or line chart with every encoding typed from the Arrow schema, never left to Altair to guess.
+
+    DuckDB's sum() of an integer is a DECIMAL (HUGEINT and UHUGEINT arrive as DECIMAL too), which pandas
+    holds as objects of decimal.Decimal: Altair would chart it as nominal, one category label per value.
+    Numeric columns are converted to float and encoded as quantitative. A line chart's y-axis follows
+    the data (a glucose trend around 98 mg/dL is not drawn from 0); a bar chart's starts at 0, as bar
+    lengths must.
+    """
+    line = chart.get("type") == "line"
+    names = [c for c in (chart["x"], chart["y"], chart.get("color")) if c and c in frame]
+    names = list(dict.fromkeys(names))
+    types = {c: _vega_type(table.schema.field(c).type) for c in names}
+    data = frame[names].copy()
+    for c in names:
+        if types[c] == "quantitative":
+            data[c] = pd.to_numeric(data[c].map(lambda v: None if v is None else float(v)), errors="coerce")
+    x, y, color = chart["x"], chart["y"], chart.get("color")
+    numeric_y = types[y] == "quantitative"
+    encoding = {
+        "x": alt.X(x, type=types[x]),
+        "y": alt.Y(y, type=types[y], scale=alt.Scale(zero=not line) if numeric_y else alt.Undefined),
+        "tooltip": [alt.Tooltip(c, type=types[c]) for c in names],
+    }
+    if color and color in data:
+        encoding["color"] = alt.Color(color, type="nominal")
+    mark = alt.Chart(data).mark_line(point=True) if line else alt.Chart(data).mark_bar()
+    return mark.encode(**encoding)
 
 
 def downloads(ex: Explorer, result: Result, sql: str, params, *, trusted: bool, read: Estimate | None,

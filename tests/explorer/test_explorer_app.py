@@ -217,3 +217,45 @@ def test_time_travel_from_datasets_into_the_builder(lab_lake):
     at.button(key="qb_run").click().run()
     counts = dict(zip(at.dataframe[0].value["partition_key"].astype(str), at.dataframe[0].value["count_all"], strict=False))
     assert counts["2024-01-01"] == 1
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    charts = list(at.get("arrow_vega_lite_chart")) + list(at.get("vega_lite_chart"))
+    return [json.loads(c.proto.spec) for c in charts]
+
+
+def y_encoding(spec: dict) -> dict:
+    layers = [spec, *spec.get("layer", [])]
+    return next(layer["encoding"]["y"] for layer in layers if "y" in layer.get("encoding", {}))
+
+
+@pytest.mark.filterwarnings("error:I don't know how to infer vegalite type")
+def test_sum_chart_has_a_numeric_y_axis(module_lab_lake):
+    """sum() of an integer column is a DECIMAL in DuckDB: charted as a quantity, not as category labels."""
+    at = ok(app())
+    at.switch_page("app_pages/predefined.py").run()
+    at.selectbox(key="pq_name").select("Test volume by month").run()
+    at.button(key="pq_run").click().run()
+    ok(at)
+    specs = chart_specs(at)
+    assert len(specs) == 1
+    y = y_encoding(specs[0])
+    assert y["type"] == "quantitative", y
+    assert specs[0]["mark"] == "bar" or specs[0]["mark"].get("type") == "bar"
+
+
+@pytest.mark.filterwarnings("error:I don't know how to infer vegalite type")
+def test_value_line_chart_y_axis_follows_the_data(module_lab_lake):
+    """A trend of lab values (around 98 mg/dL) is not drawn from 0, where it would be a flat line."""
+    at = ok(app())
+    at.switch_page("app_pages/builder.py").run()
+    at.selectbox(key="qb_dataset").select("lab_results").run()
+    at.multiselect(key="qb_group").select("partition_key").run()
+    at.multiselect(key="qb_aggs").select("sum(result_value)").run()
+    at.button(key="qb_run").click().run()
+    ok(at)
+    specs = chart_specs(at)
+    assert len(specs) == 1
+    y = y_encoding(specs[0])
+    assert y["type"] == "quantitative", y
+    assert y.get("scale", {}).get("zero") is False, y
