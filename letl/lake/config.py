@@ -285,13 +285,10 @@ def object_store_credentials(home: Path) -> Path:
 
 def _tiers_file(home: Path) -> dict[str, dict]:
     """Optional YAML: {tiers: [{name, rank, location, quota, high_watermark, low_watermark}]}."""
-    path = setting("LETL_TIERS_FILE") or home / "tiers.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
+    from letl.lake.tiers_file import read_tiers_file
 
-    listed = (yaml.safe_load(path.read_text()) or {}).get("tiers", [])
-    return {entry["name"]: entry for entry in listed}
+    path = setting("LETL_TIERS_FILE") or home / "tiers.yaml"
+    return read_tiers_file(path) if path.is_file() else {}
 
 
 def _default_location(name: str, home: Path, notes: list[str]) -> str | None:

@@ -184,3 +184,41 @@ def test_pmem_falls_back_to_disk_with_a_warning_without_tmpfs(letl_env, monkeypa
     assert pmem.path == Path(letl_env["home"]) / "tiers" / "pmem"
     assert any("falls back" in note for note in cfg.notes)
     assert "no writable tmpfs" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("tiers:\n  - name: ssd\n    quotaa: 1GiB\n", "tiers.0.quotaa: unknown field"),
+    ("tiers:\n  - rank: 1\n    location: /x\n", "tiers.0.name: field required"),
+    ("tiers:\n  - name: tape\n", "tiers.0.name: input should be"),
+    ("tiers:\n  - name: ssd\n    high_watermark: 2\n", "tiers.0.high_watermark: input should be less than or equal to 1"),
+    ("tiers:\n  - name: ssd\n  - name: ssd\n", "tiers: ssd listed more than once"),
+    ("tier:\n  - name: ssd\n", "tier: unknown field"),
+    ("tiers:\n  - name: ssd\n   rank: 1\n", "line 3: not valid YAML"),
+])
+def test_a_tiers_file_with_a_typo_or_a_missing_field_is_refused_naming_both(letl_env, monkeypatch, text, message):
+    path = letl_env["home"] / "tiers.yaml"
+    path.write_text(text)
+    with pytest.raises(InvalidInput) as refused:
+        LakeConfig.resolve()
+    assert str(refused.value).startswith(f"{path}") and message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_valid_tiers_file_sets_what_it_names_and_leaves_the_rest(letl_env, tmp_path):
+    (letl_env["home"] / "tiers.yaml").write_text(
+        f"tiers:\n  - name: ssd\n    location: {tmp_path / 'fast'}\n    quota: 2GiB\n    high_watermark: 0.8\n")
+    tiers = {t.name: t for t in LakeConfig.resolve().tiers}
+    ssd = tiers["ssd"]
+    assert (ssd.location, ssd.quota_bytes, ssd.high_watermark) == (str(tmp_path / "fast"), 2 << 30, 0.8)
+    assert (tiers["ssd"].rank, tiers["ssd"].low_watermark) == (1, 0.7)
+    assert tiers["hdd"].quota_bytes == 0
+
+
+def test_the_cli_refuses_a_bad_tiers_file_in_one_line_with_exit_2(letl_env, capsys):
+    from letl.cli import main as cli
+
+    path = letl_env["home"] / "tiers.yaml"
+    path.write_text("tiers:\n  - name: ssd\n    quotaa: 1GiB\n")
+    assert cli.main(["tier", "ls"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: tiers.0.quotaa: unknown field") and err.count("\n") == 1
