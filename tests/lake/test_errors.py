@@ -25,7 +25,6 @@ def test_every_error_has_one_exit_code_and_one_status():
         exc = cls.__new__(cls)  # subclasses may take more arguments; the table looks at the type alone
         code, status = errors.exit_code(exc), errors.http_status(exc)
         assert (code, status) == errors._TABLE[row], cls
-        assert 1 <= code < errors.EXIT_INTERNAL and 400 <= status <= 599, cls
 
 
 def test_each_row_has_its_own_exit_code():
