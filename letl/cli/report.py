@@ -7,6 +7,7 @@ from letl.labs.drops import scan_landing
 from letl.lake.catalog import Version
 from letl.lake.config import format_size as human_bytes
 from letl.lake.lake import Lake
+from letl.lake.names import LAB_REJECTS, LAB_RESULTS, LAB_SUMMARY
 from letl.lake.sources import landing_root
 
 
@@ -35,7 +36,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
+RESULTS, REJECTS, SUMMARY = LAB_RESULTS, LAB_REJECTS, LAB_SUMMARY
 
 
 def _recorded_sources(version: Version) -> list[str]:

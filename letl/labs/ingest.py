@@ -36,7 +36,7 @@ from letl.labs.lines import SideWriter, normalize, quarantine, survey, write_rej
 from letl.labs.rules import hmac_pads
 from letl.labs.schema import Reason
 from letl.labs.sql import Quarantined, Scan, literal, published
-from letl.lake.config import parse_size, setting
+from letl.lake.config import declared, parse_size, setting
 from letl.lake.errors import InvalidInput, LetlError, VerificationFailed
 
 # Parquet v2 encodings make the output smaller and cheaper to write (measured: 1.1-1.9 CPU-s
@@ -45,7 +45,7 @@ from letl.lake.errors import InvalidInput, LetlError, VerificationFailed
 PARQUET = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION v2, COMPRESSION_LEVEL 1"
 REJECTS = "labs/lab_results_rejects"
 MEMORY_VARIABLE = "LETL_DUCKDB_MEMORY"
-DEFAULT_MEMORY = "512MB"  # with Python, Dagster and the Parquet writers the step stays under 1 GB
+DEFAULT_MEMORY = declared(MEMORY_VARIABLE).default  # with Python, Dagster and the Parquet writers the step stays under 1 GB
 MIN_MEMORY = 32 << 20  # below this DuckDB cannot hold the buffers of one Parquet row group
 THREAD_MEMORY = 64 << 20  # the parse's working memory per DuckDB thread (CSV buffers, row groups)
 CGROUP, MEMINFO = Path("/sys/fs/cgroup"), Path("/proc/meminfo")

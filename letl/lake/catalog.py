@@ -5,7 +5,7 @@ one; opening a Catalog creates any that are missing, and adds the columns older 
 Its request methods live in catalog_requests.py, which it inherits.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from letl.lake.catalog_schema import (
     OPEN_STATES,
     Version,
     access_log,
+    as_utc,
     latest,
     lineage,
     make_engine,
@@ -30,7 +31,7 @@ from letl.lake.catalog_schema import (
 from letl.lake.errors import InProgress
 
 # What the lake's modules and tests import from here, so that they name the catalog, not its parts.
-__all__ = ["FINAL_STATES", "OPEN_STATES", "Catalog", "Version", "access_log", "latest", "lineage", "moves",
+__all__ = ["FINAL_STATES", "OPEN_STATES", "Catalog", "Version", "access_log", "as_utc", "latest", "lineage", "moves",
            "query_log", "request_attempts", "utcnow", "versions"]
 
 
@@ -263,7 +264,7 @@ class Catalog(RequestLog):
                    .where(a.accessed_at > now - timedelta(seconds=window), a.accessed_at <= now)
                    .group_by(a.version_id))
         with self.engine.begin() as conn:
-            last = {vid: _aware(when) for vid, when in conn.execute(last_q) if when is not None}
+            last = {vid: as_utc(when) for vid, when in conn.execute(last_q) if when is not None}
             reads = dict(conn.execute(reads_q).all())
         return last, reads
 
@@ -278,9 +279,3 @@ class Catalog(RequestLog):
         with self.engine.begin() as conn:
             return [Version.from_row(r) for r in conn.execute(query)]
 
-
-def _aware(when: datetime | str) -> datetime:
-    """SQLite hands aggregates back as text and datetimes back naive: both are UTC."""
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)

@@ -137,6 +137,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(when: datetime | str) -> datetime:
+    """SQLite hands aggregates back as text and datetimes back naive: both are UTC."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
 @dataclass(frozen=True)
 class Version:
     version_id: str

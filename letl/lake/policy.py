@@ -26,10 +26,10 @@ pointers and asset keys never change.
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable
 
-from letl.lake.catalog import Version, utcnow
+from letl.lake.catalog import Version, as_utc, utcnow
 from letl.lake.config import family, format_size, setting
 from letl.lake.errors import LetlError
 from letl.lake.moves import Mover, MoveResult
@@ -98,7 +98,7 @@ class ApplyError(RuntimeError):
 def plan(lake, settings: PolicySettings | None = None, now: datetime | None = None) -> list[PlannedMove]:
     """The moves the policy wants now, with reasons; nothing is moved."""
     settings = settings or PolicySettings.from_env()
-    now = _utc(now or utcnow())
+    now = as_utc(now or utcnow())
     names = list(lake.tiers)  # hot -> cold
     available = {name: lake.tiers[name].unavailable() is None for name in names}
     quota = {name: lake.tiers[name].spec.quota_bytes for name in names}
@@ -251,10 +251,6 @@ def _superseded_at(versions: list[Version], latest: set[str]) -> dict[str, datet
             if older.version_id not in latest:
                 out[older.version_id] = newer.created_at
     return out
-
-
-def _utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def _human_duration(seconds: float) -> str:

@@ -4,9 +4,10 @@ a typo or a missing field is refused with the file and the field named, never ig
 from pathlib import Path
 from typing import Literal
 
+from letl.lake.config import DEFAULT_TIERS
 from letl.lake.errors import InvalidInput
 
-TIER_NAMES = ("pmem", "ssd", "hdd", "cortx")
+TIER_NAMES = tuple(name for name, _rank, _quota in DEFAULT_TIERS)
 FIELDS = "name, rank, location, quota, high_watermark, low_watermark"
 
 

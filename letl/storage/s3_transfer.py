@@ -191,9 +191,10 @@ class Upload:
 
     def _part(self, number: int, body: bytes) -> tuple[dict, bytes]:
         backend, raw = self.backend, checksum(body)
+        field = checksum_field(backend, encoded(raw))
         etag = backend.client.upload_part(Bucket=backend.bucket, Key=self.name, UploadId=self.upload_id,
-                                          PartNumber=number, Body=body, **checksum_field(backend, encoded(raw)))["ETag"]
-        return {"PartNumber": number, "ETag": etag, **checksum_field(backend, encoded(raw))}, raw
+                                          PartNumber=number, Body=body, **field)["ETag"]
+        return {"PartNumber": number, "ETag": etag, **field}, raw
 
     def finish(self, written: Written) -> Written:
         backend = self.backend
