@@ -28,9 +28,11 @@ def cmd_run(args) -> int:
     from letl.cli.report import format_summary, summary
     from letl.labs.sample import generate_drops
     from letl.lake.config import LakeConfig
-    from letl_assets.local_run import run_lock, run_months
+    from letl_assets.local_run import parse_months, run_lock, run_months
     from letl_assets.resources.landing import LandingZone
 
+    if args.months:
+        parse_months(args.months)  # a bad month is refused before any drop is generated or server started
     with run_lock(LakeConfig.resolve().home, print, wait=not args.no_wait):
         landing = LandingZone()
         if not landing.drops(settled=False):

@@ -40,3 +40,15 @@ def test_letl_run_refuses_a_bad_month_and_a_month_without_drops_in_one_line(letl
                             env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert result.returncode == 4, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_bad_month_is_refused_before_any_work(letl_env, capsys):
+    """In an empty landing zone, `letl run` would generate the sample drops first: a bad --months
+    must be refused before that, leaving the landing zone and the lake as they were."""
+    from letl.cli.main import main
+
+    assert main(["run", "--months", "2024-13"]) == 2
+    assert capsys.readouterr().err == ("error: --months '2024-13': give a month as YYYY-MM (or YYYY-M), "
+                                       "or a range YYYY-MM..YYYY-MM\n")
+    assert list(letl_env["landing"].iterdir()) == []
+    assert not (letl_env["home"] / "catalog.sqlite").exists()
