@@ -86,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LETL_API_MAX_BODY", "size", "64KiB", "HTTP request body cap (413 above it, checked before the body is read)"),
     S("LETL_REQUEST_WAIT", "seconds", "5", "how long a repeated live request waits for the first caller's answer"),
     S("LETL_LEASE_SECONDS", "seconds", "60", "heartbeat age after which an owner on another host counts as gone"),
-    S("LETL_DUCKDB_MEMORY", "size", "512MB", "the lab ingest's DuckDB memory limit (capped at half the memory left)"),
+    S("LETL_DUCKDB_MEMORY", "size", "512MiB", "the lab ingest's DuckDB memory limit (capped at half the memory left)"),
     S("LETL_POLICY_MAX_IDLE_<TIER>", "seconds-or-none", None, "idle time after which a version sinks a tier "
       "(unset: 1d pmem, 30d ssd, none else)", example="14d"),
     S("LETL_POLICY_PROMOTE_READS", "int", "3", "reads within the window that promote a version a tier", minimum=1),
@@ -97,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LETL_EXPLORER_DOWNLOAD_CAP", "int", "1000000", "rows an explorer download holds", minimum=1),
     S("LETL_EXPLORER_TIMEOUT_S", "seconds", "30", "an explorer query's time limit"),
     S("LETL_EXPLORER_CONFIRM_BYTES", "size", "512MiB", "scans above this ask the viewer to confirm"),
-    S("LETL_EXPLORER_MEMORY_LIMIT", "str", "1GB", "the explorer's DuckDB memory limit"),
+    S("LETL_EXPLORER_MEMORY_LIMIT", "str", "1GiB", "the explorer's DuckDB memory limit"),
     S("LETL_EXPLORER_THREADS", "int", "2", "the explorer's DuckDB threads", minimum=1),
     S("LETL_EXPLORER_PASSWORD", "str", None, "the analysts' password (unset, with no steward password: open)",
       secret=True),
@@ -200,11 +200,15 @@ def snapshot() -> tuple[tuple[str, str], ...]:
 
 
 def format_size(n: float) -> str:
-    """Bytes for people: 1234567 -> '1.2 MB' (decimal units, as disks are sold)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    """Bytes for people: 1234567 -> '1.2 MiB'.
+
+    LETL shows every size in binary (IEC) units, the ones quotas and memory limits are set in, so
+    that a 20GiB quota reads back as 20.0 GiB. ``parse_size`` still takes decimal units (MB, GB).
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        n /= 1024
     return str(n)
 
 

@@ -68,7 +68,7 @@ def _sql_string(value: str) -> str:
 def locked_connection(
     views: Mapping[str, Sequence[str]],
     allowed_dirs: Sequence[str],
-    memory_limit: str = "1GB",
+    memory_limit: str = "1GiB",
     threads: int = 2,
     *,
     hive: Mapping[str, str] | None = None,

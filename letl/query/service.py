@@ -37,7 +37,7 @@ class Settings:
     download_cap: int = 1_000_000  # rows in a CSV download
     timeout_s: float = 30.0
     confirm_bytes: int = 512 * 1024**2  # scans above this without a partition filter ask first
-    memory_limit: str = "1GB"
+    memory_limit: str = "1GiB"
     threads: int = 2
     cache_entries: int = 64
     # Results live in the server process, outside DuckDB's memory limit: 64 aggregates built close

@@ -8,6 +8,7 @@ import dagster as dg
 
 from letl.labs.drops import month_of_partition
 from letl.lake import names
+from letl.lake.config import format_size
 from letl_assets.resources.deid import PseudonymKey
 from letl_assets.resources.io_manager import ACCESS, TIER_HINT, ByPartition, VersionFiles
 from letl_assets.resources.landing import LandingZone
@@ -126,7 +127,7 @@ def _month(context, the_lake, landing: LandingZone, key: bytes, partition: str) 
     # range of small months costs more than their ingest. A big one logs as it goes.
     lines: list[str] = []
     log = context.log.info if size > LIVE_LOG_BYTES else lines.append
-    log(f"{month}: parsing {len(drops)} drop(s), {size / 1e6:.1f} MB")
+    log(f"{month}: parsing {len(drops)} drop(s), {format_size(size)}")
     good_path, rejects_path = the_lake.staging_path(), the_lake.staging_path()
     try:
         report = ingest_drops(drops, good_path=good_path, rejects_path=rejects_path, key=key,

@@ -97,7 +97,7 @@ def _described(lake, staged: Staged) -> dict:
         "bytes": version.bytes,
         "sha256": version.sha256,
         "placement": version.metadata["placement"],
-        "write_mb_per_s": round(staged.version.bytes / 1e6 / seconds, 1) if seconds else None,
+        "write_mib_per_s": round(staged.version.bytes / 2**20 / seconds, 1) if seconds else None,
         "upstream_versions": ", ".join(sorted(staged.upstream_ids)) or "none",
     }
 

@@ -54,14 +54,14 @@ def test_output_lands_on_hinted_tier_with_metadata(iom, lake):
     path = lake.local_path(version)
     assert path.is_relative_to(lake.tiers["hdd"].spec.path)
     assert stored_objects(lake) == [version.storage_key]
-    assert {"tier", "uri", "version_id", "dagster/row_count", "bytes", "sha256", "write_mb_per_s"} <= meta.keys()
+    assert {"tier", "uri", "version_id", "dagster/row_count", "bytes", "sha256", "write_mib_per_s"} <= meta.keys()
     assert meta["tier"] == "hdd"
     assert meta["uri"] == "gros://a/main:0"
     assert meta["version_id"] == version.version_id
     assert meta["dagster/row_count"] == 3
     assert meta["bytes"] == path.stat().st_size == version.bytes
     assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == version.sha256
-    assert isinstance(meta["write_mb_per_s"], float) and meta["placement"] == "hint"
+    assert isinstance(meta["write_mib_per_s"], float) and meta["placement"] == "hint"
     pd.testing.assert_frame_equal(lake.read_table(version).to_pandas(), DF)
 
 

@@ -140,6 +140,15 @@ def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
 
+@pytest.mark.parametrize(
+    "size, shown", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (27_300_000, "26.0 MiB"), (20 * 2**30, "20.0 GiB"),
+                    (3 * 2**40, "3.0 TiB")],
+)
+def test_sizes_are_shown_in_binary_units_and_a_quota_reads_back_as_set(size, shown):
+    assert config.format_size(size) == shown
+    assert config.format_size(parse_size("20GiB")) == "20.0 GiB"
+
+
 @pytest.mark.parametrize("text", ["", "lots", "1XB", "-5MB", "1e9"])
 def test_parse_size_rejects_nonsense(text):
     with pytest.raises(ValueError, match="not a size"):
