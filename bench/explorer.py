@@ -127,7 +127,7 @@ def build_lake(rows: int, seed: int):
             metadata={"dataset": {"access": "deidentified", "description": "bench: synthetic lab results"}},
         ))
         load += time.perf_counter() - started
-        log(f"  {month}: {n:,} rows, {versions[-1].bytes / 1e6:.1f} MB on {versions[-1].tier}")
+        log(f"  {month}: {n:,} rows, {versions[-1].bytes / 2**20:.1f} MiB on {versions[-1].tier}")
     con.close()
     return lake, versions, gen, load
 
@@ -308,7 +308,7 @@ def bench(rows: int, repeat: int, seed: int, threads: int, memory_limit: str) ->
         "generate_seconds": round(gen_s, 2),
         "write_version_seconds": round(load_s, 2),
         "explorer_open_seconds": round(open_s, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
 
 
@@ -344,8 +344,8 @@ def table(result: dict) -> str:
                  f"access-log insert {fixed['access_log_insert']} ms")
     lines.append(f"worst ratio {result['time_ratio']['worst']} (target <= {TARGET_RATIO}); one month "
                  f"{result['one_month_ms']} ms warm (target < {TARGET_ONE_MONTH_MS:g}); "
-                 f"{result['rows']:,} rows, {result['files']} files, {result['bytes'] / 1e6:.1f} MB, "
-                 f"peak RSS {result['peak_rss_mb']} MB; result cache off")
+                 f"{result['rows']:,} rows, {result['files']} files, {result['bytes'] / 2**20:.1f} MiB, "
+                 f"peak RSS {result['peak_rss_mib']} MiB; result cache off")
     return "\n".join(lines)
 
 
@@ -354,7 +354,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=10_000_000, help="rows over the 12 monthly files (default 10M)")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per query and side; medians are reported (default 5)")
     p.add_argument("--threads", type=int, default=2, help="DuckDB threads on both sides (explorer default 2)")
-    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit on both sides (explorer default 1GB)")
+    p.add_argument("--memory-limit", default="1GiB", help="DuckDB memory_limit on both sides (explorer default 1GiB)")
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
     if args.rows < 12 or args.repeat < 1:

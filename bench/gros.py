@@ -1,7 +1,7 @@
 """gros:// reads against pyarrow reading the same files directly, in one run.
 
 Builds a lake under bench/out/gros (git-ignored) holding one asset of --months monthly
-partitions (about --mb MB of zstd Parquet in all), then reads the whole dataset --repeats
+partitions (about --mib MiB of zstd Parquet in all), then reads the whole dataset --repeats
 times each way, alternating:
 
 - direct: pyarrow.dataset over the versions' own files (the paths the catalog records);
@@ -13,7 +13,7 @@ median wall times with its spread (min..max over paired repeats), and the ratio 
 times of this process, steadier on a shared machine. The last line is one JSON object:
 {"gros_vs_direct": ..., "spread": [lo, hi], "gros_vs_direct_cpu": ..., "catalog_queries_per_read": ..., ...}.
 
-    python bench/gros.py [--months 24] [--mb 300] [--repeats 7] [--keep]
+    python bench/gros.py [--months 24] [--mib 300] [--repeats 7] [--keep]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Read a multi-partition dataset through gros:// and directly with pyarrow; print the ratio. "
                     "The last line of output is one JSON object.")
     parser.add_argument("--months", type=int, default=24, help="monthly partitions (default 24)")
-    parser.add_argument("--mb", type=float, default=300.0, help="approximate Parquet size of the dataset in MB (default 300)")
+    parser.add_argument("--mib", type=float, default=300.0, help="approximate Parquet size of the dataset in MiB (default 300)")
     parser.add_argument("--repeats", type=int, default=7, help="timed reads each way, alternating (default 7)")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "gros",
                         help="where the bench lake lives (default bench/out/gros)")
@@ -43,11 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build(out: Path, months: int, mb: float, keep: bool) -> None:
+def build(out: Path, months: int, mib: float, keep: bool) -> None:
     import numpy as np
     import pyarrow as pa
 
-    stamp = out / f"built-{months}-{mb}"
+    stamp = out / f"built-{months}-{mib}MiB"
     if keep and stamp.exists():
         return
     shutil.rmtree(out, ignore_errors=True)
@@ -58,7 +58,7 @@ def build(out: Path, months: int, mb: float, keep: bool) -> None:
 
     lake = Lake.from_env()
     # Random doubles and ids barely compress: about 20 bytes a row on disk.
-    rows = max(1000, int(mb * 1e6 / 20 / months))
+    rows = max(1000, int(mib * 2**20 / 20 / months))
     rng = np.random.default_rng(10)
     for m in range(months):
         month = f"{2023 + m // 12}-{m % 12 + 1:02d}-01"
@@ -80,7 +80,7 @@ def _env(out: Path) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     out = args.out.resolve()
-    build(out, args.months, args.mb, args.keep)
+    build(out, args.months, args.mib, args.keep)
     _env(out)
     import fsspec
     import pyarrow.dataset as ds
@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     # On a shared machine wall time swings with other work; the CPU this process spends does less.
     cpu_ratio = statistics.median(cpu["gros"]) / statistics.median(cpu["direct"])
     size = sum(v.bytes for v in versions)
-    print(f"{len(versions)} partitions, {rows:,} rows, {size / 1e6:.0f} MB; {args.repeats} repeats each way")
+    print(f"{len(versions)} partitions, {rows:,} rows, {size / 2**20:.0f} MiB; {args.repeats} repeats each way")
     for name in ("direct", "gros"):
         print(f"  {name:6s} median {statistics.median(times[name]):.3f} s  "
               f"(min {min(times[name]):.3f}, max {max(times[name]):.3f})")
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
     result = {"gros_vs_direct": round(ratio, 4), "spread": [round(ratios[0], 4), round(ratios[-1], 4)],
               "gros_vs_direct_cpu": round(cpu_ratio, 4),
               "catalog_queries_per_read": per_read, "resolving_queries_per_read": selects,
-              "partitions": len(versions), "rows": rows, "mb": round(size / 1e6, 1), "repeats": args.repeats,
+              "partitions": len(versions), "rows": rows, "mib": round(size / 2**20, 1), "repeats": args.repeats,
               "direct_s": round(statistics.median(times["direct"]), 4),
               "gros_s": round(statistics.median(times["gros"]), 4)}
     print(json.dumps(result))

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 
 PEAK = r"""
-def peak_rss_mb():
+def peak_rss_mib():
     status = open("/proc/self/status").read()
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 """
@@ -38,7 +38,7 @@ duckdb.sql(f'''COPY (SELECT hospital_id, sha256('salt' || patient_id) AS patient
                  collected_at, reported_at
           FROM read_csv({files!r}, header = true, all_varchar = true, store_rejects = true))
      TO '{target}' (FORMAT parquet, COMPRESSION zstd)''')
-print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}))
+print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mib": peak_rss_mib()}))
 """
 
 OURS = PEAK + r"""
@@ -54,7 +54,7 @@ result = sub.execute_in_process(partition_key=sys.argv[1], instance=dg.DagsterIn
 seconds = time.perf_counter() - started
 assert result.success
 mats = {tuple(m.asset_key.path): m.metadata for m in result.asset_materializations_for_node("lab_results")}
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_mib(),
                   "rows_out": mats[("labs", "lab_results")]["dagster/row_count"].value,
                   "rows_rejected": mats[("labs", "lab_results_rejects")]["dagster/row_count"].value}))
 """
@@ -103,24 +103,24 @@ def main() -> None:
     our_s = statistics.median(r["seconds"] for r in our_runs)
     result = {
         "rows": args.rows,
-        "input_mb": round(size / 1e6, 1),
+        "input_mib": round(size / 2**20, 1),
         "raw_seconds": round(raw_s, 2),
         "ours_seconds": round(our_s, 2),
-        "raw_mb_per_s": round(size / 1e6 / raw_s, 1),
-        "ours_mb_per_s": round(size / 1e6 / our_s, 1),
+        "raw_mib_per_s": round(size / 2**20 / raw_s, 1),
+        "ours_mib_per_s": round(size / 2**20 / our_s, 1),
         "ratio": round(raw_s / our_s, 3),
-        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in our_runs)),
-        "raw_peak_rss_mb": round(max(r["peak_rss_mb"] for r in raw_runs)),
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in our_runs)),
+        "raw_peak_rss_mib": round(max(r["peak_rss_mib"] for r in raw_runs)),
         "rows_out": our_runs[-1]["rows_out"],
         "rows_rejected": our_runs[-1]["rows_rejected"],
         "files": args.files,
         "duckdb_memory": os.environ.get("LETL_DUCKDB_MEMORY", "default"),
         "raw_runs_s": [round(r["seconds"], 2) for r in raw_runs],
         "ours_runs_s": [round(r["seconds"], 2) for r in our_runs],
-        "ours_peak_rss_runs_mb": [round(r["peak_rss_mb"]) for r in our_runs],
+        "ours_peak_rss_runs_mib": [round(r["peak_rss_mib"]) for r in our_runs],
     }
     print(f"raw DuckDB COPY: {raw_s:.2f}s  ours: {our_s:.2f}s  ratio {result['ratio']}  "
-          f"peak RSS ours {result['peak_rss_mb']} MB, raw {result['raw_peak_rss_mb']} MB")
+          f"peak RSS ours {result['peak_rss_mib']} MiB, raw {result['raw_peak_rss_mib']} MiB")
     print(json.dumps(result))
 
 

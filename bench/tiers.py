@@ -1,6 +1,6 @@
 """Tier bench: the lake's verified moves against the plain tools, same bytes, same run.
 
-    python bench/tiers.py --mb 445 --repeat 3
+    python bench/tiers.py --mib 445 --repeat 3
 
 (1) local:    a move ssd -> hdd through Mover (request id reserved, copy while hashing, sha256
               against the catalog, xxh3 read-back, switch, second read-back, delete) against
@@ -142,16 +142,16 @@ def one_round(r: int, data: Path, info, client, times: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=int, default=445, help="size of the moved file in MiB (default 445)")
+    parser.add_argument("--mib", type=int, default=445, help="size of the moved file in MiB (default 445)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; medians and min-max are reported (default 3)")
     args = parser.parse_args()
-    if args.mb < 1 or args.repeat < 1:
-        parser.error("--mb and --repeat must be at least 1")
+    if args.mib < 1 or args.repeat < 1:
+        parser.error("--mib and --repeat must be at least 1")
 
     from letl.devstore import server as store
     from letl.devstore.server import client_for
 
-    data = make_data(args.mb)
+    data = make_data(args.mib)
     home = OUT / f"home-{uuid.uuid4().hex[:8]}"
     log("starting SeaweedFS on 127.0.0.1")
     info = store.up(home)
@@ -166,10 +166,10 @@ def main() -> None:
         store.down(home)
         shutil.rmtree(home, ignore_errors=True)
 
-    size = args.mb * 2**20
+    size = args.mib * 2**20
     median = {name: statistics.median(values) for name, values in times.items()}
     report = {
-        "mb": args.mb, "repeat": args.repeat,
+        "mib": args.mib, "repeat": args.repeat,
         "move_vs_cp": round(median["cp_sync"] / median["move"], 3),
         "upload_vs_boto3": round(median["boto3_upload"] / median["upload"], 3),
         "download_vs_boto3": round(median["boto3_download"] / median["download"], 3),
@@ -177,7 +177,7 @@ def main() -> None:
         "read_path_vs_boto3": round(median["boto3_download"] / median["read_path"], 3),
         "seconds": {name: round(value, 3) for name, value in median.items()},
         "spread": {name: [round(min(values), 3), round(max(values), 3)] for name, values in times.items()},
-        "gb_per_s": {name: round(size / 1e9 / value, 3) for name, value in median.items()},
+        "gib_per_s": {name: round(size / 2**30 / value, 3) for name, value in median.items()},
         "client_cpu_seconds": {name: round(statistics.median(values), 3) for name, values in CPU.items()},
         "load_average_1min": [round(value, 2) for value in LOAD],
     }
@@ -186,8 +186,8 @@ def main() -> None:
                               ("upload (move to cortx) vs boto3 upload_file", "upload", "boto3_upload"),
                               ("download (move from cortx) vs boto3 download_file", "download", "boto3_download"),
                               ("read path (cached copy) vs boto3 download_file", "read_path", "boto3_download")):
-        print(f"{label}: {median[ours]:.3f}s ({report['gb_per_s'][ours]} GB/s) vs {median[base]:.3f}s "
-              f"({report['gb_per_s'][base]} GB/s): ratio {median[base] / median[ours]:.2f}")
+        print(f"{label}: {median[ours]:.3f}s ({report['gib_per_s'][ours]} GiB/s) vs {median[base]:.3f}s "
+              f"({report['gib_per_s'][base]} GiB/s): ratio {median[base] / median[ours]:.2f}")
     print(json.dumps(report))
 
 
