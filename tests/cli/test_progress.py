@@ -1,0 +1,93 @@
+"""`letl.cli.progress`: a rich bar on a terminal, sparse plain lines elsewhere, sizes in binary units."""
+
+import io
+import threading
+
+import pytest
+
+from letl.cli import progress as progress_mod
+from letl.cli.progress import progress
+
+MiB = 2**20
+
+
+class Terminal(io.StringIO):
+    """What rich sees as a terminal: a stream whose isatty() is true."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Plain mode's clock, moved by the test instead of by waiting."""
+    now = [1000.0]
+    monkeypatch.setattr(progress_mod, "_clock", lambda: now[0])
+    return now
+
+
+def test_plain_mode_prints_a_line_per_interval_not_per_update(clock):
+    out = io.StringIO()
+    with progress("copy a.parquet", total=100 * MiB, stream=out) as bar:
+        for _ in range(10):  # ten updates within one interval: no line
+            bar.advance(MiB)
+        assert out.getvalue() == ""
+        clock[0] += progress_mod.PLAIN_INTERVAL_S
+        bar.advance(MiB)
+        bar.advance(MiB)  # same instant: still one line
+        clock[0] += progress_mod.PLAIN_INTERVAL_S
+        bar.update(50 * MiB)
+        clock[0] += 1
+    assert out.getvalue().splitlines() == [
+        "copy a.parquet: 11.0 MiB / 100.0 MiB (11%)",
+        "copy a.parquet: 50.0 MiB / 100.0 MiB (50%)",
+        "copy a.parquet: 50.0 MiB in 11.0 s (4.5 MiB/s)",
+    ]
+
+
+def test_plain_mode_notes_are_lines_and_counts_are_not_sizes(clock):
+    out = io.StringIO()
+    with progress("letl run", total=3, unit="months", stream=out) as bar:
+        for month in ("2024-01", "2024-02", "2024-03"):
+            bar.note(f"{month}: 1,000 rows")
+            bar.advance()
+        clock[0] += 2
+    assert out.getvalue().splitlines() == ["2024-01: 1,000 rows", "2024-02: 1,000 rows", "2024-03: 1,000 rows",
+                                           "letl run: 3 months in 2.0 s (2 months/s)"]
+
+
+def test_plain_mode_update_takes_the_lake_callback_shape_from_many_threads(clock):
+    out = io.StringIO()
+    with progress("upload", stream=out) as bar:
+        threads = [threading.Thread(target=lambda: [bar.advance(1) for _ in range(1000)]) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert bar.done == 4000
+        bar.update(6000, 8000)
+        assert (bar.done, bar.total) == (6000, 8000)
+    assert out.getvalue().splitlines() == ["upload: 5.9 KiB in 0.0 s"]
+
+
+def test_terminal_mode_draws_a_rich_bar_with_binary_sizes_and_notes_above_it():
+    term = Terminal()
+    with progress("move v1 -> hdd", total=4 * MiB, stream=term) as bar:
+        bar.note("v0: ssd -> hdd: done")
+        bar.update(3 * MiB)
+        bar.advance(MiB)
+    shown = term.getvalue()
+    assert "\x1b[" in shown, "a terminal gets ANSI drawing, not plain lines"
+    assert "v0: ssd -> hdd: done" in shown
+    assert "4.0 MiB / 4.0 MiB" in shown and "move v1 -> hdd" in shown and "100%" in shown
+    assert " MB" not in shown and "in 0." not in shown  # no decimal units, no plain-mode summary line
+
+
+def test_default_stream_is_stderr_so_stdout_keeps_only_results(capsys):
+    with progress("x", total=10, unit="files") as bar:
+        bar.note("one done")
+        bar.advance(10)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[0] == "one done"
+    assert captured.err.splitlines()[1].startswith("x: 10 files in ")
