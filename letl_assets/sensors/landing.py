@@ -1,4 +1,4 @@
-"""Landing sensor: a new or changed drop requests a run of its month."""
+"""Landing sensor: a month whose drops are not what its current results were built from requests a run."""
 
 import hashlib
 import json
@@ -6,8 +6,31 @@ from collections import defaultdict
 
 import dagster as dg
 
+from letl.cli.report import month_problem
+from letl.lake import names
 from letl_assets.assets.labs import LAB_DROPS, lab_results
 from letl_assets.resources.landing import LandingZone
+from letl_assets.resources.tiers import LakeResource
+
+
+def month_state(drops) -> str:
+    """One state of a month's drop files: the run key of its run and what the cursor remembers."""
+    return hashlib.sha256("\n".join(sorted(d.signature for d in drops)).encode()).hexdigest()[:16]
+
+
+def _seen_months(cursor: dict, by_month: dict) -> dict[str, str]:
+    """partition -> state from a cursor; a cursor of the earlier formats (every file's signature, flat
+    or under "files") counts a month as seen when each of its files now has the signature it had."""
+    if "months" in cursor:
+        return cursor["months"]
+    files = cursor.get("files", cursor)
+    return {partition: month_state(drops) for partition, drops in by_month.items()
+            if all(files.get(d.relpath) == d.signature for d in drops)}
+
+
+def _built_from(lake, partition: str) -> set[str]:
+    latest = lake.latest(names.LAB_RESULTS, partition)
+    return set(latest.metadata.get("output", {}).get("source_signatures") or []) if latest else set()
 
 
 @dg.sensor(
@@ -15,18 +38,18 @@ from letl_assets.resources.landing import LandingZone
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
-    """Requests one run per month whose drop files are new or changed since the last tick.
+def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, lake: LakeResource) -> dg.SensorResult:
+    """Requests one run per month whose drop files changed since the last tick and whose results are
+    not current for them, by the rule `letl run` skips a month by (``month_problem``): after `letl run`
+    (or with a lost cursor) nothing is requested for a month it built.
 
-    The cursor maps each file to its (mtime, size) signature, so a late historic
-    month is seen like any other. The run key hashes every file of the month, so one
-    state of a month's content is processed exactly once, even if the cursor is lost.
-    Files under labs/ that are no drop are logged with their reason when first seen (or
-    when the reason changes), not on every tick.
+    The cursor holds one short state hash per month present in the landing zone, so it stays as small
+    as the landing zone's list of months; months whose drops are gone leave it. The run key is that
+    state, so one state of a month's content is processed once even if the cursor is lost. Files under
+    labs/ that are no drop are logged with their reason when first seen (or when the reason changes),
+    not on every tick.
     """
     cursor = json.loads(context.cursor) if context.cursor else {}
-    # A cursor from before ignored files were remembered is the flat map of files.
-    seen: dict[str, str] = cursor["files"] if "files" in cursor else cursor
     scan = landing.scan()
     ignored = {i.relpath: i.reason for i in scan.ignored}
     for relpath, reason in sorted(ignored.items()):
@@ -35,30 +58,30 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) 
     by_month = defaultdict(list)
     for drop in scan.drops:
         by_month[drop.partition_key].append(drop)
-    changed = {
-        partition: [d for d in drops if seen.get(d.relpath) != d.signature]
-        for partition, drops in by_month.items()
-    }
-    requests, events = [], []
-    for partition, new in sorted(changed.items()):
-        if not new:
+    seen = _seen_months(cursor, by_month)
+    the_lake = lake.get_lake()
+    months, requests, events = {}, [], []
+    for partition, drops in sorted(by_month.items()):
+        months[partition] = state = month_state(drops)
+        if seen.get(partition) == state:
             continue
-        state = "\n".join(sorted(d.signature for d in by_month[partition]))
-        requests.append(
-            dg.RunRequest(
-                run_key=f"labs-{partition}-{hashlib.sha256(state.encode()).hexdigest()[:16]}",
-                partition_key=partition,
-                tags={"letl/changed_files": ",".join(d.relpath for d in new)[:1000]},
-            )
-        )
+        problem = month_problem(the_lake, partition, [d.signature for d in drops])
+        if problem is None:
+            continue
+        built = _built_from(the_lake, partition)
+        changed = [d for d in drops if d.signature not in built]
+        requests.append(dg.RunRequest(
+            run_key=f"labs-{partition}-{state}",
+            partition_key=partition,
+            tags={"letl/changed_files": ",".join(d.relpath for d in changed)[:1000], "letl/reason": problem[:200]},
+        ))
         events.extend(
             dg.AssetMaterialization(
                 LAB_DROPS, partition=partition, metadata={"path": d.relpath, "bytes": d.size, "hospital_id": d.hospital_id}
             )
-            for d in new
+            for d in changed
         )
-        seen.update({d.relpath: d.signature for d in new})
     if requests:
         context.log.info(f"{len(requests)} month(s) with new or changed drops: {[r.partition_key for r in requests]}")
-    cursor = {"files": seen, "ignored": ignored}
+    cursor = {"months": months, "ignored": ignored}
     return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(cursor, sort_keys=True))

@@ -8,14 +8,16 @@ import dagster as dg
 
 from letl_assets.assets.labs import LAB_DROPS
 from letl_assets.resources.landing import LandingZone
+from letl_assets.resources.tiers import LakeResource
 from letl_assets.sensors.landing import lab_drops_sensor
 
 HOUR = 3600
 
 
 def tick(cursor=None, settle_seconds=0):
-    context = dg.build_sensor_context(cursor=cursor, resources={"landing": LandingZone(settle_seconds=settle_seconds)})
-    result = lab_drops_sensor(context)
+    resources = {"landing": LandingZone(settle_seconds=settle_seconds), "lake": LakeResource()}
+    with dg.build_sensor_context(cursor=cursor, resources=resources) as context:
+        result = lab_drops_sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 
@@ -45,7 +47,7 @@ def test_new_file_requests_its_month_once(letl_env):
     events = first.asset_events
     assert [(e.asset_key, e.partition) for e in events] == [(LAB_DROPS, "2024-03-01")]
     assert events[0].metadata["path"].value == "labs/H001/2024-03.csv"
-    assert "labs/H001/2024-03.csv" in json.loads(first.cursor)["files"]
+    assert list(json.loads(first.cursor)["months"]) == ["2024-03-01"]
 
     assert requests(tick()) == [(partition, run_key)]  # deterministic: a lost cursor gives the same run key
     again = tick(first.cursor)
@@ -105,7 +107,7 @@ def test_settle_seconds_skips_a_file_being_written(letl_env):
     path = drop(landing, "labs/H001/2024-03.csv", age=0)
     fresh = tick(settle_seconds=HOUR)
     assert requests(fresh) == [] and fresh.asset_events == []
-    assert "labs/H001/2024-03.csv" not in json.loads(fresh.cursor)["files"]
+    assert json.loads(fresh.cursor)["months"] == {}
 
     past = time.time() - 2 * HOUR
     os.utime(path, (past, past))
@@ -146,7 +148,7 @@ def test_files_that_are_no_drop_are_logged_once_with_their_reason(letl_env, caps
     drop(landing, "labs/H001/2024-03.csv")
     picked = tick(ignored.cursor)
     assert [p for p, _ in requests(picked)] == ["2024-03-01"]
-    assert list(json.loads(picked.cursor)["files"]) == ["labs/H001/2024-03.csv"]
+    assert list(json.loads(picked.cursor)["months"]) == ["2024-03-01"]
     assert " - WARNING - ignored " not in capsys.readouterr().err, "logged once, not on every tick"
 
 
@@ -158,17 +160,35 @@ def test_a_second_name_for_the_same_month_is_refused(letl_env):
     drop(landing, "labs/H001/2024-03.CSV")
     drop(landing, "labs/H001/2024-03.csv")
     second = tick(first.cursor)
-    assert list(json.loads(second.cursor)["files"]) == ["labs/H001/2024-03.csv", "labs/H001/2024-3.csv"]
+    [request] = second.run_requests  # the month's drop is now another file: a new state
+    assert request.partition_key == "2024-03-01" and request.tags["letl/changed_files"] == "labs/H001/2024-03.csv"
     refused = json.loads(second.cursor)["ignored"]
     assert set(refused) == {"labs/H001/2024-03.CSV", "labs/H001/2024-3.csv"}
     second = "second file for H001 2024-03 (labs/H001/2024-03.csv is the drop)"
     assert all(r.startswith(second) for r in refused.values())
 
 
-def test_a_cursor_of_the_earlier_flat_format_is_read(letl_env):
-    drop(letl_env["landing"], "labs/H001/2024-03.csv")
-    flat = json.dumps(json.loads(tick().cursor)["files"])
-    assert requests(tick(flat)) == []
+def test_cursors_of_the_earlier_per_file_formats_are_read(letl_env):
+    landing = letl_env["landing"]
+    drop(landing, "labs/H001/2024-03.csv")
+    path = drop(landing, "labs/H001/2024-04.csv")
+    files = {d.relpath: d.signature for d in LandingZone(settle_seconds=0).drops()}
+    for old in (files, {"files": files, "ignored": {}}):
+        assert requests(tick(json.dumps(old))) == []
+    path.write_text(path.read_text() + "H001,MRN0000002\n")
+    for old in (files, {"files": files, "ignored": {}}):
+        assert [p for p, _ in requests(tick(json.dumps(old)))] == ["2024-04-01"]
+
+
+def test_the_cursor_holds_one_state_per_month_present(letl_env):
+    landing = letl_env["landing"]
+    paths = [drop(landing, f"labs/H00{h}/2024-0{m}.csv") for h in (1, 2, 3) for m in (3, 4)]
+    first = json.loads(tick().cursor)["months"]
+    assert list(first) == ["2024-03-01", "2024-04-01"] and all(len(state) == 16 for state in first.values())
+    for path in paths:
+        if path.name == "2024-03.csv":
+            path.unlink()
+    assert list(json.loads(tick(json.dumps({"months": first})).cursor)["months"]) == ["2024-04-01"]
 
 
 def test_any_month_from_1900_to_now_is_requested_and_months_outside_are_refused(letl_env, capsys):
