@@ -8,7 +8,7 @@ mean. A reader must see an object whole or not at all.
 import hashlib
 import re
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple, Protocol
+from typing import BinaryIO, Iterator, Mapping, NamedTuple, Protocol
 
 from letl.lake.errors import InvalidInput
 
@@ -45,13 +45,16 @@ class Backend(Protocol):
     names an object only once it is whole: a reader never sees part of a write.
     """
 
-    def put(self, key: str, stream: BinaryIO) -> Written:
+    def put(self, key: str, stream: BinaryIO, labels: Mapping[str, str] | None = None) -> Written:
         """Store the rest of stream under key and return its size and sha256.
 
         Versions are immutable: the same bytes again are accepted, different bytes raise
-        ``FileExistsError`` and leave the first ones. A failure part-way leaves nothing visible."""
+        ``FileExistsError`` and leave the first ones. A failure part-way leaves nothing visible.
+        ``labels`` (ASCII names and values, no patient data) are kept with the object where the
+        store has object metadata (S3: ``x-amz-meta-<name>``), for clients that read the store
+        without the catalog; a store without metadata ignores them."""
 
-    def put_file(self, key: str, path: Path) -> Written:
+    def put_file(self, key: str, path: Path, labels: Mapping[str, str] | None = None) -> Written:
         """``put`` from a local file, which is consumed (moved or deleted) once stored."""
 
     def open(self, key: str) -> BinaryIO:

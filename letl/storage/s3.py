@@ -6,6 +6,13 @@ on the put and on ``complete_multipart_upload`` (SeaweedFS 4.48 honours both and
 answers 412), plus an existence check before completing a multipart upload for
 servers that ignore the header on complete.
 
+Every object carries its sha256 in its user metadata (``x-amz-meta-letl-sha256``), with the
+labels its writer gives (the lake's: dataset, branch, partition, version), so that a client with
+only S3 credentials can verify what it downloads. Metadata is sent before the first byte of a
+multipart upload, so a large object's sha256 must be known first: a move declares the recorded
+one, and a file is hashed before it is sent; the bytes sent are checked against it before the
+upload completes, and a mismatch stores nothing.
+
 boto3 is imported inside functions so that importing this module stays cheap.
 """
 
@@ -13,14 +20,14 @@ import io
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import xxhash
 
 from letl.lake.config import setting
 from letl.lake.errors import NotFound, TierUnavailable, VerificationFailed
-from letl.storage.contract import Written, hash_stream, validate_key
-from letl.storage.s3_transfer import FIELD, Proofs, RangedReader, Upload, checksum_field
+from letl.storage.contract import Written, hash_file, hash_stream, validate_key
+from letl.storage.s3_transfer import FIELD, SHA256_LABEL, Proofs, RangedReader, Upload, checksum, checksum_field, encoded
 from letl.storage.transfer import BLOCK, parallel_digest, pipe
 
 MiB = 1024 * 1024
@@ -123,23 +130,26 @@ class S3Backend:
 
     # -- writing -----------------------------------------------------------------------
 
-    def put(self, key: str, stream: BinaryIO) -> Written:
+    def put(self, key: str, stream: BinaryIO, labels: Mapping[str, str] | None = None) -> Written:
+        """See the contract; ``labels`` become the object's user metadata, and a ``letl-sha256`` among
+        them is a promise: bytes with another sha256 are refused (VerificationFailed), nothing stored."""
         with self._reach():
-            return self._put(self._name(key), stream)
+            return self._put(self._name(key), stream, dict(labels or {}))
 
-    def _put(self, name: str, stream: BinaryIO) -> Written:
-        upload = Upload(self, name)
+    def _put(self, name: str, stream: BinaryIO, labels: dict[str, str]) -> Written:
+        upload = Upload(self, name, labels)
         try:
             return upload.finish(Written(*pipe(stream, upload.write)))  # reading and sha256 overlap the sends
         except BaseException:
             upload.abort()  # nothing becomes visible: the parts of an aborted upload are discarded
             raise
 
-    def _put_small(self, name: str, body: bytes, checksum: str, written: Written) -> str | None:
+    def _put_small(self, name: str, body: bytes, checksum: str, written: Written,
+                   labels: dict[str, str]) -> str | None:
         """The checksum the server reports for the stored object, or None if the key already held these bytes."""
         try:
             return self.client.put_object(Bucket=self.bucket, Key=name, Body=body, IfNoneMatch="*",
-                                          **checksum_field(self, checksum)).get(FIELD)
+                                          Metadata=labels, **checksum_field(self, checksum)).get(FIELD)
         except _client_error() as e:
             if _code(e) not in ("PreconditionFailed", "412"):
                 raise
@@ -174,13 +184,38 @@ class S3Backend:
             if hash_stream(body) != written:
                 raise FileExistsError(f"{self._where(name)} already holds different data")
 
-    def put_file(self, key: str, path: Path) -> Written:
-        """Store a local file under key; the file is deleted once the object is stored."""
+    def put_file(self, key: str, path: Path, labels: Mapping[str, str] | None = None) -> Written:
+        """Store a local file under key; the file is deleted once the object is stored. A file sent
+        in parts is hashed first: its sha256 goes out with the upload's start, before its bytes."""
         path = Path(path)
+        labels = dict(labels or {})
+        if SHA256_LABEL not in labels and path.stat().st_size > self.multipart_threshold:
+            labels[SHA256_LABEL] = hash_file(path).sha256
         with open(path, "rb") as f:
-            written = self.put(key, f)
+            written = self.put(key, f, labels)
         path.unlink()
         return written
+
+    def replace(self, key: str, data: bytes, labels: Mapping[str, str] | None = None) -> None:
+        """A small mutable object (a pointer, not a version), replaced whole by one PUT: a reader sees
+        the old bytes or the new ones, never a mix. Not part of the storage contract, which keeps
+        every object immutable: only the S3 tier's latest pointers (lake/pointers.py) use it."""
+        name = self._name(key)
+        self.proofs.forget(name)
+        with self._reach():
+            self.client.put_object(Bucket=self.bucket, Key=name, Body=data, Metadata=dict(labels or {}),
+                                   **checksum_field(self, encoded(checksum(data))))
+
+    def labels(self, key: str) -> dict[str, str]:
+        """The object's user metadata (``x-amz-meta-*`` without the prefix); NotFound if key holds none."""
+        name = self._name(key)
+        try:
+            with self._reach():
+                return self.client.head_object(Bucket=self.bucket, Key=name).get("Metadata", {})
+        except _client_error() as e:
+            if _code(e) in _MISSING:
+                raise NotFound(f"no object {self._where(name)}") from None
+            raise
 
     # -- reading -----------------------------------------------------------------------
 

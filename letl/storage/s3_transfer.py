@@ -26,6 +26,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
+from letl.lake.errors import VerificationFailed
 from letl.storage.contract import Written
 from letl.storage.transfer import BLOCK, BlockHash
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 ALGORITHM = "CRC32"
 FIELD = f"Checksum{ALGORITHM}"  # its name in boto3's requests and answers
+SHA256_LABEL = "letl-sha256"  # the object's sha256, in its user metadata
 
 
 def checksum_field(backend: "S3Backend", value: str) -> dict:
@@ -139,8 +141,8 @@ class Upload:
     """The sink of one put: bytes are held until they pass the multipart threshold (then one
     put_object suffices), else sent as parts of part_size, max_concurrency at a time."""
 
-    def __init__(self, backend: "S3Backend", name: str):
-        self.backend, self.name = backend, name
+    def __init__(self, backend: "S3Backend", name: str, labels: dict[str, str] | None = None):
+        self.backend, self.name, self.labels = backend, name, labels or {}
         self.held: deque[memoryview] = deque()
         self.held_bytes = 0
         self.upload_id: str | None = None
@@ -159,7 +161,7 @@ class Upload:
                 return
             algorithm = {"ChecksumAlgorithm": ALGORITHM} if backend.checksums else {}
             self.upload_id = backend.client.create_multipart_upload(Bucket=backend.bucket, Key=self.name,
-                                                                    **algorithm)["UploadId"]
+                                                                    Metadata=self.labels, **algorithm)["UploadId"]
             self.pool = BoundedPool(backend.max_concurrency)
         while self.held_bytes >= backend.part_size:
             self._send(self._take(backend.part_size))
@@ -198,10 +200,15 @@ class Upload:
 
     def finish(self, written: Written) -> Written:
         backend = self.backend
+        declared = self.labels.get(SHA256_LABEL, written.sha256)
+        if declared != written.sha256:  # the caller's put aborts the upload: nothing becomes visible
+            raise VerificationFailed(f"s3://{backend.bucket}/{self.name}: the bytes sent do not match the sha256 "
+                                     "declared for them; nothing stored")
         if self.upload_id is None:
             body = self._take(self.held_bytes)
             predicted = encoded(checksum(body))
-            reported = backend._put_small(self.name, body, predicted, written)
+            reported = backend._put_small(self.name, body, predicted, written,
+                                          {**self.labels, SHA256_LABEL: written.sha256})
         else:
             if self.held_bytes or not self.sent:
                 self._send(self._take(self.held_bytes))

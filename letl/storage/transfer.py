@@ -17,6 +17,8 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import BinaryIO, Callable, Iterator
 
 import xxhash
@@ -115,6 +117,38 @@ def parallel_digest(size: int, hash_block: Callable[[int, int], bytes], workers:
         return fold(size, list(pool.map(lambda span: hash_block(*span), spans)))
 
 
+class _Reporter:
+    """Bytes copied so far in a ``reporting`` context, over every copy it makes."""
+
+    def __init__(self, on_progress: Callable[[int, int | None], None], total: int | None):
+        self.on_progress, self.total, self.done = on_progress, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        self.on_progress(self.done, self.total)
+
+
+_REPORTER: ContextVar[_Reporter | None] = ContextVar("letl_transfer_reporter", default=None)
+
+
+@contextmanager
+def reporting(on_progress: Callable[[int, int | None], None] | None, total: int | None = None) -> Iterator[None]:
+    """Every copy (``pipe``) made in this context calls ``on_progress(bytes_done, total)`` as its blocks
+    reach their destination, so that a move or a write can show progress whatever backend copies it.
+
+    A context variable rather than an argument of every backend's put: the contract stays what a
+    store must do, and the report is made where every backend's bytes pass, in the caller's thread.
+    """
+    if on_progress is None:
+        yield
+        return
+    token = _REPORTER.set(_Reporter(on_progress, total))
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
 class _Stopped(Exception):
     """The consumer gave up: the producer stops quietly."""
 
@@ -166,10 +200,13 @@ def pipe(stream: BinaryIO, sink: Callable[[memoryview | bytes], None], depth: in
     reader.start()
     hasher.start()
     size, finished = 0, False
+    reporter = _REPORTER.get()
     try:
         while (chunk := to_sink.get()) is not _DONE:
             sink(chunk)
             size += len(chunk)
+            if reporter is not None:
+                reporter.add(len(chunk))
         finished = True
     finally:
         if not finished:  # the sink failed: stop the reader, release the hasher
