@@ -5,6 +5,7 @@ import streamlit as st
 from letl.lake.config import setting
 from letl.lake.lake import Lake
 from letl.query.datasets import Dataset, at_tag, load_datasets, visible
+from letl.query.labels import Labels, for_explorer
 from letl.query.service import Explorer, Settings
 from letl.query.views import state_key
 
@@ -49,3 +50,9 @@ def explorer(role: str, pin: tuple[str, str] | None = None, found: list[Dataset]
         pinned = {dataset.key: at_tag(lake(), dataset, pin[1])}
     served = [v for d in found for v in (pinned or {}).get(d.key, d.latest)]
     return _explorer(role, state_key(served), found, pinned)
+
+
+def labels(ex: Explorer | None = None) -> Labels:
+    """Test names and units for the viewer's data, read once per service (so once per catalog state)."""
+    who = st.session_state["viewer"]
+    return for_explorer(ex or explorer(who.role), who.user)

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import streamlit as st
 
+from explorer import state
 from letl.lake.config import format_size
+from letl.query.labels import CODE, NAME, Labels, headers
 from letl.query.scan import Estimate
 from letl.query.service import Explorer, Result
 
@@ -30,16 +32,28 @@ def scan_ok(ex: Explorer, est: Estimate, key: str, hand_written: bool = False) -
     return st.checkbox("Scan everything anyway", key=f"{key}_confirm")
 
 
-def show(result: Result, chart: dict | None = None) -> None:
+def show(result: Result, chart: dict | None = None, *, labels: Labels | None = None, unit: str | None = None,
+         rows_note: str | None = None) -> None:
+    """The result as a table (and a chart): test codes shown with their names, value headers with their unit.
+
+    Display only: downloads keep the raw values and column names. ``unit`` is the query's own unit
+    (a filter on one test) when the rows carry neither a unit nor a single code; ``rows_note`` replaces
+    the row count when the table is one page of a larger result.
+    """
     table = result.table
-    note = f"{table.num_rows:,} row(s) in {result.seconds * 1000:.0f} ms" + (" (cached)" if result.cached else "")
-    if result.truncated:
-        note += f" · showing the first {table.num_rows:,}; the CSV download has the full result up to its cap"
+    labels = labels if labels is not None else state.labels()
+    timing = f"{result.seconds * 1000:.0f} ms" + (" (cached)" if result.cached else "")
+    note = rows_note.format(timing=timing) if rows_note else f"{table.num_rows:,} row(s) in {timing}"
+    if result.truncated and not rows_note:
+        note += f" · showing the first {table.num_rows:,}; the downloads have the full result up to their cap"
     st.caption(note)
     frame = table.to_pandas()
+    if CODE in frame and NAME not in frame and labels.names:
+        frame[CODE] = frame[CODE].map(lambda c: None if c is None else labels.label(c))
+    titles = headers(table, labels, unit)
     if chart and chart.get("x") in frame and chart.get("y") in frame and len(frame):
-        st.altair_chart(_chart(table, frame, chart), width="stretch")
-    st.dataframe(frame, width="stretch", hide_index=True)
+        st.altair_chart(_chart(table, frame, chart, titles), width="stretch")
+    st.dataframe(frame.rename(columns=titles), width="stretch", hide_index=True)
 
 
 def _vega_type(dtype: pa.DataType) -> str:
@@ -50,7 +64,7 @@ def _vega_type(dtype: pa.DataType) -> str:
     return "nominal"
 
 
-def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict) -> alt.Chart:
+def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, str]) -> alt.Chart:
     """A bar or line chart with every encoding typed from the Arrow schema, never left to Altair to guess.
 
     DuckDB's sum() of an integer is a DECIMAL (HUGEINT and UHUGEINT arrive as DECIMAL too), which pandas
@@ -70,8 +84,9 @@ def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict) -> alt.Chart:
     x, y, color = chart["x"], chart["y"], chart.get("color")
     numeric_y = types[y] == "quantitative"
     encoding = {
-        "x": alt.X(x, type=types[x]),
-        "y": alt.Y(y, type=types[y], scale=alt.Scale(zero=not line) if numeric_y else alt.Undefined),
+        "x": alt.X(x, type=types[x], title=titles.get(x, x)),
+        "y": alt.Y(y, type=types[y], scale=alt.Scale(zero=not line) if numeric_y else alt.Undefined,
+                   title=titles.get(y, y)),
         "tooltip": [alt.Tooltip(c, type=types[c]) for c in names],
     }
     if color and color in data:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer import state, ui
 from letl.query.engine import QueryError
+from letl.query.labels import CODE
 from letl.query.query_builder import Aggregate, Filter, OrderBy, Query
 from letl.query.share import from_url_params, to_url_params
 from letl.query.views import PARTITION_COLUMN
@@ -101,7 +102,8 @@ def filter_widget(ex, view: str, col: str, typ: str) -> Filter | None:
         return Filter(col, "contains", text) if text else None
     if f"{key}_in" in st.session_state:
         st.session_state[f"{key}_in"] = [v for v in st.session_state[f"{key}_in"] if v in values]
-    picked = st.multiselect(f"{col} is one of", values, key=f"{key}_in")
+    named = state.labels(ex).label if col == CODE else str
+    picked = st.multiselect(f"{col} is one of", values, key=f"{key}_in", format_func=named)
     return Filter(col, "in", picked) if picked else None
 
 
@@ -175,5 +177,6 @@ if last and last[:3] == (sql, params, tag):
         y = aggregates[0].alias or result.table.schema.names[len(group_by)]
         chart = {"type": "line" if time_col else "bar", "x": time_col or group_by[0], "y": y,
                  "color": other if time_col and len(group_by) == 2 else None}
-    ui.show(result, chart)
+    one_test = next((f.value[0] for f in filters if f.column == CODE and f.op == "in" and len(f.value) == 1), None)
+    ui.show(result, chart, labels=state.labels(ex), unit=state.labels(ex).units.get(one_test))
     ui.downloads(ex, result, sql, params, trusted=True, read=est, user=viewer.user, key="qb")

@@ -110,6 +110,9 @@ def test_query_builder_filters_runs_and_downloads(module_lab_lake):
         "WHERE hospital_id = 'H002' AND collected_at >= DATE '2024-02-01' AND collected_at < DATE '2024-03-01' "
         "GROUP BY ALL ORDER BY ALL"
     ).df()
+    # Shown with each code's name from the data beside it (the downloads keep the bare codes).
+    names = dict(duckdb.sql(f"SELECT test_code, any_value(test_name) FROM read_parquet({files!r}) GROUP BY 1").fetchall())
+    expected["test_code"] = [f"{c} {names[c]}" for c in expected["test_code"]]
     pd.testing.assert_frame_equal(shown.reset_index(drop=True), expected, check_dtype=False)
     csv = at.get("download_button")[0].proto
     assert csv.label.startswith("Download CSV")
@@ -259,3 +262,24 @@ def test_value_line_chart_y_axis_follows_the_data(module_lab_lake):
     y = y_encoding(specs[0])
     assert y["type"] == "quantitative", y
     assert y.get("scale", {}).get("zero") is False, y
+
+
+def test_codes_have_their_names_and_one_test_has_its_unit_in_the_header(module_lab_lake):
+    files = latest_files(module_lab_lake, "labs/lab_results")
+    glucose, unit = duckdb.sql(f"SELECT any_value(test_name), any_value(unit) FROM read_parquet({files!r}) "
+                               "WHERE test_code = '2345-7'").fetchall()[0]
+    at = ok(app())
+    at.switch_page("app_pages/builder.py").run()
+    at.selectbox(key="qb_dataset").select("lab_results").run()
+    at.multiselect(key="qb_filter_cols").select("test_code").run()
+    picker = ok(at).multiselect(key="qb_f_test_code_in")
+    assert f"2345-7 {glucose}" in picker.options  # the filter's choices name each code
+    picker.select("2345-7").run()
+    at.multiselect(key="qb_group").select("hospital_id").run()
+    at.multiselect(key="qb_aggs").select("avg(result_value)").run()
+    at.button(key="qb_run").click().run()
+    shown = ok(at).dataframe[0].value
+    assert list(shown.columns) == ["hospital_id", f"avg_result_value ({unit})"]
+    assert unit == "mg/dL"
+    csv = at.get("download_button")[0].proto
+    assert csv.label.startswith("Download CSV")
