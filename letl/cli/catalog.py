@@ -1,4 +1,5 @@
-"""`letl catalog rebuild`: the catalog rebuilt from the lineage manifests the lake keeps beside its data."""
+"""`letl catalog rebuild`: the catalog rebuilt from the lineage manifests the lake keeps beside its data;
+`letl catalog upgrade`: its migrations run explicitly (opening the catalog runs them too)."""
 
 from letl.cli.common import open_lake
 
@@ -24,13 +25,39 @@ def cmd_rebuild(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    """Migrate the configured catalog to head without opening the lake, so that the revision it had is seen."""
+    from letl.lake.catalog_schema import make_engine
+    from letl.lake.config import LakeConfig
+    from letl.lake.migrations import upgrade
+
+    engine = make_engine(args.url or LakeConfig.resolve().catalog_url)
+    try:
+        result = upgrade(engine)
+    finally:
+        engine.dispose()
+    where = engine.url.render_as_string(hide_password=True)
+    if result.before == result.after:
+        print(f"{where}\ncatalog already at head: {result.after}")
+        return 0
+    before = "none (made before migrations)" if result.legacy else (result.before or "empty")
+    for note in result.caught_up:
+        print(f"  before the baseline: {note}")
+    print(f"{where}\ncatalog upgraded: {before} -> {result.after}")
+    return 0
+
+
 def add_commands(sub) -> None:
-    cat = sub.add_parser("catalog", help="the catalog: rebuild it from the lineage manifests in the lake",
-                         description="Rebuild the catalog (versions, lineage, latest pointers) from the manifests "
-                         "written beside every version on its tier.")
+    cat = sub.add_parser("catalog", help="the catalog: upgrade its schema, or rebuild it from the lineage manifests",
+                         description="Upgrade the catalog's schema to the newest migration, or rebuild the catalog "
+                         "(versions, lineage, latest pointers) from the manifests written beside every version "
+                         "on its tier.")
     cat = cat.add_subparsers(dest="catalog_command", required=True, metavar="COMMAND")
     rb = cat.add_parser("rebuild", help="rebuild versions, lineage and latest pointers from the manifests")
     rb.add_argument("--target", help="catalog URL to rebuild into (default: the configured catalog)")
     rb.add_argument("--force", action="store_true", help="merge into a catalog that already holds versions")
     rb.add_argument("--json", action="store_true", help="machine-readable output")
     rb.set_defaults(func=cmd_rebuild)
+    up = cat.add_parser("upgrade", help="run the catalog's migrations to head; prints the revision before and after")
+    up.add_argument("--url", help="catalog URL (default: the configured catalog)")
+    up.set_defaults(func=cmd_upgrade)

@@ -1,8 +1,8 @@
 """The catalog: versions, latest pointers, lineage edges, the access log, and requests.
 
 ``Catalog`` is the only code that queries the catalog's tables (catalog_schema.py defines every
-one; opening a Catalog creates any that are missing, and adds the columns older releases lack).
-Its request methods live in catalog_requests.py, which it inherits.
+one; opening a Catalog brings it to the head migration first, see letl/lake/migrations/). Its
+request and pin methods live in catalog_requests.py and catalog_pins.py, which it inherits.
 """
 
 from datetime import datetime, timedelta
@@ -10,6 +10,7 @@ from typing import Iterable
 
 import sqlalchemy as sa
 
+from letl.lake.catalog_pins import PinLog
 from letl.lake.catalog_requests import RequestLog
 from letl.lake.catalog_schema import (
     FINAL_STATES,
@@ -20,8 +21,8 @@ from letl.lake.catalog_schema import (
     latest,
     lineage,
     make_engine,
-    metadata,
     moves,
+    pins,
     query_log,
     request_attempts,
     upsert_dialect,
@@ -29,59 +30,18 @@ from letl.lake.catalog_schema import (
     versions,
 )
 from letl.lake.errors import InProgress
+from letl.lake.migrations import upgrade
 
 # What the lake's modules and tests import from here, so that they name the catalog, not its parts.
 __all__ = ["FINAL_STATES", "OPEN_STATES", "Catalog", "Version", "access_log", "as_utc", "latest", "lineage", "moves",
-           "query_log", "request_attempts", "utcnow", "versions"]
+           "pins", "query_log", "request_attempts", "utcnow", "versions"]
 
 
-class Catalog(RequestLog):
+class Catalog(RequestLog, PinLog):
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        # In one write transaction (BEGIN IMMEDIATE on SQLite): two processes opening a fresh
-        # catalog at once must not both see "no table" and both create it.
-        with self.engine.begin() as conn:
-            metadata.create_all(conn)
-        self._add_missing_columns()
-        self._let_writes_reserve()
-
-    def _add_missing_columns(self) -> None:
-        """Catalogs created by an older release lack newer nullable columns; add them in place."""
-
-        def missing() -> list[sa.Column]:
-            inspector = sa.inspect(self.engine)
-            out = []
-            for table in (access_log, moves):
-                present = {c["name"] for c in inspector.get_columns(table.name)}
-                out += [c for c in table.columns if c.name not in present]
-            return out
-
-        for column in missing():
-            try:
-                with self.engine.begin() as conn:
-                    quote = conn.dialect.identifier_preparer.quote
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {quote(column.table.name)} ADD COLUMN {quote(column.name)} {kind}")
-            except sa.exc.DBAPIError:
-                # Another process opening the same old catalog may have added it since we looked.
-                if any(c is column for c in missing()):
-                    raise
-
-    def _let_writes_reserve(self) -> None:
-        """Older releases made moves.version_id NOT NULL, so a write could not be reserved before its
-        version existed. SQLite cannot drop a constraint: rebuild the table, rows kept, in one transaction."""
-        if self.engine.dialect.name != "sqlite":
-            return
-        with self.engine.begin() as conn:
-            info = {c["name"]: c for c in sa.inspect(conn).get_columns(moves.name)}
-            if info["version_id"]["nullable"]:
-                return
-            names = ", ".join(f'"{c.name}"' for c in moves.columns)
-            conn.exec_driver_sql('ALTER TABLE moves RENAME TO moves_before_leases')
-            moves.create(conn)
-            conn.exec_driver_sql(f"INSERT INTO moves ({names}) SELECT {names} FROM moves_before_leases")
-            conn.exec_driver_sql("DROP TABLE moves_before_leases")
+        upgrade(self.engine)
 
     def commit_versions(self, entries: list[tuple[Version, Iterable[str]]],
                         request: tuple[str, str, dict] | None = None) -> None:

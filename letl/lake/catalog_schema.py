@@ -3,8 +3,10 @@
 SQLAlchemy Core, so that the embedded SQLite file and a shared Postgres run the
 same statements. SQLite runs in WAL mode with a busy timeout, and every write
 transaction starts with BEGIN IMMEDIATE so that two processes queue instead of
-failing on a lock upgrade. Only the Catalog (catalog.py, catalog_requests.py) queries
-these tables; it creates all of them whichever module was imported first.
+failing on a lock upgrade. Only the Catalog (catalog.py and its parts catalog_requests.py,
+catalog_pins.py) queries these tables. These are the models as the head migration leaves
+them (letl/lake/migrations/): a change here needs a new revision there, and
+tests/lake/test_migrations.py fails until the two agree.
 """
 
 import json
@@ -111,6 +113,23 @@ request_attempts = sa.Table(
     sa.Column("ended_at", sa.DateTime(timezone=True)),
     sa.Column("outcome", sa.String(16), nullable=False),  # running, then the state the attempt ended in
     sa.Column("detail", sa.Text),
+)
+
+# A version, or an asset's latest versions (version_id null), held on a tier: the placement policy
+# moves them only to it. ``target`` names what is pinned (see catalog_pins.pin_target), one pin each.
+pins = sa.Table(
+    "pins",
+    metadata,
+    sa.Column("target", sa.String(640), primary_key=True),
+    sa.Column("asset_key", sa.String(255), nullable=False),
+    sa.Column("branch", sa.String(128), nullable=False),
+    sa.Column("partition", sa.String(128)),  # null: every partition of the asset
+    sa.Column("version_id", sa.String(64), sa.ForeignKey("versions.version_id")),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("pinned_by", sa.String(128)),
+    sa.Column("pinned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_pins_asset", "asset_key", "branch"),
 )
 
 OPEN_STATES = ("started", "copied", "switched")

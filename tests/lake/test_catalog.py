@@ -202,7 +202,8 @@ def test_a_fresh_catalog_has_every_table_whatever_was_imported_first(tmp_path):
             "assert 'letl.lake.moves' not in sys.modules and 'letl.lake.requests' not in sys.modules")
     subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True, text=True)
     tables = set(sa.inspect(sa.create_engine(url)).get_table_names())
-    assert tables == {"versions", "latest", "lineage", "access_log", "query_log", "moves", "request_attempts"}
+    assert tables == {"versions", "latest", "lineage", "access_log", "query_log", "moves", "request_attempts", "pins",
+                      "alembic_version"}
 
 
 WRITER = """
