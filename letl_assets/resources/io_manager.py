@@ -12,6 +12,7 @@ from pydantic import PrivateAttr
 from letl.lake.catalog import Version
 from letl.lake.lake import Staged
 from letl.lake.moves import failpoint
+from letl_assets.resources.event_metadata import arrow_schema, described_version, table_metadata
 from letl_assets.resources.tiers import LakeResource
 
 TIER_HINT = "letl/tier"
@@ -81,25 +82,6 @@ def _plain(metadata) -> dict:
 
 def asset_key_str(key: dg.AssetKey) -> str:
     return "/".join(key.path)
-
-
-def _described(lake, staged: Staged) -> dict:
-    """A staged version as the Dagster event shows it."""
-    # What the catalog will hold once the step publishes: a reused version keeps its own id.
-    version = staged.reuse or staged.version
-    seconds = staged.version.metadata["write_seconds"]
-    return {
-        "tier": version.tier,
-        "uri": lake.uri(version),
-        "version_id": version.version_id,
-        "reused": staged.reuse is not None,
-        "dagster/row_count": version.rows,
-        "bytes": version.bytes,
-        "sha256": version.sha256,
-        "placement": version.metadata["placement"],
-        "write_mib_per_s": round(staged.version.bytes / 2**20 / seconds, 1) if seconds else None,
-        "upstream_versions": ", ".join(sorted(staged.upstream_ids)) or "none",
-    }
 
 
 def _upstreams(loaded: dict, partition: str | None, partitions: list) -> set[str]:
@@ -173,8 +155,10 @@ class TieredIOManager(dg.ConfigurableIOManager):
             raise TypeError(f"{asset_key_str(context.asset_key)}: a run over {len(partitions)} partitions "
                             "must return a ByPartition, one value per partition")
         staged: list[Staged] = []
+        schemas = []
         try:
             for partition, value, extra in parts:
+                schemas.append(arrow_schema(value))
                 staged.append(lake.stage_version(
                     asset_key_str(context.asset_key),
                     value,
@@ -191,11 +175,18 @@ class TieredIOManager(dg.ConfigurableIOManager):
         except BaseException:
             lake.discard(staged)
             raise
-        described = [_described(lake, s) for s in staged]
+        described = [described_version(lake, s) for s in staged]
+        table = table_metadata(lake, staged, schemas) if staged else {}
         if len(described) == 1:
-            context.add_output_metadata(described[0])
-        else:  # metadata an IO manager adds is stamped on every partition's materialization alike
-            context.add_output_metadata({"versions": {s.version.partition: d for s, d in zip(staged, described, strict=False)}})
+            context.add_output_metadata({**described[0], **table})
+            return staged
+        # Metadata an IO manager adds is stamped on every partition's materialization alike: what differs
+        # per partition goes on one observation of each, and the materializations carry it as one map.
+        by_partition = {s.version.partition: {k.removeprefix("letl/"): v for k, v in d.items()}
+                        for s, d in zip(staged, described, strict=True)}
+        context.add_output_metadata({**table, "letl/versions": by_partition})
+        for s, d in zip(staged, described, strict=True):
+            context.log_event(dg.AssetObservation(context.asset_key, partition=s.version.partition, metadata=d))
         return staged
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -65,15 +65,14 @@ def new_version_events(
                     partition=partition or None,
                     description=f"new external version {latest.version_id}",
                     metadata={
-                        "version_id": latest.version_id,
-                        "uri": lake.uri(latest),
-                        "dagster/row_count": latest.rows,
-                        "rows": latest.rows,
-                        "writer": str(latest.metadata.get("writer", "unknown")),
-                        "branch": latest.branch,
-                        "created_at": latest.created_at.isoformat(),
-                        "sha256": latest.sha256,
-                        "tier": latest.tier,
+                        "dagster/uri": lake.uri(latest),
+                        ("dagster/partition_row_count" if partition else "dagster/row_count"): latest.rows,
+                        "letl/version_id": latest.version_id,
+                        "letl/writer": str(latest.metadata.get("writer", "unknown")),
+                        "letl/branch": latest.branch,
+                        "letl/created_at": latest.created_at.isoformat(),
+                        "letl/sha256": latest.sha256,
+                        "letl/tier": latest.tier,
                     },
                 )
             )

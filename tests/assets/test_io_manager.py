@@ -54,22 +54,31 @@ def test_output_lands_on_hinted_tier_with_metadata(iom, lake):
     path = lake.local_path(version)
     assert path.is_relative_to(lake.tiers["hdd"].spec.path)
     assert stored_objects(lake) == [version.storage_key]
-    assert {"tier", "uri", "version_id", "dagster/row_count", "bytes", "sha256", "write_mib_per_s"} <= meta.keys()
-    assert meta["tier"] == "hdd"
-    assert meta["uri"] == "gros://a/main:0"
-    assert meta["version_id"] == version.version_id
+    assert set(meta) == {"dagster/uri", "dagster/row_count", "dagster/column_schema", "letl/tier", "letl/version_id",
+                         "letl/reused", "letl/bytes", "letl/sha256", "letl/placement", "letl/write_mib_per_s",
+                         "letl/upstream_versions"}
+    assert meta["letl/tier"] == "hdd"
+    assert meta["dagster/uri"] == "gros://a/main:0"
+    assert meta["letl/version_id"] == version.version_id
     assert meta["dagster/row_count"] == 3
-    assert meta["bytes"] == path.stat().st_size == version.bytes
-    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == version.sha256
-    assert isinstance(meta["write_mib_per_s"], float) and meta["placement"] == "hint"
+    columns = meta["dagster/column_schema"].columns
+    assert [(c.name, c.type, c.constraints.nullable) for c in columns] == [("x", "int64", True), ("name", "string", True)]
+    assert meta["letl/bytes"] == path.stat().st_size == version.bytes
+    assert meta["letl/sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() == version.sha256
+    assert isinstance(meta["letl/write_mib_per_s"], float) and meta["letl/placement"] == "hint"
     pd.testing.assert_frame_equal(lake.read_table(version).to_pandas(), DF)
 
 
 def test_partitioned_output_records_partition(iom, lake):
     meta = output(iom, DF, asset="p", partition="2024-01")
     version = lake.latest("p", "2024-01")
-    assert version.partition == "2024-01" and meta["uri"] == "gros://p/main:0?partition=2024-01"
+    assert version.partition == "2024-01" and meta["dagster/uri"] == "gros://p/main:0?partition=2024-01"
+    assert meta["dagster/partition_row_count"] == 3 and meta["dagster/row_count"] == 3
     assert lake.latest("p") is None
+    other = output(iom, DF.head(2), asset="p", partition="2024-02")
+    assert (other["dagster/partition_row_count"], other["dagster/row_count"]) == (2, 5)  # the table: every latest partition
+    again = output(iom, DF.head(1), asset="p", partition="2024-01")  # a new latest replaces the partition's rows
+    assert (again["dagster/partition_row_count"], again["dagster/row_count"]) == (1, 3)
 
 
 def test_arrow_table_and_record_batch_reader(iom, lake):
@@ -89,7 +98,7 @@ def test_staged_parquet_path_is_consumed(iom, lake):
     meta = output(iom, staged, asset="s", tier="ssd")
     assert not staged.exists()
     version = lake.latest("s")
-    assert version.tier == "ssd" and meta["version_id"] == version.version_id
+    assert version.tier == "ssd" and meta["letl/version_id"] == version.version_id
     pd.testing.assert_frame_equal(lake.read_table(version).to_pandas(), DF)
 
 
@@ -112,7 +121,7 @@ def test_bad_output_raises_and_commits_nothing(iom, lake, bad):
 
 
 def test_placement_hottest_with_room(iom, lake):
-    assert output(iom, DF, asset="hot")["tier"] == "pmem"
+    assert output(iom, DF, asset="hot")["letl/tier"] == "pmem"
     assert lake.latest("hot").metadata["placement"] == "hottest with room"
 
 
@@ -120,10 +129,10 @@ def test_full_pmem_quota_sends_output_to_ssd(monkeypatch, letl_env):
     monkeypatch.setenv("LETL_TIER_PMEM_QUOTA", "1KB")
     iom = TieredIOManager(lake=LakeResource())
     meta = output(iom, DF, asset="cold")
-    assert meta["bytes"] > 1000
-    assert meta["tier"] == "ssd" and meta["placement"] == "hottest with room"
+    assert meta["letl/bytes"] > 1000
+    assert meta["letl/tier"] == "ssd" and meta["letl/placement"] == "hottest with room"
     meta = output(iom, DF, asset="hinted", tier="pmem")
-    assert meta["tier"] == "ssd" and meta["placement"] == "hint full, next colder"
+    assert meta["letl/tier"] == "ssd" and meta["letl/placement"] == "hint full, next colder"
     assert list(iom.lake.get_lake().tiers["pmem"].backend.keys()) == []
 
 
@@ -200,7 +209,7 @@ def test_rematerialize_is_idempotent_and_new_data_moves_latest(letl_env, lake):
     assert lake.latest("down").version_id == first_down.version_id
     assert len(lake.catalog.list_versions("up")) == 1
     mats = result.asset_materializations_for_node("up")
-    assert mats[0].metadata["version_id"].value == first_up.version_id
+    assert mats[0].metadata["letl/version_id"].value == first_up.version_id
     assert len(stored_objects(lake)) == 2
 
     run(make_graph([7, 8])[:2])
@@ -307,8 +316,15 @@ def test_a_range_run_writes_one_version_per_partition_with_its_own_upstream(letl
     assert lake.latest("monthly_up", "2024-04-01") is None
     events = result.asset_materializations_for_node("monthly_up")
     assert sorted(e.partition for e in events) == months
-    versions = events[0].metadata["versions"].value
+    versions = events[0].metadata["letl/versions"].value
     assert {p: v["version_id"] for p, v in versions.items()} == {p: ups[p].version_id for p in months}
+    assert all(e.metadata["dagster/row_count"].value == 1 + 2 + 3 for e in events)
+    assert [c.name for c in events[0].metadata["dagster/column_schema"].value.columns] == ["month"]
+    # What differs per partition, which Dagster would stamp alike on each materialization, is observed per partition.
+    seen = [e.event_specific_data.asset_observation for e in result.get_asset_observation_events()]
+    ups_seen = {o.partition: o.metadata for o in seen if o.asset_key == dg.AssetKey("monthly_up")}
+    assert {p: (m["letl/version_id"].value, m["dagster/partition_row_count"].value, m["dagster/uri"].value)
+            for p, m in ups_seen.items()} == {p: (ups[p].version_id, ups[p].rows, lake.uri(ups[p])) for p in months}
 
     single = run([monthly_up, monthly_down], partition_key="2024-02-01")  # one partition, same code path
     assert single.success and lake.latest("monthly_up", "2024-02-01").version_id == ups["2024-02-01"].version_id

@@ -96,13 +96,13 @@ def test_new_external_version_triggers_realtime_downstream_only(letl_env, lake, 
     events = h.sensor_tick()
     assert [e.asset_key for e in events] == [MY_DATASET]
     meta = {k: getattr(v, "value", v) for k, v in events[0].metadata.items()}
-    assert meta["version_id"] == v1.version_id
-    assert meta["rows"] == 3
-    assert meta["writer"] == "external"
-    assert meta["uri"] == "gros://team.my_dataset/main:0"
+    assert meta["letl/version_id"] == v1.version_id
+    assert meta["dagster/row_count"] == 3
+    assert meta["letl/writer"] == "external"
+    assert meta["dagster/uri"] == "gros://team.my_dataset/main:0"
     assert json.loads(h.sensor_cursor) == {"team/my_dataset|": v1.version_id}
     stored = instance.get_latest_materialization_event(MY_DATASET)
-    assert stored is not None and stored.asset_materialization.metadata["version_id"].value == v1.version_id
+    assert stored is not None and stored.asset_materialization.metadata["letl/version_id"].value == v1.version_id
 
     first = h.evaluate()
     assert first.get_requested_partitions(MY_DATASET_SUMMARY) == {None}
@@ -124,9 +124,9 @@ def test_new_external_version_triggers_realtime_downstream_only(letl_env, lake, 
     v2 = lake.latest("team/my_dataset")
     assert v2.version_id != v1.version_id
     events = h.sensor_tick()
-    assert [(e.asset_key, e.metadata["version_id"].value) for e in events] == [(MY_DATASET, v2.version_id)]
-    assert events[0].metadata["rows"].value == 4
-    assert events[0].metadata["uri"].value == "gros://team.my_dataset/main:1"
+    assert [(e.asset_key, e.metadata["letl/version_id"].value) for e in events] == [(MY_DATASET, v2.version_id)]
+    assert events[0].metadata["dagster/row_count"].value == 4
+    assert events[0].metadata["dagster/uri"].value == "gros://team.my_dataset/main:1"
     second = h.evaluate()
     assert second.get_requested_partitions(MY_DATASET_SUMMARY) == {None}
     assert second.get_num_requested(MY_DATASET_SNAPSHOT) == 0
@@ -188,7 +188,7 @@ def test_late_historic_partition_propagates(letl_env, lake, instance, resources)
     write_external(pd.DataFrame({"n": [1, 2, 3]}), f"gros://team.monthly_counts?partition={HISTORIC}")
     events = h.sensor_tick()
     assert [(e.asset_key, e.partition) for e in events] == [(MONTHLY_COUNTS, HISTORIC)]
-    assert events[0].metadata["rows"].value == 3
+    assert events[0].metadata["dagster/partition_row_count"].value == 3
 
     # Control: plain eager() ignores a historic partition, so this assertion can fail.
     plain = dg.AssetSpec(
