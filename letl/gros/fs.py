@@ -10,7 +10,8 @@ no import of letl_assets:
 
 Paths (a URI without ``gros://``) name either one version, which is a file, or several
 (no partition on a partitioned asset, or ``?partition=*``), which is a directory holding one
-pseudo-file per selected version, ``{directory}/partition={P}.{format}`` (gros_paths.py).
+pseudo-file per selected version, ``{directory}/partition_key={P}/data.{format}``: Hive-style, so that
+every reader keeps the partition as the column ``partition_key`` (gros_paths.py).
 
 Every read is logged in the catalog's access log with kind ``gros``, user and host, before its
 first file is handed out. The calls of one read share one resolution (one catalog query) and one
@@ -36,7 +37,17 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from letl.gros.paths import as_directory, child_name, ref_of, split_ref, strip_protocol
+from letl.gros.paths import (
+    CHILD_FILE,
+    PARTITION_COLUMN,
+    as_directory,
+    child_name,
+    hive_dir,
+    ref_of,
+    split_path,
+    strip_protocol,
+    without_wildcards,
+)
 from letl.gros.reads import Read, Reads, open_version
 from letl.gros.schema import unified_schema, warn_if_mixed
 from letl.gros.write import GrosWriteFile
@@ -154,22 +165,26 @@ class GrosFileSystem(AbstractFileSystem):
 
     def _select(self, path: str, starts: bool = False) -> tuple[Read, list, bool]:
         """(read, versions, is_directory) for a metadata call (info, exists, ...); GrosNotFoundError when
-        nothing matches, AccessDenied (audited) when the caller may not read what it selects."""
-        top, partition = split_ref(path)
-        return self._reads.about(top, partition, starts=starts)
+        nothing matches, AccessDenied (audited) when the caller may not read what it selects. A partition's
+        Hive directory is a directory of its one version."""
+        top, partition, hive = split_path(path)
+        read, versions, is_dir = self._reads.about(top, partition, starts=starts)
+        return read, versions, is_dir or hive
 
     def _listing(self, path: str) -> tuple[Read, list, bool]:
         """ls/glob/find: a new read, resolved afresh (gros_reads.py)."""
-        top, partition = split_ref(path)
-        return self._reads.listing(top, partition)
+        top, partition, hive = split_path(path)
+        read, versions, is_dir = self._reads.listing(top, partition)
+        return read, versions, is_dir or hive
 
     def unified_schema(self, path):
         """The union of the columns of every Parquet version a path serves (gros_schema.py): pass it as
         ``schema=`` to pyarrow or pandas so that partitions written before a column existed read as
-        nulls instead of hiding the column. Reads footers, not rows (no audit row); resolved afresh and
-        checked like a listing."""
-        _, versions, _ = self._listing(path)
-        return unified_schema(self.lake, versions, f"{SCHEME}{self._strip_protocol(path)}")
+        nulls instead of hiding the column; it holds the partition column too. Reads footers, not rows
+        (no audit row); resolved afresh and checked like a listing."""
+        _, versions, is_dir = self._listing(path)
+        hive = PARTITION_COLUMN if is_dir and any(v.partition for v in versions) else None
+        return unified_schema(self.lake, versions, f"{SCHEME}{self._strip_protocol(path)}", hive)
 
     @staticmethod
     def _file_info(name: str, version) -> dict[str, Any]:
@@ -183,10 +198,22 @@ class GrosFileSystem(AbstractFileSystem):
             "partition": version.partition or None,
             "rows": version.rows,
             "sha256": version.sha256,
+            "schema_fingerprint": version.schema_fingerprint,
         }
 
     def _children(self, path: str, versions) -> list[dict[str, Any]]:
+        """Every pseudo-file under a directory: two levels down in a dataset, one in a Hive directory."""
+        if split_path(path)[2]:
+            return [self._file_info(f"{as_directory(path)}/{CHILD_FILE}.{v.format}", v) for v in versions]
         return [self._file_info(child_name(path, v), v) for v in versions]
+
+    @staticmethod
+    def _hive_dirs(path: str, versions) -> list[dict[str, Any]]:
+        """The directories just below a dataset: one per partition (none below a Hive directory)."""
+        if split_path(path)[2]:
+            return []
+        return [{"name": hive_dir(path, v), "size": 0, "type": "directory", "partition": v.partition or None}
+                for v in versions]
 
     # --- listing ------------------------------------------------------------------------
 
@@ -205,7 +232,10 @@ class GrosFileSystem(AbstractFileSystem):
     def ls(self, path, detail=True, **kwargs):
         name = as_directory(str(path))
         _, versions, is_dir = self._listing(path)
-        entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
+        if is_dir:
+            entries = self._hive_dirs(name, versions) or self._children(name, versions)
+        else:
+            entries = [self._file_info(name, versions[0])]
         return entries if detail else [e["name"] for e in entries]
 
     def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
@@ -213,28 +243,28 @@ class GrosFileSystem(AbstractFileSystem):
         _, versions, is_dir = self._listing(path)
         out: dict[str, dict[str, Any]] = {}
         if is_dir:
+            dirs = self._hive_dirs(name, versions)
             if withdirs:
                 out[name] = {"name": name, "size": 0, "type": "directory"}
-            for entry in self._children(name, versions):
-                out[entry["name"]] = entry
+                out.update((d["name"], d) for d in dirs)
+            if maxdepth is None or maxdepth > (1 if dirs else 0):
+                out.update((e["name"], e) for e in self._children(name, versions))
         else:
             out[name] = self._file_info(name, versions[0])
         return out if detail else sorted(out)
 
     def glob(self, path, maxdepth=None, **kwargs):
-        """'?' and '*' are URI syntax here, not wildcards: ``x?partition=*`` and ``x/*`` both
-        expand to the pseudo-files of directory x; any other path globs to itself."""
-        name = str(path)
+        """'?' and '*' are URI syntax here, not wildcards: ``x?partition=*``, ``x/*`` and the Hive-style
+        ``x/*/*.parquet`` or ``x/**/*.parquet`` all expand to the pseudo-files of directory x; any other
+        path globs to itself."""
         detail = kwargs.get("detail", False)
-        for suffix in ("/**", "/*"):
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
+        name, suffix = without_wildcards(str(path))
         try:
             _, versions, is_dir = self._listing(name)
         except GrosNotFoundError:
             return {} if detail else []
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
+        entries = [e for e in entries if e["name"].endswith(suffix)]
         if detail:
             return {e["name"]: e for e in entries}
         return [e["name"] for e in entries]
@@ -296,9 +326,9 @@ class GrosFileSystem(AbstractFileSystem):
             return GrosWriteFile(self.lake, ref_of(path), name, self.dataset)
         if mode != "rb":
             raise ValueError(f"gros:// files open only for 'rb' or 'wb', not {mode!r}")
-        top, partition = split_ref(path)
+        top, partition, hive = split_path(path)
         read, versions, is_dir = self._reads.for_open(top, partition)
-        if is_dir:
+        if is_dir or hive:
             raise IsADirectoryError(
                 f"{SCHEME}{name} selects {len(versions)} versions (one per partition): "
                 "read it as a dataset (pd.read_parquet) or choose one with ?partition=P"

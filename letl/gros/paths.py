@@ -1,8 +1,11 @@
 """gros:// paths as fsspec sees them: a URI without its scheme, and the pseudo-files of a directory.
 
 A path names one version (a file) or several (a directory). Inside a directory, each selected
-version is the pseudo-file ``partition={P}.{format}`` (P is ``_`` for the unpartitioned
-version). Every path reaches the strict parser (lake/uri.py) exactly once.
+version is the pseudo-file ``partition_key={P}/data.{format}``: Hive-style, so that pandas, pyarrow,
+polars and DuckDB, which all read ``key=value`` directories as a column, keep the partition as the
+column ``partition_key``, the name the explorer's views and ``letl sql`` give it (letl/query/views.py).
+The unpartitioned version is ``partition_key=__HIVE_DEFAULT_PARTITION__``, which they read as null.
+Every path reaches the strict parser (lake/uri.py) exactly once.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from typing import Any
 
 from letl.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, parse
 
-CHILD = re.compile(r"partition=(?P<partition>" + PARTITION.pattern + r")\.(?P<fmt>[A-Za-z0-9]+)")
-UNPARTITIONED = "_"
+PARTITION_COLUMN = "partition_key"
+UNPARTITIONED = "__HIVE_DEFAULT_PARTITION__"
+HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>" + PARTITION.pattern + r")")
+WILDCARD = re.compile(r"\*\*?(?P<suffix>\.[A-Za-z0-9]+)?")
+CHILD_FILE = "data"
+CHILD = re.compile(CHILD_FILE + r"\.(?P<fmt>[A-Za-z0-9]+)")
 
 
 def as_directory(path: str) -> str:
@@ -30,16 +37,39 @@ def split_ref(path: Any) -> tuple[GrosRef, str | None]:
     """(the ref of the top-level path, the partition of the pseudo-file inside it or None): a
     pseudo-file stands for the version the listing that named it served (gros_reads.py).
     Callers pass the path as given: stripping it twice would forgive a second trailing '/'."""
+    top, partition, _ = split_path(path)
+    return top, partition
+
+
+def split_path(path: Any) -> tuple[GrosRef, str | None, bool]:
+    """Like :func:`split_ref`, and whether the path is a partition's Hive directory (``.../partition_key=P``)
+    rather than the pseudo-file inside it."""
     path = strip_protocol(path)
-    head, sep, last = path.rpartition("/")
-    child = CHILD.fullmatch(last) if sep else None
-    if child is None:
-        return parse(SCHEME + path), None
+    parts = path.split("/")
+    is_dir = True
+    if len(parts) >= 3 and CHILD.fullmatch(parts[-1]):
+        parts, is_dir = parts[:-1], False
+    hive = HIVE_DIR.fullmatch(parts[-1]) if len(parts) >= 2 else None
+    if hive is None:
+        return parse(SCHEME + path), None, False
+    head = "/".join(parts[:-1])
     parent = parse(SCHEME + head)
     if parent.partition not in (None, "*"):
         raise GrosURIError(f"invalid gros path {path!r}: {head!r} names a single version, not a directory")
-    partition = child["partition"]
-    return parent, "" if partition == UNPARTITIONED else partition
+    partition = hive["partition"]
+    return parent, "" if partition == UNPARTITIONED else partition, is_dir
+
+
+def without_wildcards(path: str) -> tuple[str, str]:
+    """(the path without its trailing wildcard segments, the file suffix they ask for): how DuckDB and
+    fsspec users spell "every file of this directory", ``x/*``, ``x/**`` or ``x/*/*.parquet``."""
+    base, suffix = as_directory(path), ""
+    while True:
+        head, sep, last = base.rpartition("/")
+        wildcard = WILDCARD.fullmatch(last) if sep and head else None
+        if wildcard is None:
+            return base, suffix
+        base, suffix = head, suffix or (wildcard["suffix"] or "")
 
 
 def ref_of(path: Any) -> GrosRef:
@@ -48,7 +78,11 @@ def ref_of(path: Any) -> GrosRef:
     return top if partition is None else top.with_partition(partition)
 
 
-def child_name(directory: str, version) -> str:
+def hive_dir(directory: str, version) -> str:
     # Children keep the caller's spelling of the directory (with or without gros://):
     # pyarrow checks that every listed path lies under the base dir it asked about.
-    return f"{as_directory(str(directory))}/partition={version.partition or UNPARTITIONED}.{version.format}"
+    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={version.partition or UNPARTITIONED}"
+
+
+def child_name(directory: str, version) -> str:
+    return f"{hive_dir(directory, version)}/{CHILD_FILE}.{version.format}"

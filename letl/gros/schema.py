@@ -26,8 +26,9 @@ def warn_if_mixed(uri: str, served: Sequence) -> None:
             "DuckDB needs read_parquet(..., union_by_name=true)"), stacklevel=6)
 
 
-def unified_schema(lake, versions: Sequence, where: str):
-    """The union of the columns of the Parquet versions, types promoted where they differ."""
+def unified_schema(lake, versions: Sequence, where: str, partition_column: str | None = None):
+    """The union of the columns of the Parquet versions, types promoted where they differ, and the
+    Hive partition column of a directory read (given a schema, pyarrow keeps only the columns in it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -35,4 +36,7 @@ def unified_schema(lake, versions: Sequence, where: str):
     if not schemas:
         raise ValueError(f"{where} serves no Parquet version")
     # Each file's pandas metadata describes that file's columns only.
-    return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+    schema = pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+    if partition_column and partition_column not in schema.names:
+        schema = schema.append(pa.field(partition_column, pa.string()))
+    return schema

@@ -114,8 +114,10 @@ def test_read_all_partitions_as_a_dataset(stocked, lake, uri):
         df = pd.read_parquet({uri!r})
         print(json.dumps({{"rows": df.sort_values("a").to_dict("records"), "columns": list(df.columns)}}))
     """)
-    assert out["columns"] == ["a", "p"]  # no partition column invented from the pseudo-file names
-    assert out["rows"] == [{"a": 1, "p": P1}, {"a": 2, "p": P1}, {"a": 3, "p": P2}]
+    # the partition column comes from the Hive-style pseudo-paths (partition_key=P/data.parquet)
+    assert out["columns"] == ["a", "p", "partition_key"]
+    assert out["rows"] == [{"a": 1, "p": P1, "partition_key": P1}, {"a": 2, "p": P1, "partition_key": P1},
+                           {"a": 3, "p": P2, "partition_key": P2}]
     read = {a["version_id"] for a in gros_accesses(lake)}
     assert read == {stocked["p1"].version_id, stocked["p2"].version_id}
 
@@ -140,7 +142,7 @@ def test_pyarrow_dataset_through_fsspec(stocked):
                           "one": one.column("a").to_pylist()}))
     """)
     assert out["a"] == [1, 2, 3]
-    assert out["files"] == [f"labs.x/partition={P1}.parquet", f"labs.x/partition={P2}.parquet"]
+    assert out["files"] == [f"labs.x/partition_key={P1}/data.parquet", f"labs.x/partition_key={P2}/data.parquet"]
     assert out["one"] == [3]
 
 
@@ -280,16 +282,26 @@ def test_directory_listing(stocked):
     assert fs.isdir("gros://labs.x") and not fs.isfile("gros://labs.x")
     assert fs.isfile("gros://labs.u") and not fs.isdir("gros://labs.u")
     assert fs.isfile("gros://labs.x?partition=2024-03-01")
-    assert fs.ls("labs.x", detail=False) == [f"labs.x/partition={P1}.parquet", f"labs.x/partition={P2}.parquet"]
+    dirs = [f"labs.x/partition_key={P1}", f"labs.x/partition_key={P2}"]
+    files = [f"{d}/data.parquet" for d in dirs]
+    # Hive-style: a directory per partition, so that every reader keeps the partition as a column
+    assert fs.ls("labs.x", detail=False) == dirs
+    assert fs.isdir(dirs[0]) and fs.info(dirs[0])["type"] == "directory"
+    assert fs.ls(dirs[1], detail=False) == files[1:]
     # listed paths keep the caller's spelling, so they lie under the directory asked about
-    assert fs.ls("gros://labs.x/", detail=False) == [f"gros://labs.x/partition={P1}.parquet", f"gros://labs.x/partition={P2}.parquet"]
-    child = fs.info(f"labs.x/partition={P2}.parquet")
+    assert fs.ls("gros://labs.x/", detail=False) == [f"gros://{d}" for d in dirs]
+    child = fs.info(files[1])
     assert child["type"] == "file" and child["version_id"] == stocked["p2"].version_id
     assert child["size"] == stocked["p2"].bytes
-    assert fs.info("gros://labs.x:0?partition=*/partition=2024-03-01.parquet")["version_id"] == stocked["old"].version_id
-    assert sorted(fs.find("labs.x", withdirs=True)) == ["labs.x", *fs.ls("labs.x", detail=False)]
-    assert fs.glob("labs.x/*") == fs.ls("labs.x", detail=False)
-    assert fs.glob("gros://labs.x?partition=*") == fs.ls("gros://labs.x?partition=*", detail=False)
+    assert fs.info("gros://labs.x:0?partition=*/partition_key=2024-03-01/data.parquet")["version_id"] == stocked["old"].version_id
+    assert fs.find("labs.x") == files
+    assert fs.find("labs.x", withdirs=True) == sorted(["labs.x", *dirs, *files])
+    assert fs.find("labs.x", maxdepth=1, withdirs=True) == ["labs.x", *dirs]
+    with pytest.raises(IsADirectoryError):
+        fs.open(dirs[0], "rb")
+    assert fs.glob("labs.x/*") == fs.glob("labs.x/**/*.parquet") == files
+    assert fs.glob("labs.x/*/*.csv") == []
+    assert fs.glob("gros://labs.x?partition=*") == fs.find("gros://labs.x?partition=*")
     assert len(fs.glob("gros://labs.x?partition=*")) == 2
     assert fs.glob("labs.x?partition=2024-03-01") == ["labs.x?partition=2024-03-01"]
     assert fs.glob("labs.nope/*") == []

@@ -167,7 +167,7 @@ def test_a_version_another_process_publishes_is_seen_by_the_next_read(months, mo
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ), timeout=120)
     assert con.sql("select count(*) from read_parquet('gros://labs.m/*')").fetchall() == [(19,)]
     assert len(pd.read_parquet("gros://labs.m")) == 19
-    assert "gros://labs.m/partition=2024-07-01.parquet" in fs.glob("gros://labs.m/*")
+    assert "gros://labs.m/partition_key=2024-07-01/data.parquet" in fs.glob("gros://labs.m/*")
 
 
 # --- no read goes unaudited because of timing ----------------------------------------------------------
@@ -201,7 +201,7 @@ def test_a_duckdb_read_after_a_partial_one_is_audited_and_sees_what_was_publishe
         assert len(con.sql("select * from read_parquet('gros://labs.m/*') limit 1").fetchall()) == 1
         assert audited(months)  # the LIMIT read is audited
     elif first == "describe":  # DuckDB opens only the first file, for its footer
-        assert len(con.execute("describe select * from read_parquet('gros://labs.m/*')").fetchall()) == 2
+        assert len(con.execute("describe select * from read_parquet('gros://labs.m/*')").fetchall()) == 3  # + partition_key
         assert audited(months)
     else:
         assert len(fs.glob("gros://labs.m/*")) == len(MONTHS)  # a listing alone opens no file
@@ -215,7 +215,7 @@ def test_a_duckdb_read_after_a_partial_one_is_audited_and_sees_what_was_publishe
 def test_the_same_file_opened_twice_is_audited_twice(months, monkeypatch):
     monkeypatch.setattr(gros_reads, "QUIET", 3600.0)
     one = months.latest("labs/m", MONTHS[1]).version_id
-    for uri in (f"gros://labs.m?partition={MONTHS[1]}", f"gros://labs.m/partition={MONTHS[1]}.parquet"):
+    for uri in (f"gros://labs.m?partition={MONTHS[1]}", f"gros://labs.m/partition_key={MONTHS[1]}/data.parquet"):
         before = len(audited(months))
         for _ in range(2):
             with fsspec.open(uri, "rb") as f:
@@ -226,7 +226,7 @@ def test_the_same_file_opened_twice_is_audited_twice(months, monkeypatch):
 def test_a_listed_file_opened_again_is_a_new_read(months, monkeypatch):
     monkeypatch.setattr(gros_reads, "QUIET", 3600.0)
     fs = GrosFileSystem(skip_instance_cache=True)
-    child = fs.ls("labs.m", detail=False)[1]
+    child = fs.find("labs.m")[1]
     for _ in range(2):
         with fs.open(child, "rb") as f:
             f.read()
@@ -294,7 +294,7 @@ def test_a_kept_pyarrow_filesystem_audits_the_read_after_a_partial_one(months):
     import pyarrow.parquet as pq
 
     kept = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("gros")))
-    with kept.open_input_file(f"labs.m/partition={MONTHS[0]}.parquet") as f:  # one file's footer only
+    with kept.open_input_file(f"labs.m/partition_key={MONTHS[0]}/data.parquet") as f:  # one file's footer only
         assert pq.ParquetFile(f).metadata.num_rows == 3
     assert pq.read_table("labs.m", filesystem=kept).num_rows == 18  # a new read, though it joined nothing
     assert len(gros_rows(months)) == 1 + len(MONTHS)
@@ -339,8 +339,10 @@ def gaining(letl_env, monkeypatch):
 
 def _union_ok(df):
     df = df.sort_values("test_code").reset_index(drop=True)
-    assert list(df.columns) == ["test_code", "result_value", *GAINED]
+    assert list(df.columns) == ["test_code", "result_value", *GAINED, "partition_key"]
     assert df["test_code"].tolist() == ["COV", "GLU"]
+    # the Hive-style pseudo-paths give every reader the partition column (DuckDB types it DATE)
+    assert df["partition_key"].astype(str).tolist() == ["2024-02-01", "2024-01-01"]
     assert df.loc[1, GAINED].isna().all()  # the old month reads as nulls in the new columns
     assert df.loc[0, "result_text"] == "positive" and df.loc[0, "result_original"] == "POS"
 
@@ -348,8 +350,9 @@ def _union_ok(df):
 def test_mixed_schema_reads_whole_through_pyarrow_and_pandas_with_the_unified_schema(gaining):
     fs = fsspec.filesystem("gros")
     schema = fs.unified_schema("gros://labs.g")
-    assert schema.names == ["test_code", "result_value", *GAINED]
-    _union_ok(ds.dataset("gros://labs.g", filesystem=fs, schema=schema, format="parquet").to_table().to_pandas())
+    assert schema.names == ["test_code", "result_value", *GAINED, "partition_key"]
+    dataset = ds.dataset("gros://labs.g", filesystem=fs, schema=schema, format="parquet", partitioning="hive")
+    _union_ok(dataset.to_table().to_pandas())
     _union_ok(pd.read_parquet("gros://labs.g", schema=schema))
 
 
@@ -373,7 +376,8 @@ def test_mixed_schema_reads_whole_through_polars(gaining):
     # a pyarrow dataset, which takes the unified schema.
     pl = pytest.importorskip("polars")
     fs = fsspec.filesystem("gros")
-    dataset = ds.dataset("gros://labs.g", filesystem=fs, schema=fs.unified_schema("gros://labs.g"), format="parquet")
+    dataset = ds.dataset("gros://labs.g", filesystem=fs, schema=fs.unified_schema("gros://labs.g"), format="parquet",
+                         partitioning="hive")
     _union_ok(pl.scan_pyarrow_dataset(dataset).collect().to_pandas())
 
 
