@@ -1,0 +1,62 @@
+"""``letl.gros.scan``: a gros:// URI as a pyarrow dataset or a polars LazyFrame, for clients that cannot
+take an fsspec URI themselves.
+
+polars parses ``repo:tag`` as host:port and ``?`` as a glob, and pyarrow's own ``read_table`` and
+``dataset`` know only the filesystems compiled into Arrow. A pyarrow dataset over gros:// works in all
+of them (``pl.scan_pyarrow_dataset``, ``duckdb.from_arrow``), so that is what this returns:
+
+    ds = letl.gros.scan("gros://labs.lab_results")                  # every partition, with partition_key
+    lf = letl.gros.scan("gros://labs.lab_results:latest", engine="polars")
+
+The dataset reads through one pyarrow handler over a GrosFileSystem, so it is one gros:// read like a
+``pd.read_parquet`` (gros_reads.py): access checked when it is made, audited in the access log when it
+first reads a file. A directory (a partitioned dataset, or ``?partition=*``) is read Hive-style, so it
+has the partition column ``partition_key``; partitions written with different columns are read with
+the union of their columns (gros_schema.py), so nothing is dropped and nothing needs to be passed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+ENGINES = ("pyarrow", "polars")
+
+
+def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
+    """A ``pyarrow.dataset.Dataset`` over what ``uri`` selects, or (``engine="polars"``) a polars LazyFrame
+    over it. ``lake``: a Lake to read instead of the one LETL_HOME names."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    from letl.gros.fs import GrosFileSystem
+    from letl.gros.paths import PARTITION_COLUMN, strip_protocol
+    from letl.gros.schema import MixedSchemaWarning
+    from letl.lake.errors import InvalidInput
+
+    if engine not in ENGINES:
+        raise InvalidInput(f"letl.gros.scan: engine {engine!r} is not one of {', '.join(ENGINES)}")
+    path = strip_protocol(uri)
+    fs = GrosFileSystem(lake=lake, skip_instance_cache=lake is not None)
+    with warnings.catch_warnings():
+        # Answered here: a directory whose partitions differ is read with the union of their columns.
+        warnings.simplefilter("ignore", MixedSchemaWarning)
+        files = fs.find(path, detail=True).values()
+        formats = {f["format"] for f in files}
+        if len(formats) != 1:
+            raise InvalidInput(f"gros://{path} mixes formats ({', '.join(sorted(formats))}): scan one partition at a time")
+        fmt = formats.pop()
+        directory = fs.isdir(path)
+        schema = None
+        if directory and fmt == "parquet" and len({f["schema_fingerprint"] for f in files}) > 1:
+            schema = fs.unified_schema(path)
+        # Declared, not inferred: a key such as "2024" must stay text, as the unified schema and the views have it.
+        hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if directory else None
+        dataset = ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)), format=fmt, schema=schema,
+                             partitioning=hive)
+    if engine == "polars":
+        import polars as pl
+
+        return pl.scan_pyarrow_dataset(dataset)
+    return dataset
