@@ -1,6 +1,8 @@
 """The named query library: ``letl/query/queries.yaml`` plus the file in ``LETL_EXPLORER_QUERIES``."""
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,13 +25,32 @@ class Param:
     choices: tuple = ()
 
     def coerce(self, value):
+        """The typed value; a bad one is refused naming the parameter (never quoting the value)."""
         if self.type == "date":
-            return value if isinstance(value, date) else date.fromisoformat(str(value))
+            if isinstance(value, date):
+                return value
+            try:
+                return date.fromisoformat(str(value))
+            except ValueError:
+                raise ValueError(f"{self.name} must be a date as YYYY-MM-DD") from None
         if self.type == "number":
-            return float(value)
-        if self.type == "choice" and value not in self.choices:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if isinstance(value, bool) or not math.isfinite(number):
+                raise ValueError(f"{self.name} must be a number") from None
+            return number
+        if self.type == "choice" and str(value) not in map(str, self.choices):
             raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.choices))}")
+        if self.type == "choice":
+            return next(c for c in self.choices if str(c) == str(value))
         return str(value)
+
+    def to_url(self, value) -> str:
+        if self.type == "number":  # 10 rather than 10.0; repr keeps every digit of the rest
+            return str(int(value)) if float(value).is_integer() else repr(float(value))
+        return value.isoformat() if isinstance(value, date) else str(value)
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,17 @@ class Named:
         """Typed parameter values, defaults filled in; a clear error names the bad one."""
         given = given or {}
         return {p.name: p.coerce(given.get(p.name, p.default)) for p in self.params}
+
+    def from_url(self, given: Mapping[str, str]) -> dict:
+        """Typed values from a link's parameters (the rest from defaults); an unknown name is refused."""
+        unknown = sorted(set(given) - {p.name for p in self.params})
+        if unknown:
+            takes = ", ".join(p.name for p in self.params) or "no parameters"
+            raise ValueError(f"{self.name!r} has no parameter {', '.join(unknown)}; it takes {takes}")
+        return self.values(dict(given))
+
+    def to_url(self, values: dict) -> dict[str, str]:
+        return {p.name: p.to_url(values[p.name]) for p in self.params}
 
 
 def load(paths: list[Path] | None = None) -> list[Named]:
