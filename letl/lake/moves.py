@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from letl.lake import pointers
 from letl.lake.catalog import OPEN_STATES, Version
 from letl.lake.config import setting
 from letl.lake.errors import InvalidInput, LetlError, NotFound, TierUnavailable, VerificationFailed, one_line
@@ -30,11 +31,11 @@ from letl.lake.leases import request_tag
 from letl.lake.names import refuse_produced
 from letl.lake.requests import Claim, MoveConflict, MoveResult, Requests
 from letl.storage.contract import validate_key
-from letl.storage.transfer import HashingReader, stored_digest
+from letl.storage.transfer import HashingReader, reporting, stored_digest
 
-__all__ = ["MoveConflict", "MoveResult", "Mover", "failpoint"]
+__all__ = ["MoveConflict", "MoveResult", "Mover", "OnProgress", "failpoint"]
 
-
+OnProgress = Callable[[int, int | None], None]  # (bytes copied so far, bytes in all), as the copy goes
 
 def failpoint(name: str) -> None:
     """The crash and race tests' hooks: LETL_FAILPOINT=<name> dies here as kill -9 would;
@@ -54,7 +55,26 @@ class Mover:
     def get(self, request_id: str) -> MoveResult | None:
         return self.requests.get(request_id)
 
-    def move(self, version_id: str, to_tier: str, request_id: str) -> MoveResult:
+    def move(self, version_id: str, to_tier: str, request_id: str, on_progress: OnProgress | None = None) -> MoveResult:
+        """Move a version to another tier, verified; ``on_progress`` hears the copy's bytes as they go.
+        When the version is a latest one, the object tier's pointer follows it (pointers.py)."""
+        before = self.lake.catalog.get(version_id)
+        try:
+            with reporting(on_progress, before and before.bytes):
+                return self._move(version_id, to_tier, request_id)
+        finally:
+            self._follow_latest(before)
+
+    def _follow_latest(self, before: Version | None) -> None:
+        """A latest version moved onto or off an object tier: its S3 pointer must say so."""
+        now = before and self.lake.catalog.get(before.version_id)
+        if now is None or now.tier == before.tier or not {now.tier, before.tier} & set(pointers.object_tiers(self.lake)):
+            return
+        latest = self.lake.latest(now.asset_key, now.partition, now.branch)
+        if latest is not None and latest.version_id == now.version_id:
+            pointers.refresh_versions(self.lake, [now])
+
+    def _move(self, version_id: str, to_tier: str, request_id: str) -> MoveResult:
         if to_tier not in self.lake.tiers:
             raise InvalidInput(f"unknown tier {to_tier!r}; configured tiers: {', '.join(self.lake.tiers)}")
         version = self.lake.catalog.get(version_id)
@@ -84,11 +104,17 @@ class Mover:
         failpoint("after_start")
         with src.open(key) as source:
             reader = HashingReader(source)  # the copy's own stream hash, of exactly what was sent
+            labels = pointers.object_labels(version.asset_key, version.branch, version.partition, version.version_id,
+                                            version.sha256)  # a store that checks the sha256 refuses other bytes
             try:
-                written = dst.put(key, reader)
+                written = dst.put(key, reader, labels)
             except FileExistsError as exc:
                 claim.update(state="rolled_back", detail=str(exc))
                 raise MoveConflict(f"tier {to_tier} already holds different data under {key}") from exc
+            except VerificationFailed as exc:
+                self._drop_copy(version, to_tier)
+                claim.update(state="rolled_back", detail=one_line(exc))
+                raise
         if written.sha256 != version.sha256:
             self._drop_copy(version, to_tier)
             claim.update(state="rolled_back", detail="source bytes do not match the recorded sha256")
@@ -122,8 +148,10 @@ class Mover:
         except FileNotFoundError:
             return False
 
-    def write(self, source: str, asset_key: str, tier: str, request_id: str, partition: str | None = None) -> MoveResult:
-        """Bring an outside file into the lake as a new version of asset_key on exactly this tier."""
+    def write(self, source: str, asset_key: str, tier: str, request_id: str, partition: str | None = None,
+              on_progress: OnProgress | None = None) -> MoveResult:
+        """Bring an outside file into the lake as a new version of asset_key on exactly this tier;
+        ``on_progress`` hears the bytes the tier takes as they go."""
         validate_key(f"{asset_key}/{partition or '_'}")  # refused before a request row exists
         refuse_produced(self.lake, asset_key)
         path = Path(source.removeprefix("file://"))
@@ -134,7 +162,7 @@ class Mover:
                                     {"src_tier": "external", "dst_tier": tier, "state": "started", "detail": source})
         if isinstance(claim, MoveResult):
             return claim
-        with claim:
+        with claim, reporting(on_progress, path.stat().st_size if path.is_file() else None):
             self._settle_previous(claim)
             return self._run(claim, lambda: self._write(path, source, asset_key, tier, partition, claim))
 

@@ -1,0 +1,207 @@
+"""The object tier's view for clients that have only S3 credentials: labels on every object, and
+one small "latest" pointer per dataset, branch and partition.
+
+An awscli or boto3 user sees every version of a dataset in the bucket and cannot ask the catalog
+which is latest. So each S3 tier's manifest store (the sibling prefix ``<prefix>.gros/``, beside
+the lineage manifests: see manifests.py) holds
+
+    latest/<repo>/<branch>/<partition or _>.json
+        {"format": "letl-latest/1", "dataset", "repo", "branch", "partition", "version_id",
+         "on_this_store", "bucket", "key", "sha256", "bytes", "rows", "file_format",
+         "created_at", "updated_at"}
+
+written by one PUT whenever the latest version of that partition changes, or moves onto or off
+this tier. When the latest version is on another tier, ``on_this_store`` is false and ``bucket``
+and ``key`` are null, so that a client never downloads a superseded object believing it is the
+latest. (Which other tier holds it is not said: it changes with every move between the hot tiers,
+and an S3-only client could not read it there anyway.)
+Pointers live outside the tier's own keys on purpose: fsck deletes keys no version points at.
+
+Every object the lake stores carries ``object_labels`` (S3 user metadata ``x-amz-meta-letl-*``)
+plus its sha256 (storage/s3.py), so a client can verify a download without the catalog. No patient
+value is ever a label: they are dataset names, branch names, partition keys and version ids.
+
+A pointer that cannot be written never fails the publish or move that changed it: the failure is
+logged and recorded under ``$LETL_HOME/pointers-pending/``, retried by the next refresh, and
+``heal`` (run by ``letl tier fsck``) rewrites every pointer from the catalog.
+"""
+
+import hashlib
+import json
+import logging
+import uuid
+from typing import Any, Iterable
+
+from letl.lake.catalog import Version, utcnow
+from letl.lake.errors import NotFound, one_line
+from letl.lake.manifests import manifest_store
+from letl.lake.names import repo_of
+from letl.storage.contract import validate_key
+from letl.storage.s3_transfer import SHA256_LABEL
+
+log = logging.getLogger("letl")
+
+ROOT = "latest"
+FORMAT = "letl-latest/1"
+PENDING_DIR = "pointers-pending"
+_ROUNDS = 3  # a concurrent publisher may move the latest version while a pointer is written: look again
+
+
+def object_labels(asset_key: str, branch: str, partition: str, version_id: str, sha256: str | None = None) -> dict:
+    """A version object's S3 metadata; an unpartitioned dataset has no letl-partition."""
+    labels = {"letl-dataset": asset_key, "letl-branch": branch, "letl-version": version_id}
+    if partition:
+        labels["letl-partition"] = partition
+    if sha256:
+        labels[SHA256_LABEL] = sha256
+    return labels
+
+
+def pointer_key(asset_key: str, branch: str, partition: str) -> str:
+    return validate_key(f"{ROOT}/{repo_of(asset_key)}/{branch}/{partition or '_'}.json")
+
+
+def object_tiers(lake) -> list[str]:
+    """The tiers an S3-only client can read: every s3:// tier."""
+    return [name for name, tier in lake.tiers.items() if tier.spec.scheme == "s3"]
+
+
+def document(lake, tier_name: str, version: Version) -> dict[str, Any]:
+    here = version.tier == tier_name
+    backend = lake.tiers[tier_name].backend
+    return {
+        "format": FORMAT, "dataset": version.asset_key, "repo": repo_of(version.asset_key),
+        "branch": version.branch, "partition": version.partition, "version_id": version.version_id,
+        "on_this_store": here,
+        "bucket": backend.bucket if here else None, "key": backend.prefix + version.storage_key if here else None,
+        "sha256": version.sha256, "bytes": version.bytes, "rows": version.rows, "file_format": version.format,
+        "created_at": version.created_at.isoformat(), "updated_at": utcnow().isoformat(),
+    }
+
+
+def _same(a: dict | None, b: dict | None) -> bool:
+    def content(d):
+        return None if d is None else {k: v for k, v in d.items() if k != "updated_at"}
+
+    return content(a) == content(b)
+
+
+def _read(store, key: str) -> dict | None:
+    try:
+        with store.open(key) as stream:
+            return json.loads(stream.read())
+    except NotFound:
+        return None
+    except ValueError:  # a damaged pointer is rewritten, not trusted
+        return {}
+
+
+def _write(lake, tier_name: str, asset_key: str, branch: str, partition: str) -> bool:
+    """Make one tier's pointer say what the catalog says now; True if it was (re)written."""
+    store = manifest_store(lake, tier_name)
+    key = pointer_key(asset_key, branch, partition)
+    changed = False
+    for _ in range(_ROUNDS):
+        latest = lake.latest(asset_key, partition, branch)
+        wanted = None if latest is None else document(lake, tier_name, latest)
+        if _same(_read(store, key), wanted):
+            return changed
+        if wanted is None:
+            store.delete(key)
+        else:
+            store.replace(key, json.dumps(wanted, sort_keys=True).encode() + b"\n",
+                          object_labels(asset_key, branch, partition, latest.version_id))
+        changed = True
+    return changed
+
+
+def refresh(lake, changed: Iterable[tuple[str, str, str]]) -> None:
+    """After a publish or a move: rewrite the pointers of these (asset key, branch, partition) that
+    no longer match the catalog, and retry earlier failures. Never raises: the change is committed."""
+    tiers = object_tiers(lake)
+    if not tiers:
+        return
+    wanted = dict.fromkeys(changed) | dict.fromkeys(_pending(lake))
+    for asset_key, branch, partition in wanted:
+        try:
+            for tier_name in tiers:
+                if problem := lake.tiers[tier_name].unavailable():
+                    raise ConnectionError(problem)
+                _write(lake, tier_name, asset_key, branch, partition)
+        except Exception as exc:  # recorded and retried: a pointer must never undo a commit
+            log.warning("latest pointer of %s (branch %s, partition %s) not written (%s): retried on the next "
+                        "publish and by letl tier fsck", asset_key, branch, partition or "-", exc)
+            _mark(lake, (asset_key, branch, partition))
+        else:
+            _unmark(lake, (asset_key, branch, partition))
+
+
+def refresh_versions(lake, versions: Iterable[Version]) -> None:
+    refresh(lake, [(v.asset_key, v.branch, v.partition) for v in versions])
+
+
+def heal(lake, dry_run: bool = False) -> dict[str, list[str]]:
+    """Every pointer on every reachable S3 tier rewritten from the catalog, and pointers of partitions
+    without a latest version removed; returns what was (or, dry run, would be) written and removed."""
+    report: dict[str, list[str]] = {"written": [], "removed": [], "failed": []}
+    current = {(v.asset_key, v.branch, v.partition): v for branch in lake.catalog.latest_counts()
+               for v in lake.catalog.latest_versions(branch)}
+    by_key = {pointer_key(*triple): triple for triple in current}
+    for tier_name in object_tiers(lake):
+        try:
+            if problem := lake.tiers[tier_name].unavailable():
+                raise ConnectionError(problem)
+            _heal_tier(lake, tier_name, current, by_key, dry_run, report)
+        except Exception as exc:  # this tier is reported; the others are still healed
+            report["failed"].append(f"{tier_name}: {one_line(exc)}")
+    if not dry_run and not report["failed"]:
+        for triple in _pending(lake):
+            _unmark(lake, triple)
+    return report
+
+
+def _heal_tier(lake, tier_name: str, current: dict, by_key: dict, dry_run: bool, report: dict) -> None:
+    store = manifest_store(lake, tier_name)
+    for key in sorted(set(store.keys(f"{ROOT}/")) - set(by_key)):
+        report["removed"].append(f"{tier_name}:{key}")
+        if not dry_run:
+            store.delete(key)
+    for key, triple in sorted(by_key.items()):
+        if dry_run:
+            if not _same(_read(store, key), document(lake, tier_name, current[triple])):
+                report["written"].append(f"{tier_name}:{key}")
+        elif _write(lake, tier_name, *triple):
+            report["written"].append(f"{tier_name}:{key}")
+
+
+def _pending_path(lake, triple: tuple[str, str, str]):
+    tag = hashlib.sha256("\0".join(triple).encode()).hexdigest()[:32]
+    return lake.config.home / PENDING_DIR / f"{tag}.json"
+
+
+def _mark(lake, triple: tuple[str, str, str]) -> None:
+    try:
+        path = _pending_path(lake, triple)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}-{uuid.uuid4().hex[:8]}.tmp")  # two markers of one pointer never mix
+        tmp.write_text(json.dumps(list(triple)))
+        tmp.replace(path)
+    except OSError as exc:  # the warning already logged stands; fsck's heal still finds it
+        log.warning("could not record a pending latest pointer (%s)", exc)
+
+
+def _unmark(lake, triple: tuple[str, str, str]) -> None:
+    _pending_path(lake, triple).unlink(missing_ok=True)
+
+
+def _pending(lake) -> list[tuple[str, str, str]]:
+    folder = lake.config.home / PENDING_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(tuple(json.loads(path.read_text())))
+        except (OSError, ValueError):  # half-written by a crash: heal rewrites every pointer anyway
+            path.unlink(missing_ok=True)
+    return found
