@@ -8,7 +8,7 @@ from letl_assets.resources.io_manager import TieredIOManager
 from letl_assets.resources.landing import LandingZone
 from letl_assets.resources.tiers import LakeResource
 from letl_assets.sensors import external as external_sensors
-from letl_assets.sensors import freshness, tiering
+from letl_assets.sensors import freshness, moves, tiering
 from letl_assets.sensors.landing import lab_drops_sensor
 
 lake = LakeResource()
@@ -32,6 +32,7 @@ defs = dg.Definitions(
     sensors=[
         lab_drops_sensor,
         *tiering.sensors,
+        *moves.sensors,
         *external_sensors.sensors,
         *freshness.sensors,
         dg.AutomationConditionSensorDefinition(

@@ -5,11 +5,12 @@ request is reserved before any work, only its owner (the holder of its token) ch
 every attempt at it is kept.
 """
 
+from datetime import datetime
 from typing import Iterable
 
 import sqlalchemy as sa
 
-from letl.lake.catalog_schema import OPEN_STATES, moves, request_attempts, upsert_dialect, utcnow, versions
+from letl.lake.catalog_schema import OPEN_STATES, as_utc, moves, request_attempts, upsert_dialect, utcnow, versions
 from letl.lake.errors import InProgress
 
 
@@ -109,3 +110,21 @@ class RequestLog:
                  .group_by(moves.c.version_id))
         with self.engine.begin() as conn:
             return dict(conn.execute(query).all())
+
+    def finished_moves(self, since: datetime | None = None, seen: Iterable[str] = (), limit: int = 200) -> list[dict]:
+        """Moves between tiers that finished (state 'done') at or after ``since``, oldest first, with the
+        version's asset key, partition and branch, leaving out the request ids in ``seen``: a watcher
+        reports each once by resuming from (last updated_at, the request ids it reported at it)."""
+        query = (sa.select(moves.c.request_id, moves.c.version_id, moves.c.src_tier, moves.c.dst_tier,
+                           moves.c.updated_at, versions.c.asset_key, versions.c.partition, versions.c.branch)
+                 .join(versions, versions.c.version_id == moves.c.version_id)
+                 # A row from before kinds were recorded is a move unless it came from outside (a write).
+                 .where(moves.c.state == "done",
+                        sa.or_(moves.c.kind == "move", sa.and_(moves.c.kind.is_(None), moves.c.src_tier != "external")))
+                 .order_by(moves.c.updated_at, moves.c.request_id).limit(limit))
+        if since is not None:
+            query = query.where(moves.c.updated_at >= since)
+        if seen := sorted(set(seen)):
+            query = query.where(moves.c.request_id.not_in(seen))
+        with self.engine.begin() as conn:
+            return [{**r._mapping, "updated_at": as_utc(r.updated_at)} for r in conn.execute(query)]

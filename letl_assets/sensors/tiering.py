@@ -5,7 +5,8 @@ The sensor only plans (cheap: catalog and access-log queries) and requests a run
 so it acts on the lake as it is then, and applies the moves with request ids derived
 from the sensor's plan key: re-executing a failed run repeats nothing that was done.
 Every move is reported as an ``AssetObservation`` on the version's asset, with the
-tier, the reason and the version id, so moves show up on the asset's page.
+tier, the reason and the rule (the keys of ``sensors/moves.py`` under ``letl/``), in the run that made it;
+``tier_moves_sensor`` reports it too, as it does every move, whatever made it.
 """
 
 import dagster as dg
@@ -38,16 +39,16 @@ def _observation(move: PlannedMove, result: MoveResult) -> dg.AssetObservation:
         asset_key=_asset_key(move.asset_key),
         partition=move.partition or None,
         metadata={
-            "tier": result.dst_tier,
-            "from_tier": result.src_tier,
-            "reason": move.reason,
-            "rule": move.rule,
-            "version_id": move.version_id,
-            "branch": move.branch,
-            "request_id": result.request_id,
-            "state": result.state,
-            "repeated": result.repeated,
-            "bytes": move.bytes,
+            "letl/tier": result.dst_tier,
+            "letl/from_tier": result.src_tier,
+            "letl/reason": move.reason,
+            "letl/rule": move.rule,
+            "letl/version_id": move.version_id,
+            "letl/branch": move.branch,
+            "letl/request_id": result.request_id,
+            "letl/state": result.state,
+            "letl/repeated": result.repeated,
+            "letl/bytes": move.bytes,
         },
     )
 
