@@ -96,9 +96,13 @@ def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, 
 
 
 def downloads(ex: Explorer, result: Result, sql: str, params, *, trusted: bool, read: Estimate | None,
-              user: str, key: str) -> None:
+              user: str, key: str, total: int | None = None) -> None:
+    """``total`` is the result's row count when ``result`` holds one page of it (the builder's pages)."""
     left, right = st.columns(2)
-    if result.truncated:
+    whole = not result.truncated and total in (None, result.table.num_rows)
+    if whole:
+        data, label = csv_bytes(result), f"Download CSV ({result.table.num_rows:,} rows)"
+    else:
         def full_csv() -> bytes:
             # Streamed by DuckDB into a file; Streamlit only sees the finished file when clicked.
             with tempfile.TemporaryDirectory() as tmp:
@@ -106,9 +110,9 @@ def downloads(ex: Explorer, result: Result, sql: str, params, *, trusted: bool, 
                 ex.export(sql, params, path, trusted=trusted, read=read, user=user)
                 return path.read_bytes()
         data = full_csv
-        label = f"Download CSV (full result, up to {ex.settings.download_cap:,} rows)"
-    else:
-        data, label = csv_bytes(result), f"Download CSV ({result.table.num_rows:,} rows)"
+        cap = ex.settings.download_cap
+        label = (f"Download CSV ({total:,} rows)" if total is not None and total <= cap
+                 else f"Download CSV (full result, up to {cap:,} rows)")
     left.download_button(label, data, file_name="letl_result.csv", mime="text/csv", key=f"{key}_csv",
                          on_click="ignore")
     right.download_button("Download SQL", _sql_file(sql, params), file_name="letl_query.sql",

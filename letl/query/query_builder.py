@@ -7,7 +7,7 @@ Security model:
 - aggregate functions and filter operators come from fixed whitelists and are rendered from
   constant SQL templates, never from user text;
 - every user *value* goes into a ``?`` parameter (IN lists are expanded to ``?, ?, ?``);
-- LIMIT is a validated ``int`` rendered with ``int()``.
+- LIMIT and OFFSET are validated ``int``s rendered with ``int()``.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ class Query:
     aggregates: list[Aggregate] = field(default_factory=list)
     order_by: list[OrderBy] = field(default_factory=list)
     limit: int | None = None
+    offset: int | None = None  # rows skipped before the limit: a page of the result
 
     def __post_init__(self) -> None:
         self.order_by = [_coerce_order(o) for o in self.order_by]
@@ -201,6 +202,10 @@ def build(query: Query, schema: Mapping[str, str],
         if not isinstance(query.limit, int) or isinstance(query.limit, bool) or query.limit < 0:
             raise ValueError(f"limit must be a non-negative int, got {query.limit!r}")
         sql += f"\nLIMIT {int(query.limit)}"
+    if query.offset:
+        if not isinstance(query.offset, int) or isinstance(query.offset, bool) or query.offset < 0:
+            raise ValueError(f"offset must be a non-negative int, got {query.offset!r}")
+        sql += f"\nOFFSET {int(query.offset)}"
     return sql, params
 
 

@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 from typing import Any, Mapping
 
+from letl.query.paging import Paging
 from letl.query.query_builder import Aggregate, Filter, OrderBy, Query, _coerce_order, _is_number
 
 URL_PARAM = "q"
@@ -115,3 +116,32 @@ def from_url_params(params: Mapping[str, Any]) -> Query:
     return Query(dataset=dataset, columns=_str_list(payload, "columns"), filters=filters,
                  group_by=_str_list(payload, "group_by"), aggregates=aggregates,
                  order_by=order_by, limit=limit)
+
+
+def paging_to_url(paging: Paging) -> dict[str, str]:
+    """The page of the result a link opens: ``sort`` and ``dir`` (when sorted), ``page`` and ``size``."""
+    params = {"page": str(paging.page), "size": str(paging.size)}
+    if paging.sort is not None:
+        params.update(sort=paging.sort, dir="desc" if paging.desc else "asc")
+    return params
+
+
+def paging_from_url(params: Mapping[str, Any]) -> Paging:
+    """Decode :func:`paging_to_url`; absent keys take their defaults. The sort column is checked
+    against the result's columns, and the size against the row cap, where the query is built."""
+    def one(key: str) -> str | None:
+        value = params.get(key)
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+    direction = one("dir") or "asc"
+    if direction not in ("asc", "desc"):
+        raise ValueError(f"dir must be asc or desc, got {direction!r}")
+    numbers = {}
+    for key in ("page", "size"):
+        raw = one(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()):
+            raise ValueError(f"{key} must be a positive whole number, got {raw!r}")
+        numbers[key] = int(raw)
+    return Paging(sort=one("sort") or None, desc=direction == "desc", **numbers)

@@ -152,13 +152,16 @@ def test_sql_page_refuses_unsafe_sql_and_runs_selects(lab_lake):
     at.switch_page("app_pages/sql.py").run()
     ok(at)
     refused = "SELECT * FROM read_csv('/etc/passwd')"
-    at.text_area(key="sql_text").input(refused).run()
+    at.session_state["sql_editor"] = {"id": "1", "type": "blur", "text": refused}  # the editor, losing focus
+    at.run()
     assert at.error and at.error[0].value.startswith("Refused: table function read_csv()")
     assert refusals(lab_lake) == []  # checking while typing is feedback, not a query attempt
     at.button(key="sql_run").click().run()
     ok(at)
     assert refusals(lab_lake) == [("query-refused", sql_hash(refused, None))]  # pressing Run is audited
-    at.text_area(key="sql_text").input("SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY 1 ORDER BY 1").run()
+    at.session_state["sql_editor"] = {"id": "2", "type": "blur",
+                                      "text": "SELECT hospital_id, count(*) AS n FROM lab_results GROUP BY 1 ORDER BY 1"}
+    at.run()
     at.button(key="sql_run").click().run()
     ok(at)
     table = at.dataframe[0].value
@@ -283,3 +286,35 @@ def test_codes_have_their_names_and_one_test_has_its_unit_in_the_header(module_l
     assert unit == "mg/dL"
     csv = at.get("download_button")[0].proto
     assert csv.label.startswith("Download CSV")
+
+
+def test_sort_and_pages_run_in_duckdb_and_live_in_the_url(module_lab_lake):
+    files = latest_files(module_lab_lake, "labs/lab_results")
+    plain = duckdb.sql(f"SELECT hospital_id, result_value, test_code FROM read_parquet({files!r}) "
+                       "ORDER BY result_value DESC, hospital_id, test_code").fetchall()
+    at = ok(app())
+    at.switch_page("app_pages/builder.py").run()
+    at.selectbox(key="qb_dataset").select("lab_results").run()
+    at.multiselect(key="qb_columns").select("hospital_id").select("result_value").select("test_code").run()
+    at.selectbox(key="qb_sort").select("result_value").run()
+    at.selectbox(key="qb_dir").select("desc").run()
+    at.selectbox(key="qb_size").select(50).run()
+    at.button(key="qb_run").click().run()
+
+    def page_rows(at) -> list[tuple]:
+        shown = ok(at).dataframe[0].value
+        return [(h, v, c.split(" ")[0]) for h, v, c in shown.itertuples(index=False)]
+
+    assert page_rows(at) == plain[:50]  # the largest values of the whole dataset, not of a first page
+    at.button(key="qb_next").click().run()
+    assert page_rows(at) == plain[50:100]
+    assert any(c.value.startswith(f"{len(plain):,} row(s) in") and "rows 51-100, page 2 of" in c.value
+               for c in at.caption)
+    link = {k: at.query_params[k] for k in ("q", "sort", "dir", "page", "size")}
+    assert {k: link[k] for k in ("sort", "dir", "page", "size")} == {
+        "sort": "result_value", "dir": "desc", "page": "2", "size": "50"}
+
+    st.cache_resource.clear()
+    fresh = app(**link)
+    fresh.switch_page("app_pages/builder.py").run()
+    assert page_rows(fresh) == plain[50:100]  # the link reproduces the page
