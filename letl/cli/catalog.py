@@ -29,7 +29,7 @@ def cmd_upgrade(args) -> int:
     """Migrate the configured catalog to head without opening the lake, so that the revision it had is seen."""
     from letl.lake.catalog_schema import make_engine
     from letl.lake.config import LakeConfig
-    from letl.lake.migrations import upgrade
+    from letl.lake.migrate import upgrade
 
     engine = make_engine(args.url or LakeConfig.resolve().catalog_url)
     try:

@@ -1,7 +1,8 @@
-"""`letl tier ...`: list tiers, their usage, move versions between them, and repair."""
+"""`letl tier ...`: list tiers, their usage, move versions between them, and repair (pins: pins.py)."""
 
 import uuid
 
+from letl.cli import pins
 from letl.cli.common import no_versions, open_lake
 
 # Refusals are raised, not printed here: `letl` (cli.main) turns every LetlError into one line on
@@ -144,13 +145,13 @@ def cmd_fsck(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    """The tier policy's planned moves with reasons; with --apply, make them."""
+    """The tier policy's planned moves with reasons, the pins and what they hold back; with --apply, make them."""
     from letl.cli.report import dumps, human_bytes, table
     from letl.lake.errors import Conflict, exit_code
-    from letl.lake.policy import ApplyError, apply, plan, plan_key
+    from letl.lake.policy import ApplyError, apply, plan_key, plan_with_pins
 
     lake = open_lake()
-    planned = plan(lake)
+    planned, held = plan_with_pins(lake)
     rows = [m.as_dict() for m in planned]
     if args.apply and planned:
         prefix = f"policy:{plan_key(lake, planned)}"
@@ -164,9 +165,13 @@ def cmd_plan(args) -> int:
             r = done.get(row["version_id"])
             row.update({"request_id": r.request_id, "state": r.state, "repeated": r.repeated} if r else
                        {"state": "failed", "error": failed.get(row["version_id"])})
+    pinned = lake.catalog.pinned_tiers(lake.catalog.list_versions(branch=None), lake.catalog.latest_ids())
+    kept = [{**m.as_dict(), "state": "pinned, left alone", "pinned_tier": pinned[m.version_id][0],
+             "pin": pinned[m.version_id][1]} for m in held]
     if args.json:
-        print(dumps(rows))
-    elif not rows:
+        print(dumps(rows + kept))
+        return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
+    if not rows:
         print("tier policy: nothing to move")
     else:
         for row in rows:
@@ -175,6 +180,15 @@ def cmd_plan(args) -> int:
         print(table(rows, ["asset_key", "partition", "version_id", "move", "bytes", "reason"]
                     + (["state"] if args.apply else [])))
         print(f"{len(rows)} move(s) {'applied' if args.apply else 'planned; nothing moved (use --apply to move)'}")
+    if kept:
+        for row in kept:
+            row["would_move"] = f"{row['src_tier']} -> {row['dst_tier']}"
+        print(f"\npinned, left alone ({len(kept)}): the policy would otherwise move these")
+        print(table(kept, ["asset_key", "partition", "version_id", "would_move", "reason", "pinned_tier"]))
+    shown = pins.pin_rows(lake)
+    if shown:
+        print(f"\npins ({len(shown)}):")
+        pins.print_pins(shown)
     return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
 
 
@@ -234,3 +248,5 @@ def add_commands(sub) -> None:
     pl.add_argument("--apply", action="store_true", help="apply the planned moves (default: only show them)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
     pl.set_defaults(func=cmd_plan)
+
+    pins.add_commands(tier)

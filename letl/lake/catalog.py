@@ -1,7 +1,7 @@
 """The catalog: versions, latest pointers, lineage edges, the access log, and requests.
 
 ``Catalog`` is the only code that queries the catalog's tables (catalog_schema.py defines every
-one; opening a Catalog brings it to the head migration first, see letl/lake/migrations/). Its
+one; opening a Catalog brings it to the head migration first, see letl/lake/migrate.py). Its
 request and pin methods live in catalog_requests.py and catalog_pins.py, which it inherits.
 """
 
@@ -30,7 +30,7 @@ from letl.lake.catalog_schema import (
     versions,
 )
 from letl.lake.errors import InProgress
-from letl.lake.migrations import upgrade
+from letl.lake.migrate import upgrade
 
 # What the lake's modules and tests import from here, so that they name the catalog, not its parts.
 __all__ = ["FINAL_STATES", "OPEN_STATES", "Catalog", "Version", "access_log", "as_utc", "latest", "lineage", "moves",

@@ -1,14 +1,15 @@
 """Catalog migrations through Alembic: every catalog, SQLite or Postgres, reaches the same head the same way.
 
 Opening a Catalog calls ``upgrade``; ``letl catalog upgrade`` calls it explicitly and reports the
-revisions. The revisions live in versions/ (0001 is the schema of the last release before
-migrations); env.py runs them on the connection handed over here, so no alembic.ini is needed.
+revisions. The revisions live in migrations/versions/ (0001 is the schema of the last release before
+migrations); migrations/env.py runs them on the connection handed over here, so no alembic.ini is
+needed. migrations/ is package data, not a package: its env.py only runs inside Alembic.
 
 Two processes opening one fresh or old catalog must not both migrate it. The whole upgrade runs in
 one transaction under a lock: SQLite's write lock (the engine begins every transaction with BEGIN
 IMMEDIATE), or a Postgres transaction-level advisory lock. The one that waited then finds head.
 
-A catalog made before migrations has tables but no alembic_version: ``baseline.catch_up`` brings what
+A catalog made before migrations has tables but no alembic_version: ``catalog_baseline.catch_up`` brings what
 it lacks up to the baseline, judged by its tables and columns, then it is stamped 0001 and upgraded.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 BASELINE_REVISION = "0001"
-# The newest revision in versions/, so that opening a catalog at head does not import Alembic (about
+# The newest revision in migrations/versions/, so that opening a catalog at head does not import Alembic (about
 # 0.3 s, on every reader's first open); tests/lake/test_migrations.py checks it against the scripts.
 HEAD = "0002"
 # Any fixed 64-bit key, the same in every process: "LETLCATA".
@@ -37,7 +38,7 @@ def config(conn: sa.Connection | None = None):
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent))
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.attributes["connection"] = conn
     return cfg
 
@@ -71,7 +72,7 @@ def upgrade(engine: sa.Engine) -> Upgrade:
         from alembic.operations import Operations
         from alembic.runtime.migration import MigrationContext
 
-        from letl.lake.migrations.baseline import BASELINE, catch_up
+        from letl.lake.catalog_baseline import BASELINE, catch_up
 
         cfg = config(conn)
         caught_up: list[str] = []

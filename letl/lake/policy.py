@@ -8,6 +8,9 @@ applying the same plan twice moves nothing the second time.
 The rules, in order; a version moves at most once per plan, and usage is projected as
 moves are planned, so a later rule sees the effect of the earlier ones:
 
+0. pin: a version held by a pin (``letl tier pin``: the version itself, or its asset's latest
+   versions) that is not on its pinned tier goes there, if the tier has room. No other rule
+   moves a pinned version: those moves are returned apart, as held back by the pin;
 1. watermark: a tier above ``high_watermark x quota`` demotes its least recently used
    versions (last access in the access log, else creation) to the next colder tier with
    room, until its projected usage is below ``low_watermark x quota``;
@@ -38,7 +41,7 @@ log = logging.getLogger("letl.policy")
 
 DAY = 86400.0
 ENV_PREFIX = "LETL_POLICY_"
-RULES = ("watermark", "idle", "promote", "superseded")
+RULES = ("pin", "watermark", "idle", "promote", "superseded")
 
 
 def _default_max_idle() -> dict[str, float | None]:
@@ -97,6 +100,12 @@ class ApplyError(RuntimeError):
 
 def plan(lake, settings: PolicySettings | None = None, now: datetime | None = None) -> list[PlannedMove]:
     """The moves the policy wants now, with reasons; nothing is moved."""
+    return plan_with_pins(lake, settings, now)[0]
+
+
+def plan_with_pins(lake, settings: PolicySettings | None = None,
+                   now: datetime | None = None) -> tuple[list[PlannedMove], list[PlannedMove]]:
+    """The moves the policy wants now, and the moves it would otherwise make that pins hold back."""
     settings = settings or PolicySettings.from_env()
     now = as_utc(now or utcnow())
     names = list(lake.tiers)  # hot -> cold
@@ -107,8 +116,11 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
     versions = [v for v in everything if v.tier in lake.tiers and available[v.tier]]
     last_access, reads = lake.catalog.access_stats(now, settings.promote_window)
     last_used = {v.version_id: max(last_access.get(v.version_id, v.created_at), v.created_at) for v in versions}
+    latest = lake.catalog.latest_ids()
+    pinned = lake.catalog.pinned_tiers(versions, latest)
 
     planned: list[PlannedMove] = []
+    held: list[PlannedMove] = []
     moved: set[str] = set()
 
     def has_room(name: str, size: int) -> bool:
@@ -119,11 +131,22 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
         return next((n for n in names[start:] if has_room(n, version.bytes)), None)
 
     def add(version: Version, dst: str, rule: str, reason: str) -> None:
-        planned.append(PlannedMove(version.version_id, version.asset_key, version.partition, version.tier, dst,
-                                   reason, version.bytes, rule, version.branch))
+        move = PlannedMove(version.version_id, version.asset_key, version.partition, version.tier, dst,
+                           reason, version.bytes, rule, version.branch)
         moved.add(version.version_id)
+        pin = pinned.get(version.version_id)
+        if pin is not None and dst != pin[0]:
+            held.append(move)  # the pin wins; the tier's usage stays as it is, so other versions go instead
+            return
+        planned.append(move)
         used[version.tier] -= version.bytes
         used[dst] += version.bytes
+
+    # 0. Pinned versions go to their pinned tier first, so that the other rules plan around them.
+    for version in versions:
+        tier, target = pinned.get(version.version_id, (version.tier, ""))
+        if tier != version.tier and tier in lake.tiers and has_room(tier, version.bytes):
+            add(version, tier, "pin", f"pinned to {tier} ({target})")
 
     # 1. Watermarks, hottest tier first, so that a demotion that fills the next tier is
     #    followed there by that tier's own demotions (of other versions).
@@ -172,7 +195,6 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
                 f"read {reads[version.version_id]} times in {_human_duration(settings.promote_window)}")
 
     # 4. Superseded versions go to the coldest tier after the retention period.
-    latest = lake.catalog.latest_ids()
     superseded_at = _superseded_at(everything, latest)
     for version in versions:
         when = superseded_at.get(version.version_id)
@@ -184,7 +206,7 @@ def plan(lake, settings: PolicySettings | None = None, now: datetime | None = No
         colder = [n for n in names[names.index(version.tier) + 1:] if has_room(n, version.bytes)]
         if colder:
             add(version, colder[-1], "superseded", f"superseded {_human_duration(age)} ago")
-    return planned
+    return planned, held
 
 
 def apply(

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from letl.lake import migrations
+from letl.lake import migrate as migrations
 from letl.lake.catalog import Catalog
 from letl.lake.catalog_schema import make_engine, metadata
 

@@ -324,6 +324,64 @@ def test_plan_key_is_stable_until_the_versions_move(busy_lake):
     assert policy.plan_key(lake, planned) != key  # the same moves wanted again later are new requests
 
 
+# ---------------------------------------------------------------- pins
+
+
+def test_pins_stop_the_policy_undoing_twelve_manual_demotions(lake):
+    """The incident: an operator demoted twelve busy partitions to hdd by hand, and the next tick
+    promoted every one back. With the asset pinned to hdd the plan leaves them, and says why."""
+    hot = [write(lake, "labs/busy", "ssd", seed=i, partition=f"2024-{i + 1:02d}-01") for i in range(12)]
+    now = max(v.created_at for v in hot) + DAY
+    for v in hot:
+        read_at(lake, v, *(now - timedelta(hours=h) for h in (1, 2, 3)))
+        Mover(lake).move(v.version_id, "hdd", f"by-hand-{v.version_id}")
+    ids = sorted(v.version_id for v in hot)
+    assert sorted(moves_of(policy.plan(lake, PolicySettings(), now=now))) == [(i, "hdd", "ssd", "promote") for i in ids]
+
+    lake.catalog.pin("labs/busy", "main", "hdd", pinned_by="operator", reason="keep off ssd")
+    planned, held = policy.plan_with_pins(lake, PolicySettings(), now=now)
+    assert planned == [] and sorted(moves_of(held)) == [(i, "hdd", "ssd", "promote") for i in ids]
+    assert policy.apply(lake, planned, "tick") == []
+    assert {lake.catalog.get(i).tier for i in ids} == {"hdd"}
+
+
+def test_a_pinned_version_is_skipped_by_the_watermark_and_the_next_one_demoted(lake, monkeypatch):
+    a = write(lake, "labs/a", "pmem", seed=1)  # least recently used: the one the watermark would take
+    b = write(lake, "labs/b", "pmem", seed=2)
+    lake = relake(monkeypatch, pmem=a.bytes + b.bytes)
+    assert moves_of(policy.plan(lake, ONLY_WATERMARKS, now=b.created_at))[0][0] == a.version_id
+    lake.catalog.pin("labs/a", "main", "pmem", "", a.version_id)
+    planned, held = policy.plan_with_pins(lake, ONLY_WATERMARKS, now=b.created_at)
+    assert moves_of(planned) == [(b.version_id, "pmem", "ssd", "watermark")]
+    assert moves_of(held) == [(a.version_id, "pmem", "ssd", "watermark")]
+
+
+def test_a_version_pinned_elsewhere_is_moved_to_its_tier_and_only_there(lake):
+    old = write(lake, "labs/x", "ssd", seed=1, partition="2024-01-01")
+    lake.catalog.pin("labs/x", "main", "hdd", partition="2024-01-01")
+    new = write(lake, "labs/x", "ssd", seed=2, partition="2024-01-01")  # written after the pin: held too
+    other = write(lake, "labs/x", "ssd", seed=3, partition="2024-02-01")  # another partition: not held
+    planned = policy.plan(lake, PolicySettings(max_idle={}), now=new.created_at)
+    assert moves_of(planned) == [(new.version_id, "ssd", "hdd", "pin")]
+    assert planned[0].reason == "pinned to hdd (latest:labs/x@main?partition=2024-01-01)"
+    # Superseded, the old version is no longer held by the asset's pin: the policy may move it.
+    later = policy.plan(lake, PolicySettings(max_idle={}), now=new.created_at + 8 * DAY)
+    assert sorted(moves_of(later)) == sorted([(new.version_id, "ssd", "hdd", "pin"),
+                                              (old.version_id, "ssd", "hdd", "superseded")])
+    assert other.version_id not in {m.version_id for m in later}
+
+
+def test_a_version_pin_outranks_its_assets_pin_and_unpin_releases_it(lake):
+    v = write(lake, "labs/x", "ssd", seed=1)
+    lake.catalog.pin("labs/x", "main", "hdd")
+    lake.catalog.pin("labs/x", "main", "ssd", "", v.version_id)
+    assert policy.plan(lake, PolicySettings(max_idle={}), now=v.created_at) == []
+    assert lake.catalog.unpin(f"version:{v.version_id}")["tier"] == "ssd"
+    assert moves_of(policy.plan(lake, PolicySettings(max_idle={}), now=v.created_at)) == [
+        (v.version_id, "ssd", "hdd", "pin")]
+    assert lake.catalog.unpin(f"version:{v.version_id}") is None
+
+
 # ---------------------------------------------------------------- Dagster
 
 
@@ -357,10 +415,11 @@ def test_tier_move_job_moves_a_version(lake):
     assert lake.catalog.get(v.version_id).tier == "hdd"
     [(key, partition, meta)] = observations(result)
     assert (key, partition) == (dg.AssetKey(["labs", "a"]), "2024-01-01")
-    assert (meta["tier"], meta["from_tier"], meta["version_id"], meta["request_id"]) == ("hdd", "pmem", v.version_id, "j-1")
+    assert (meta["letl/tier"], meta["letl/from_tier"], meta["letl/version_id"], meta["letl/request_id"]) == (
+        "hdd", "pmem", v.version_id, "j-1")
 
     again = tiering.tier_move_job.execute_in_process(run_config=config, resources={"lake": LakeResource()})
-    assert again.success and observations(again)[0][2]["repeated"] is True
+    assert again.success and observations(again)[0][2]["letl/repeated"] is True
 
     bad = {"ops": {"move_version": {"config": {"version_id": v.version_id, "to_tier": "tape", "request_id": "j-2"}}}}
     failed = tiering.tier_move_job.execute_in_process(run_config=bad, resources={"lake": LakeResource()},
@@ -380,9 +439,9 @@ def test_tier_policy_job_dry_run_moves_nothing_then_applies(lake, monkeypatch):
     assert run.success
     assert lake.catalog.get(a.version_id).tier == "ssd" and lake.catalog.get(b.version_id).tier == "pmem"
     [(key, partition, meta)] = observations(run)
-    assert (key, partition, meta["tier"], meta["from_tier"], meta["version_id"], meta["rule"]) == (
+    assert (key, partition, meta["letl/tier"], meta["letl/from_tier"], meta["letl/version_id"], meta["letl/rule"]) == (
         dg.AssetKey(["labs", "a"]), "2024-01-01", "ssd", "pmem", a.version_id, "watermark")
-    assert meta["reason"].startswith("pmem above high watermark (100% of")
+    assert meta["letl/reason"].startswith("pmem above high watermark (100% of")
     assert lake.latest("labs/a", "2024-01-01").version_id == a.version_id
 
 

@@ -6,7 +6,7 @@ Revises:
 
 from alembic import op
 
-from letl.lake.migrations.baseline import BASELINE
+from letl.lake.catalog_baseline import BASELINE
 
 revision = "0001"
 down_revision = None
