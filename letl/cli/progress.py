@@ -9,15 +9,15 @@ prints at most one line every ``PLAIN_INTERVAL_S`` seconds, plus one line per fi
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from letl.lake.config import format_size
+from letl.lake.config import format_size, setting
 
 PLAIN_INTERVAL_S = 5.0
 _clock = time.monotonic  # the tests' seam: plain mode's throttle without waiting in real time
@@ -135,6 +135,24 @@ def progress(label: str, total: int | None = None, unit: str = "B", stream: Text
     with Progress(*columns, console=console, transient=False, redirect_stdout=_is_terminal(sys.stdout),
                   redirect_stderr=False) as bar_display:
         yield Bar(label, total, unit, stream, bar_display)
+
+
+@contextmanager
+def file_progress(label: str, stream: TextIO | None = None) -> Iterator[Callable[[int, int | None], None]]:
+    """The ``on_progress(bytes_done, bytes_total)`` callback for one move or write: a bar appears once
+    the copy's total is known to be at least ``LETL_PROGRESS_BYTES``, so that small files, the most
+    of them, add no line."""
+    threshold = setting("LETL_PROGRESS_BYTES")
+    with ExitStack() as stack:
+        bar: list[Bar] = []
+
+        def on_progress(done: int, total: int | None) -> None:
+            if not bar and total is not None and total >= threshold:
+                bar.append(stack.enter_context(progress(label, total, stream=stream)))
+            if bar:
+                bar[0].update(done, total)
+
+        yield on_progress
 
 
 def _is_terminal(stream: TextIO) -> bool:

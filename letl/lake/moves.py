@@ -162,9 +162,9 @@ class Mover:
                                     {"src_tier": "external", "dst_tier": tier, "state": "started", "detail": source})
         if isinstance(claim, MoveResult):
             return claim
-        with claim, reporting(on_progress, path.stat().st_size if path.is_file() else None):
+        with claim:
             self._settle_previous(claim)
-            return self._run(claim, lambda: self._write(path, source, asset_key, tier, partition, claim))
+            return self._run(claim, lambda: self._write(path, source, asset_key, tier, partition, claim, on_progress))
 
     def _check_source(self, path: Path, source: str, tier: str) -> None:
         if tier not in self.lake.tiers:
@@ -179,7 +179,7 @@ class Mover:
                 raise TierUnavailable(problem)
 
     def _write(self, path: Path, source: str, asset_key: str, tier: str, partition: str | None,
-               claim: Claim) -> MoveResult:
+               claim: Claim, on_progress: OnProgress | None) -> MoveResult:
         self._check_source(path, source, tier)
         fmt = path.suffix.lstrip(".").lower() or "bin"
         if fmt == "parquet":
@@ -192,11 +192,13 @@ class Mover:
         failpoint("write_after_copy")
         try:
             # Always a new version on the named tier: the request id, not the bytes, makes it idempotent.
-            stored = self.lake.stage_version(
-                asset_key, staged, partition=partition, tier_hint=tier, strict_tier=True, fmt=fmt,
-                reuse_identical=False,
-                metadata={"source": source, "writer": "external", "request_id": claim.request_id},
-            )
+            # Progress is of the tier's put, the upload or copy that takes the time (a link reports nothing).
+            with reporting(on_progress, staged.stat().st_size):
+                stored = self.lake.stage_version(
+                    asset_key, staged, partition=partition, tier_hint=tier, strict_tier=True, fmt=fmt,
+                    reuse_identical=False,
+                    metadata={"source": source, "writer": "external", "request_id": claim.request_id},
+                )
         finally:
             staged.unlink(missing_ok=True)
         failpoint("write_after_put")

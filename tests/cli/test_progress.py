@@ -91,3 +91,60 @@ def test_default_stream_is_stderr_so_stdout_keeps_only_results(capsys):
     assert captured.out == ""
     assert captured.err.splitlines()[0] == "one done"
     assert captured.err.splitlines()[1].startswith("x: 10 files in ")
+
+
+# -- `letl tier move` and `letl tier write` ----------------------------------------------------------
+
+@pytest.fixture
+def two_partitions(lake):
+    import pandas as pd
+
+    return [lake.write_version("labs/bars", pd.DataFrame({"a": range(n)}), partition=p, tier_hint="ssd")
+            for n, p in ((1000, "2024-01-01"), (2000, "2024-02-01"))]
+
+
+def test_tier_move_prints_each_result_as_it_finishes_with_a_bar_per_file_above_the_threshold(
+        two_partitions, capsys, monkeypatch):
+    from letl.cli import main as cli
+    from letl.lake.config import format_size
+    from letl.lake.moves import Mover
+
+    monkeypatch.setenv("LETL_PROGRESS_BYTES", "1")
+    printed_before_each_move = []
+    real_move = Mover.move
+
+    def watched(self, *args, **kwargs):
+        printed_before_each_move.append(capsys.readouterr().out)
+        return real_move(self, *args, **kwargs)
+
+    monkeypatch.setattr(Mover, "move", watched)
+    assert cli.main(["tier", "move", "--asset", "labs/bars", "--to", "hdd", "--request-id", "bars"]) == 0
+    first, second = two_partitions
+    assert printed_before_each_move[0] == ""
+    assert printed_before_each_move[1] == f"bars/{first.version_id}: {first.version_id} ssd -> hdd: done\n"
+    captured = capsys.readouterr()
+    assert captured.out == f"bars/{second.version_id}: {second.version_id} ssd -> hdd: done\n"
+    lines = captured.err.splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [f"{second.version_id} -> hdd: {format_size(second.bytes)}"]
+
+
+def test_files_below_the_threshold_and_json_output_show_no_bar(two_partitions, capsys, letl_env):
+    from letl.cli import main as cli
+
+    assert cli.main(["tier", "move", "--asset", "labs/bars", "--to", "hdd", "--json"]) == 0  # default 64 MiB
+    captured = capsys.readouterr()
+    assert captured.err == "" and [r["state"] for r in __import__("json").loads(captured.out)] == ["done", "done"]
+
+
+def test_tier_write_shows_the_upload_to_the_object_tier(letl_env, objectstore, object_tier, capsys, monkeypatch):
+    from letl.cli import main as cli
+    from letl.lake.config import format_size
+
+    object_tier(objectstore)
+    monkeypatch.setenv("LETL_PROGRESS_BYTES", "1KiB")
+    source = letl_env["landing"] / "blob.bin"
+    source.write_bytes(b"x" * 300_000)
+    assert cli.main(["tier", "write", str(source), "team.blobs", "--to", "cortx"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.split(" in ")[0] == f"{source} -> team.blobs: {format_size(300_000)}"
+    assert "team.blobs version" in captured.out and "on cortx" in captured.out
