@@ -2,12 +2,11 @@
 
 import dagster as dg
 
-from letl_assets.assets import external, lab_checks, labs
+from letl_assets.assets import lab_checks, labs
 from letl_assets.resources.deid import PseudonymKey
 from letl_assets.resources.io_manager import TieredIOManager
 from letl_assets.resources.landing import LandingZone
 from letl_assets.resources.tiers import LakeResource
-from letl_assets.sensors import external as external_sensors
 from letl_assets.sensors import freshness, moves, tiering
 from letl_assets.sensors.landing import lab_drops_sensor
 
@@ -25,7 +24,7 @@ labs_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary, *external.assets],
+    assets=[labs.lab_drops, labs.lab_results, labs.lab_results_summary],
     asset_checks=[lab_checks.rows_reconcile, lab_checks.no_raw_identifiers, lab_checks.physiological_bounds],
     jobs=[labs_job, *tiering.jobs],
     executor=EXECUTOR,
@@ -33,7 +32,6 @@ defs = dg.Definitions(
         lab_drops_sensor,
         *tiering.sensors,
         *moves.sensors,
-        *external_sensors.sensors,
         *freshness.sensors,
         dg.AutomationConditionSensorDefinition(
             "letl_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING

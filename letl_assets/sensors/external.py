@@ -1,6 +1,8 @@
 """Notice new versions of external (notebook-written) datasets and tell Dagster about them.
 
-Each tick reads, per registered external dataset and per partition, the catalog's latest
+A code location that declares external datasets (``letl_examples`` does, for its ``team/*``
+examples) makes its sensor with ``external_versions_sensor_for(datasets)``. Each tick reads, per
+registered external dataset and per partition, the catalog's latest
 version on the lake's branch. A latest version the cursor has not seen yet is reported as
 an ``AssetMaterialization`` of the external asset, so the automation conditions of its
 real-time downstreams fire. The cursor maps ``asset_key|partition`` to the last reported
@@ -12,7 +14,7 @@ from typing import Optional
 
 import dagster as dg
 
-from letl_assets.assets.external import EXTERNAL_DATASETS, ExternalDataset
+from letl_assets.assets.external import ExternalDataset
 from letl_assets.resources.tiers import LakeResource
 
 SEP = "|"
@@ -40,7 +42,7 @@ def _valid_partition(dataset: ExternalDataset, partition: str, cache: dict) -> b
 
 
 def new_version_events(
-    lake, cursor: dict[str, str], datasets=EXTERNAL_DATASETS, log=None
+    lake, cursor: dict[str, str], datasets: tuple[ExternalDataset, ...], log=None
 ) -> tuple[list[dg.AssetMaterialization], dict[str, str]]:
     """The materializations to report and the next cursor (pure: no Dagster context needed)."""
     events: list[dg.AssetMaterialization] = []
@@ -79,19 +81,21 @@ def new_version_events(
     return events, seen
 
 
-@dg.sensor(
-    name="external_versions_sensor",
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Reports new versions of notebook-written (gros://) datasets as materializations.",
-)
-def external_versions_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
-    events, seen = new_version_events(lake.get_lake(), _load_cursor(context.cursor), log=context.log.warning)
-    next_cursor = json.dumps(seen, sort_keys=True)
-    if not events:
-        return dg.SensorResult(skip_reason="no new external versions", cursor=next_cursor)
-    context.log.info(f"reporting {len(events)} new external version(s)")
-    return dg.SensorResult(asset_events=events, cursor=next_cursor)
+def external_versions_sensor_for(datasets: tuple[ExternalDataset, ...], name: str = "external_versions_sensor"):
+    """The sensor reporting new versions of these datasets as materializations (running by default)."""
 
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reports new versions of notebook-written (gros://) datasets as materializations.",
+    )
+    def external_versions_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+        events, seen = new_version_events(lake.get_lake(), _load_cursor(context.cursor), datasets, log=context.log.warning)
+        next_cursor = json.dumps(seen, sort_keys=True)
+        if not events:
+            return dg.SensorResult(skip_reason="no new external versions", cursor=next_cursor)
+        context.log.info(f"reporting {len(events)} new external version(s)")
+        return dg.SensorResult(asset_events=events, cursor=next_cursor)
 
-sensors = [external_versions_sensor]
+    return external_versions_sensor

@@ -10,13 +10,12 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from letl.lake.catalog import utcnow
-from letl_assets.assets.external import MY_DATASET_SUMMARY
 from letl_assets.assets.labs import LAB_SUMMARY, MONTHLY_WINDOW
 from letl_assets.resources.io_manager import asset_key_str
 from letl_assets.resources.tiers import LakeResource
 
-# The assets that carry a FreshnessPolicy, with the same window.
-WATCHED = {LAB_SUMMARY: MONTHLY_WINDOW, MY_DATASET_SUMMARY: MONTHLY_WINDOW}
+# The assets of this code location that carry a FreshnessPolicy, with the same window.
+WATCHED = {LAB_SUMMARY: MONTHLY_WINDOW}
 
 
 def stale_with_newer_inputs(lake, windows: dict[dg.AssetKey, timedelta], now: datetime) -> list[tuple]:
@@ -37,25 +36,32 @@ def stale_with_newer_inputs(lake, windows: dict[dg.AssetKey, timedelta], now: da
     return found
 
 
-@dg.sensor(
-    target=dg.AssetSelection.assets(*WATCHED),
-    minimum_interval_seconds=3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def freshness_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
-    """Requests stale downstreams whose upstreams are newer; nothing for those whose inputs did not change."""
-    stale = stale_with_newer_inputs(lake.get_lake(), WATCHED, utcnow())
-    if not stale:
-        return dg.SkipReason("no stale asset has a newer upstream")
-    return [
-        dg.RunRequest(
-            asset_selection=[key],
-            partition_key=partition,
-            run_key=f"fresh-{key.to_python_identifier()}-{partition}-"
-            + hashlib.sha256(",".join(newer).encode()).hexdigest()[:12],
-        )
-        for key, partition, newer in stale
-    ]
+def freshness_sensor_for(watched: dict[dg.AssetKey, timedelta], name: str = "freshness_sensor"):
+    """The sensor requesting those watched assets that are stale and have newer upstreams (running by default)."""
+
+    @dg.sensor(
+        name=name,
+        target=dg.AssetSelection.assets(*watched),
+        minimum_interval_seconds=3600,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def freshness_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+        """Requests stale downstreams whose upstreams are newer; nothing for those whose inputs did not change."""
+        stale = stale_with_newer_inputs(lake.get_lake(), watched, utcnow())
+        if not stale:
+            return dg.SkipReason("no stale asset has a newer upstream")
+        return [
+            dg.RunRequest(
+                asset_selection=[key],
+                partition_key=partition,
+                run_key=f"fresh-{key.to_python_identifier()}-{partition}-"
+                + hashlib.sha256(",".join(newer).encode()).hexdigest()[:12],
+            )
+            for key, partition, newer in stale
+        ]
+
+    return freshness_sensor
 
 
+freshness_sensor = freshness_sensor_for(WATCHED)
 sensors = [freshness_sensor]

@@ -10,17 +10,19 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from letl_assets.assets import external
-from letl_assets.assets.external import (
+from letl_assets.assets import external as machinery
+from letl_assets.assets.labs import MONTHLY, ON_UPSTREAM_CHANGE
+from letl_assets.resources.io_manager import TieredIOManager
+from letl_assets.resources.tiers import LakeResource
+from letl_examples import assets as external
+from letl_examples.assets import (
     MONTHLY_COUNTS,
     MONTHLY_COUNTS_SUMMARY,
     MY_DATASET,
     MY_DATASET_SNAPSHOT,
     MY_DATASET_SUMMARY,
 )
-from letl_assets.resources.io_manager import TieredIOManager
-from letl_assets.resources.tiers import LakeResource
-from letl_assets.sensors.external import external_versions_sensor
+from letl_examples.sensors import external_versions_sensor
 
 HISTORIC = "2021-03-01"
 LATE = "2020-06-01"
@@ -140,7 +142,7 @@ def test_new_external_version_triggers_realtime_downstream_only(letl_env, lake, 
 def test_pinned_assertion_can_fail(letl_env, lake, instance, resources):
     """Control: the same snapshot with a real-time eager() condition *would* be requested,
     so 'the pinned snapshot is not requested' is a real check, not a tautology."""
-    realtime_snapshot = dg.AssetSpec(MY_DATASET_SNAPSHOT, deps=[MY_DATASET], automation_condition=external.ON_UPSTREAM_CHANGE)
+    realtime_snapshot = dg.AssetSpec(MY_DATASET_SNAPSHOT, deps=[MY_DATASET], automation_condition=ON_UPSTREAM_CHANGE)
     defs = make_defs(resources, assets=[*external.specs, realtime_snapshot])
     h = Harness(instance, defs)
     assert h.evaluate().total_requested == 0  # the initial evaluation, as in the real test
@@ -151,10 +153,10 @@ def test_pinned_assertion_can_fail(letl_env, lake, instance, resources):
 
 def test_pinned_read_uses_the_pin_and_has_no_condition(letl_env, lake, instance, resources):
     assert external.my_dataset_snapshot.specs_by_key[MY_DATASET_SNAPSHOT].automation_condition is None
-    assert external.automation_for({MY_DATASET: "gros://team.my_dataset:latest"}) is None
-    assert external.automation_for({MY_DATASET: "gros://team.my_dataset"}) is external.ON_UPSTREAM_CHANGE
-    mixed = external.automation_for({MY_DATASET: "gros://team.my_dataset:-1", MONTHLY_COUNTS: None})
-    assert mixed is not None and mixed is not external.ON_UPSTREAM_CHANGE
+    assert machinery.automation_for({MY_DATASET: "gros://team.my_dataset:latest"}) is None
+    assert machinery.automation_for({MY_DATASET: "gros://team.my_dataset"}) is ON_UPSTREAM_CHANGE
+    mixed = machinery.automation_for({MY_DATASET: "gros://team.my_dataset:-1", MONTHLY_COUNTS: None})
+    assert mixed is not None and mixed is not ON_UPSTREAM_CHANGE
 
     write_external(pd.DataFrame({"x": [5, 6]}), "gros://team.my_dataset")
     h = Harness(instance, make_defs(resources))
@@ -192,7 +194,7 @@ def test_late_historic_partition_propagates(letl_env, lake, instance, resources)
 
     # Control: plain eager() ignores a historic partition, so this assertion can fail.
     plain = dg.AssetSpec(
-        MONTHLY_COUNTS_SUMMARY, deps=[MONTHLY_COUNTS], partitions_def=external.MONTHLY,
+        MONTHLY_COUNTS_SUMMARY, deps=[MONTHLY_COUNTS], partitions_def=MONTHLY,
         automation_condition=dg.AutomationCondition.eager(),
     )
     assert h.evaluate(defs=make_defs(resources, assets=[*external.specs, plain])).get_num_requested(MONTHLY_COUNTS_SUMMARY) == 0
@@ -217,3 +219,23 @@ def test_sensor_skips_partitions_the_spec_does_not_know(letl_env, lake, instance
 
 def test_sensor_is_running_by_default():
     assert external_versions_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_the_examples_are_a_code_location_of_their_own_beside_production():
+    from pathlib import Path
+
+    import yaml
+
+    from letl_assets.definitions import defs as production
+    from letl_examples.definitions import defs as examples
+
+    production_keys = {k.to_user_string() for k in production.resolve_all_asset_keys()}
+    assert "labs/lab_results" in production_keys and not any(k.startswith("team/") for k in production_keys)
+    assert "external_versions_sensor" not in {s.name for s in production.get_repository_def().sensor_defs}
+    assert {MY_DATASET, MY_DATASET_SUMMARY, MY_DATASET_SNAPSHOT, MONTHLY_COUNTS, MONTHLY_COUNTS_SUMMARY} == set(
+        examples.resolve_all_asset_keys())
+    assert {s.name for s in examples.get_repository_def().sensor_defs} == {
+        "external_versions_sensor", "examples_freshness_sensor", "letl_examples_automation"}
+    workspace = yaml.safe_load((Path(__file__).parents[2] / "workspace.yaml").read_text())
+    assert [(e["python_module"]["module_name"], e["python_module"]["location_name"]) for e in workspace["load_from"]] == [
+        ("letl_assets.definitions", "letl"), ("letl_examples.definitions", "letl_examples")]
