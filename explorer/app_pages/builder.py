@@ -5,7 +5,7 @@ from datetime import date
 
 import streamlit as st
 
-from explorer import state, ui
+from explorer import facets, state, ui
 from letl.query import paging
 from letl.query.engine import QueryError
 from letl.query.labels import CODE
@@ -140,7 +140,7 @@ def fetch(ex, sql: str, params: list, tag: str, est):
     key = (ex.snapshot.key, sql, tuple(params), tag)
     if key not in memo:
         memo[key] = ex.run(sql, params, trusted=True, read=est, user=viewer.user)
-        while len(memo) > 8:
+        while len(memo) > 16:  # a page, its count and its facets, for a few recent states
             memo.pop(next(iter(memo)))
     return memo[key]
 
@@ -252,6 +252,7 @@ note = f"{total:,} row(s) in {{timing}}"
 if shown < total:
     note += (f" · rows {current.offset + 1:,}-{current.offset + shown:,}, "
              f"page {current.page:,} of {paging.pages(total, current.size):,}")
+facets.show(ex, view, schema, filters, est, state.labels(ex), lambda q, p: fetch(ex, q, p, tag, est), viewer.user)
 ui.show(result, chart, labels=state.labels(ex), unit=state.labels(ex).units.get(one_test), rows_note=note)
 page_buttons(total, current)
 ui.downloads(ex, result, sql, params, trusted=True, read=est, user=viewer.user, key="qb", total=total)

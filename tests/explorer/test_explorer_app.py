@@ -318,3 +318,30 @@ def test_sort_and_pages_run_in_duckdb_and_live_in_the_url(module_lab_lake):
     fresh = app(**link)
     fresh.switch_page("app_pages/builder.py").run()
     assert page_rows(fresh) == plain[50:100]  # the link reproduces the page
+
+
+def test_facets_count_the_filtered_rows_and_a_click_filters(module_lab_lake):
+    files = latest_files(module_lab_lake, "labs/lab_results")
+    at = ok(app())
+    at.switch_page("app_pages/builder.py").run()
+    at.selectbox(key="qb_dataset").select("lab_results").run()
+    at.button(key="qb_run").click().run()
+    assert ok(at).multiselect(key="qb_facets").value == ["hospital_id", "test_code", "abnormal_flag"]
+    by_hospital = duckdb.sql(f"SELECT hospital_id, count(*) FROM read_parquet({files!r}) "
+                             "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    facet = [b for b in at.button if b.key and b.key.startswith("qb_facet_hospital_id_")]
+    assert [b.label for b in facet] == [f"{h} · {n:,}" for h, n in by_hospital]
+    names = dict(duckdb.sql(f"SELECT test_code, any_value(test_name) FROM read_parquet({files!r}) GROUP BY 1").fetchall())
+    codes = [b.label for b in at.button if b.key and b.key.startswith("qb_facet_test_code_")]
+    assert codes and all(label.split(" · ")[0].replace("\\", "") == f"{c} {names[c]}"
+                         for label, c in zip(codes, [label.split(" ")[0] for label in codes], strict=True))
+
+    facet[-1].click().run()  # the smallest hospital
+    hospital, rows = by_hospital[-1]
+    assert ok(at).multiselect(key="qb_f_hospital_id_in").value == [hospital]
+    assert any(c.value.startswith(f"{rows:,} row(s) in") for c in at.caption)
+    flags = duckdb.sql(f"SELECT abnormal_flag, count(*) FROM read_parquet({files!r}) WHERE hospital_id = '{hospital}' "
+                       "GROUP BY 1 ORDER BY 2 DESC, 1 NULLS LAST").fetchall()
+    shown = [b.label for b in at.button if b.key and b.key.startswith("qb_facet_abnormal_flag_")]
+    assert shown == [f"{'(empty)' if f is None else f} · {n:,}" for f, n in flags]  # counted under the new filter
+    assert json.loads(at.query_params["q"])["filters"] == [["hospital_id", "in", [hospital]]]
