@@ -172,3 +172,20 @@ def test_awscli_reads_the_pointer_and_the_sha256_from_metadata(object_lake, obje
     data = subprocess.run(["aws", "--endpoint-url", objectstore.endpoint, "s3", "cp",
                            f"s3://{pointer['bucket']}/{pointer['key']}", "-"], env=env, capture_output=True, timeout=120)
     assert hashlib.sha256(data.stdout).hexdigest() == version.sha256
+
+
+def test_a_damaged_source_moved_onto_the_object_tier_stores_nothing_there(object_lake):
+    from letl.lake.errors import VerificationFailed
+
+    lake = object_lake
+    version = lake.write_version("labs/bad", pd.DataFrame({"x": range(1000)}), tier_hint="ssd")
+    path = lake.tiers["ssd"].backend.local_path(version.storage_key)
+    damaged = bytearray(path.read_bytes())
+    damaged[100] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(VerificationFailed, match="do not match the sha256 declared"):
+        Mover(lake).move(version.version_id, "cortx", "damaged-1")
+    assert not lake.tiers["cortx"].backend.exists(version.storage_key)
+    assert lake.catalog.get(version.version_id).tier == "ssd"
+    assert Mover(lake).get("damaged-1").state == "rolled_back"
