@@ -122,11 +122,18 @@ def refresh(lake, changed: Iterable[tuple[str, str, str]]) -> None:
     if not tiers:
         return
     wanted = dict.fromkeys(changed) | dict.fromkeys(_pending(lake))
+    down = [problem for name in tiers if (problem := lake.tiers[name].unavailable())]
+    if down:  # one warning per lake, not one per partition of a run: the store is down, not each pointer
+        for triple in wanted:
+            _mark(lake, triple)
+        if not lake.__dict__.get("_pointers_warned"):
+            lake.__dict__["_pointers_warned"] = True
+            log.warning("latest pointers not written (%s): retried on the next publish and by letl tier fsck",
+                        "; ".join(down))
+        return
     for asset_key, branch, partition in wanted:
         try:
             for tier_name in tiers:
-                if problem := lake.tiers[tier_name].unavailable():
-                    raise ConnectionError(problem)
                 _write(lake, tier_name, asset_key, branch, partition)
         except Exception as exc:  # recorded and retried: a pointer must never undo a commit
             log.warning("latest pointer of %s (branch %s, partition %s) not written (%s): retried on the next "

@@ -189,3 +189,30 @@ def test_a_damaged_source_moved_onto_the_object_tier_stores_nothing_there(object
     assert not lake.tiers["cortx"].backend.exists(version.storage_key)
     assert lake.catalog.get(version.version_id).tier == "ssd"
     assert Mover(lake).get("damaged-1").state == "rolled_back"
+
+
+def test_with_the_object_store_down_publishes_stand_warn_once_and_heal_when_it_is_back(
+        letl_env, objectstore, object_tier, monkeypatch, caplog, s3_retries_without_backoff):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    object_tier(objectstore, prefix="down-then-up")
+    monkeypatch.setenv("LETL_S3_ENDPOINT", f"http://127.0.0.1:{closed}")
+    down = Lake.from_env()
+    with caplog.at_level(logging.WARNING, logger="letl"):
+        early = [down.write_version("labs/down", pd.DataFrame({"x": [n]}), partition=p, tier_hint="ssd")
+                 for n, p in ((1, "2024-01-01"), (2, "2024-02-01"))]
+    assert [r.getMessage().startswith("latest pointers not written") for r in caplog.records
+            if "pointer" in r.getMessage()] == [True]
+    assert len(list((down.config.home / pointers.PENDING_DIR).glob("*.json"))) == 2
+
+    monkeypatch.setenv("LETL_S3_ENDPOINT", objectstore.endpoint)
+    up = Lake.from_env()
+    late = up.write_version("labs/down", pd.DataFrame({"x": [3]}), partition="2024-03-01", tier_hint="ssd")
+    store = pointers.manifest_store(up, "cortx")
+    for version in [*early, late]:
+        with store.open(pointers.pointer_key("labs/down", "main", version.partition)) as f:
+            assert json.loads(f.read())["version_id"] == version.version_id
+    assert list((up.config.home / pointers.PENDING_DIR).glob("*.json")) == []
