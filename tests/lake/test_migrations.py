@@ -169,7 +169,7 @@ Catalog(url).engine.dispose()
 """
 
 
-def open_at_once(url: str, tmp_path: Path, processes: int = 3) -> None:
+def open_at_once(url: str, tmp_path: Path, processes: int = 2) -> None:
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", OPEN, url, str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(processes)]
@@ -204,3 +204,22 @@ def test_letl_catalog_upgrade_reports_the_revisions(tmp_path, letl_env):
     assert first.splitlines()[-1] == f"catalog upgraded: none (made before migrations) -> {migrations.HEAD}"
     again = subprocess.run(letl, capture_output=True, text=True, check=True).stdout
     assert again.splitlines()[-1] == f"catalog already at head: {migrations.HEAD}"
+
+
+def test_the_migrated_catalog_commits_and_pins_alike_on_both(url):
+    from datetime import datetime, timezone
+
+    from letl.lake.catalog import Version
+
+    catalog = Catalog(url)
+    version = Version(version_id="20240101T000000000000Z-aaaaaaaa", asset_key="labs/x", branch="main", partition="p",
+                      created_at=datetime(2024, 1, 1, tzinfo=timezone.utc), run_id=None, tier="ssd", storage_key="k",
+                      format="parquet", bytes=5, rows=1, sha256="0" * 64, schema_fingerprint=None)
+    catalog.commit_versions([(version, ())])
+    catalog.pin("labs/x", "main", "hdd", pinned_by="ana")
+    catalog.pin("labs/x", "main", "pmem", reason="hot now")  # the same target again: replaced, not added
+    assert [(p["target"], p["tier"], p["pinned_by"], p["reason"]) for p in catalog.list_pins()] == [
+        ("latest:labs/x@main", "pmem", None, "hot now")]
+    assert catalog.pinned_tiers([version], catalog.latest_ids()) == {version.version_id: ("pmem", "latest:labs/x@main")}
+    assert catalog.unpin("latest:labs/x@main")["tier"] == "pmem" and catalog.list_pins() == []
+    catalog.engine.dispose()
