@@ -12,6 +12,7 @@ from letl.cli.main import main
 from letl.labs.sample import generate_drops
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).parents[2]
 ASSETS = ("labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary")
 PARTITION = "2024-01-01"
 
@@ -22,10 +23,9 @@ def run(cwd, *args, timeout=300):
                           text=True, timeout=timeout)
 
 
-def materialize(cwd, select=None):
-    select = select or ",".join(ASSETS)
-    return run(cwd, "dagster", "asset", "materialize", "-m", "letl_assets.definitions", "--select", select,
-               "--partition", PARTITION)
+def materialize(select="key:labs/lab_results*"):
+    """README.md's `dg launch` (dg reads [tool.dg] in pyproject.toml, so it runs from the repository root)."""
+    return run(REPO, "dg", "launch", "--assets", select, "--partition", PARTITION)
 
 
 def letl(capsys, *args) -> tuple[int, str, str]:
@@ -43,9 +43,9 @@ def catalog(capsys):
 
 
 def _materialize_as_the_readme_says(env) -> None:
-    # README.md, "To materialize through Dagster's own CLI".
+    # README.md, "To materialize through Dagster's own CLI" (dg launch).
     drops = generate_drops(env["landing"], months=1, hospitals=2, rows_per_file=500, seed=11)
-    done = materialize(env["home"].parent, select="key:labs/lab_results*")
+    done = materialize()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     counts = {"rows": sum(d.rows for d in drops), "rejected": sum(sum(d.defects.values()) for d in drops)}
     (env["home"].parent / "drops.json").write_text(json.dumps(counts))
@@ -72,7 +72,7 @@ def test_materialize_is_idempotent_and_tracked(letl_env, drop_counts, tmp_path, 
     rows, rejected = drop_counts["rows"], drop_counts["rejected"]
     assert (by_asset[ASSETS[0]]["rows"], by_asset[ASSETS[1]]["rows"]) == (rows - rejected, rejected)
 
-    again = materialize(tmp_path)
+    again = materialize("key:labs/lab_results,key:labs/lab_results_rejects,key:labs/lab_results_summary")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert catalog(capsys) == versions  # identical output reuses the same versions, nothing new
 
