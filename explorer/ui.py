@@ -1,17 +1,16 @@
 """Pieces every query page shares: the scan estimate, the result, the chart and the downloads."""
 
-import io
 import tempfile
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import streamlit as st
 
 from explorer import state
 from letl.lake.config import format_size
+from letl.query.export import FORMATS, LABELS, table_bytes
 from letl.query.labels import CODE, NAME, Labels, headers
 from letl.query.scan import Estimate
 from letl.query.service import Explorer, Result
@@ -97,32 +96,32 @@ def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, 
 
 def downloads(ex: Explorer, result: Result, sql: str, params, *, trusted: bool, read: Estimate | None,
               user: str, key: str, total: int | None = None) -> None:
-    """``total`` is the result's row count when ``result`` holds one page of it (the builder's pages)."""
-    left, right = st.columns(2)
+    """CSV, JSON and Parquet of the full result (up to the download cap), and the SQL.
+
+    ``total`` is the result's row count when ``result`` holds one page of it (the builder's pages).
+    A result the page holds whole is written from memory; otherwise the query runs again when a
+    button is clicked, streamed by DuckDB into a file (and audited as a query).
+    """
     whole = not result.truncated and total in (None, result.table.num_rows)
-    if whole:
-        data, label = csv_bytes(result), f"Download CSV ({result.table.num_rows:,} rows)"
-    else:
-        def full_csv() -> bytes:
-            # Streamed by DuckDB into a file; Streamlit only sees the finished file when clicked.
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "result.csv"
-                ex.export(sql, params, path, trusted=trusted, read=read, user=user)
-                return path.read_bytes()
-        data = full_csv
-        cap = ex.settings.download_cap
-        label = (f"Download CSV ({total:,} rows)" if total is not None and total <= cap
-                 else f"Download CSV (full result, up to {cap:,} rows)")
-    left.download_button(label, data, file_name="letl_result.csv", mime="text/csv", key=f"{key}_csv",
-                         on_click="ignore")
-    right.download_button("Download SQL", _sql_file(sql, params), file_name="letl_query.sql",
-                          mime="application/sql", key=f"{key}_sql", on_click="ignore")
+    cap = ex.settings.download_cap
+    rows = (f"{result.table.num_rows:,} rows" if whole else f"{total:,} rows" if total is not None and total <= cap
+            else f"full result, up to {cap:,} rows")
+    *boxes, last = st.columns(len(FORMATS) + 1)
+    for fmt, box in zip(FORMATS, boxes, strict=True):
+        data = (lambda fmt=fmt: table_bytes(result.table, fmt)) if whole else \
+            (lambda fmt=fmt: _exported(ex, sql, params, fmt, trusted=trusted, read=read, user=user))
+        box.download_button(f"Download {LABELS[fmt]} ({rows})", data, file_name=f"letl_result.{fmt}",
+                            mime=FORMATS[fmt], key=f"{key}_{fmt}", on_click="ignore")
+    last.download_button("Download SQL", _sql_file(sql, params), file_name="letl_query.sql",
+                         mime="application/sql", key=f"{key}_sql", on_click="ignore")
 
 
-def csv_bytes(result: Result) -> bytes:
-    buffer = io.BytesIO()
-    pa_csv.write_csv(result.table, buffer)
-    return buffer.getvalue()
+def _exported(ex: Explorer, sql: str, params, fmt: str, **run) -> bytes:
+    # Streamed by DuckDB into a file; Streamlit only sees the finished file when clicked.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"result.{fmt}"
+        ex.export(sql, params, path, **run)
+        return path.read_bytes()
 
 
 def _sql_file(sql: str, params) -> str:

@@ -9,8 +9,8 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 
+from letl.query.export import format_of, writer
 from letl.query.sql_guard import check_sql
 from letl.query.watchdog import Watchdog, memory_bytes
 
@@ -210,21 +210,23 @@ def export_csv(
     *,
     check: bool = True,
 ) -> int:
-    """Write at most ``row_cap`` rows of one guarded SELECT to ``path`` as CSV; return the rows.
+    """Write at most ``row_cap`` rows of one guarded SELECT to ``path``; return the rows.
 
-    Record batches stream from DuckDB to the file, so neither the result nor the CSV is ever
+    CSV, or JSON or Parquet when ``path`` ends in .json or .parquet (:mod:`letl.query.export`).
+    Record batches stream from DuckDB to the file, so neither the result nor the file is ever
     whole in memory. The file appears complete or not at all (temp file, then rename).
     """
     inner = _checked(sql, check)
     path = Path(path)
+    fmt = format_of(path)
     temp = path.with_name(f".{path.name}.tmp")
     rows = 0
     try:
         with _limits(con, timeout_s):
             schema, batches = _stream(con, inner, params, row_cap)
-            with pa_csv.CSVWriter(temp, schema) as writer:
+            with writer(temp, schema, fmt) as write:
                 for batch in batches:
-                    writer.write_batch(batch)
+                    write(batch)
                     rows += batch.num_rows
         temp.replace(path)
     finally:

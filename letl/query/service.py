@@ -193,7 +193,7 @@ class Explorer:
 
     def export(self, sql: str, params, path: Path, *, trusted: bool = False, read: Estimate | None = None,
                user: str | None = None) -> int:
-        """The full result, up to the download cap, as a CSV file at ``path``."""
+        """The full result, up to the download cap, at ``path``: CSV, JSON or Parquet by its suffix."""
         if not trusted:
             parsed = self._checked(sql, params, user)
             sql, read = parsed.text, read or self._reads(parsed)

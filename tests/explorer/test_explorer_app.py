@@ -310,6 +310,8 @@ def test_sort_and_pages_run_in_duckdb_and_live_in_the_url(module_lab_lake):
     assert page_rows(at) == plain[50:100]
     assert any(c.value.startswith(f"{len(plain):,} row(s) in") and "rows 51-100, page 2 of" in c.value
                for c in at.caption)
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == [f"Download {f} ({len(plain):,} rows)" for f in ("CSV", "JSON", "Parquet")] + ["Download SQL"]
     link = {k: at.query_params[k] for k in ("q", "sort", "dir", "page", "size")}
     assert {k: link[k] for k in ("sort", "dir", "page", "size")} == {
         "sort": "result_value", "dir": "desc", "page": "2", "size": "50"}
