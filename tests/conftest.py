@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from postgres import postgres, postgres_url  # noqa: F401  (fixtures: a throwaway Postgres server)
 
 from letl.lake.lake import Lake
 

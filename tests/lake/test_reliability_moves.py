@@ -74,7 +74,8 @@ def test_a_catalog_from_before_leases_keeps_its_moves_and_can_reserve_writes(let
     lake.catalog.engine.dispose()
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # the moves table as older releases made it, with one finished move
-        conn.exec_driver_sql("DROP TABLE moves")
+        for table in ("moves", "pins", "alembic_version"):  # older releases had no migrations either
+            conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.exec_driver_sql(
             "CREATE TABLE moves (request_id VARCHAR(128) PRIMARY KEY, version_id VARCHAR(64) NOT NULL "
             "REFERENCES versions (version_id), src_tier VARCHAR(64) NOT NULL, dst_tier VARCHAR(64) NOT NULL, "
