@@ -27,9 +27,17 @@ st.dataframe(
 )
 
 names = [d.key for d in found]
-chosen = st.selectbox("Dataset", names, index=names.index(st.query_params.get("dataset", names[0]))
-                      if st.query_params.get("dataset") in names else 0, key="ds_pick")
-st.query_params["dataset"] = chosen
+# A link fills the widgets once (dataset=...&tag=...); afterwards the widgets own the state and write it back.
+link = (st.query_params.get("dataset"), st.query_params.get("tag"))
+if link != st.session_state.get("ds_link"):
+    st.session_state["ds_link"] = link
+    if link[0] in names:
+        st.session_state["ds_pick"] = link[0]
+    elif link[0] is not None:
+        st.warning(f"The dataset in this link is not one you can see: {link[0]}")
+    if link[1]:
+        st.session_state["ds_link_tag"] = link[1]
+chosen = st.selectbox("Dataset", names, key="ds_pick")
 dataset = next(d for d in found if d.key == chosen)
 lake = state.lake()
 
@@ -62,11 +70,19 @@ st.dataframe(
 
 st.markdown("**Time travel**: pick a `gros://` tag to see, and query, the dataset as it was.")
 dates = sorted({v.created_at.date().isoformat() for v, _ in rows}, reverse=True)
+options = ["latest", *dates, "other…"]
+if "ds_link_tag" in st.session_state:
+    linked = st.session_state.pop("ds_link_tag")
+    st.session_state["ds_tag_pick"] = linked if linked in options else "other…"
+    if linked not in options:
+        st.session_state["ds_tag"] = linked
 left, right = st.columns(2)
-picked = left.selectbox("Tag", ["latest", *dates, "other…"], key="ds_tag_pick",
+picked = left.selectbox("Tag", options, key="ds_tag_pick",
                         help="A date selects the last version created on or before it, in every partition.")
 tag = right.text_input("Other tag: a date (YYYY-MM-DD) or an index (0 = first, -1 = newest)", key="ds_tag") \
     if picked == "other…" else picked
+st.query_params.from_dict({"dataset": chosen, **({"tag": tag} if tag and tag != "latest" else {})})
+st.session_state["ds_link"] = (chosen, tag if tag and tag != "latest" else None)
 if tag:
     try:
         chosen_versions = at_tag(lake, dataset, tag)
