@@ -133,41 +133,52 @@ def dot_command(ex, command: str, out: TextIO) -> bool:
 
 def shell(ex, fmt: str, lines: TextIO, out: TextIO, interactive: bool) -> int:
     """Statements end with ';' at the end of a line; dot commands are lines of their own. An error is
-    printed and the shell goes on; the exit code is that of the last error (0 if none)."""
+    printed and the shell goes on; the exit code is that of the last error (0 if none). On a terminal,
+    lines are edited with readline, and Ctrl-C drops the statement being typed or run, not the shell."""
     from letl.lake.errors import LetlError, exit_code, one_line
 
     status, pending = 0, []
     if interactive:
-        out.write(f"letl sql: {len(ex.snapshot.views)} datasets as views ({ex.role}); .help for help\n")
+        import readline  # noqa: F401  (input() then edits lines and keeps a history)
+
+        count = len(ex.snapshot.views)
+        out.write(f"letl sql: {count} dataset{'' if count == 1 else 's'} as views ({ex.role}); .help for help\n")
     while True:
-        if interactive:
-            out.write(MORE if pending else PROMPT)
-            out.flush()
-        line = lines.readline()
-        if not line:
-            break
-        text = line.strip()
         try:
+            line = _next_line(lines, MORE if pending else PROMPT, interactive)
+            if line is None:
+                if pending:  # the last statement may lack its ';'
+                    run_one(ex, "\n".join(pending), fmt, out)
+                return status
+            text = line.strip()
             if not pending and text.startswith("."):
                 if not dot_command(ex, text, out):
                     return status
-                continue
-            if text:
+            elif text:
                 pending.append(line.rstrip("\n"))
-            if pending and text.endswith(";"):
-                sql, pending = "\n".join(pending), []
-                run_one(ex, sql, fmt, out)
+                if text.endswith(";"):
+                    sql, pending = "\n".join(pending), []
+                    run_one(ex, sql, fmt, out)
         except LetlError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             status = exit_code(exc)
+            if line is None:
+                return status
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            print("\ninterrupted", file=sys.stderr)
+            pending = []
         out.flush()
-    if pending:
-        try:
-            run_one(ex, "\n".join(pending), fmt, out)
-        except LetlError as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
-            status = exit_code(exc)
-    return status
+
+
+def _next_line(lines: TextIO, prompt: str, interactive: bool) -> str | None:
+    if not interactive:
+        return lines.readline() or None
+    try:
+        return input(prompt) + "\n"
+    except EOFError:
+        return None
 
 
 def cmd_sql(args) -> int:

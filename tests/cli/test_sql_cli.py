@@ -120,3 +120,31 @@ def test_without_a_lake_it_says_how_to_point_at_one_and_creates_nothing(tmp_path
     assert out.returncode == 4
     assert "set LETL_HOME to the lake's directory" in one_error(out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_on_a_terminal_the_shell_prompts_and_ctrl_c_drops_only_the_statement(sql_lake, monkeypatch, capsys):
+    import io
+
+    from letl.cli import sql
+
+    typed = iter(["SELECT a", KeyboardInterrupt, "SELECT max(a) AS top", "FROM x;", ".tables", ".quit", "never"])
+    prompts = []
+
+    def fake_input(prompt):
+        prompts.append(prompt)
+        step = next(typed)
+        if step is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        return step
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    ex, out = sql.open_explorer(None), io.StringIO()
+    try:
+        assert sql.shell(ex, "table", io.StringIO(), out, interactive=True) == 0
+    finally:
+        ex.close()
+    assert prompts == [sql.PROMPT, sql.MORE, sql.PROMPT, sql.MORE, sql.PROMPT, sql.PROMPT]
+    text = out.getvalue()
+    assert text.startswith("letl sql: 1 dataset as views (analyst); .help for help\n")
+    assert "top\n---\n3\n(1 row)\n" in text and "labs/x" in text and "secret" not in text
+    assert "interrupted" in capsys.readouterr().err
