@@ -138,4 +138,6 @@ def _param(p, where: str) -> Param:
             default = choices[0]  # what the page's selectbox shows first
         elif default not in choices:
             raise ValueError(f"{bad} has default {default!r}, not one of its choices")
+    elif default is None:  # what the page's widget starts at; a link without the parameter gets it too
+        default = 0 if kind == "number" else ""
     return Param(name, kind, default, tuple(choices or ()))

@@ -82,6 +82,41 @@ def test_parameter_defaults_that_the_page_can_draw(tmp_path):
     assert named.values({"n": 2}) == {"d": date(2024, 3, 1), "n": 2.0, "c": "p"}
 
 
+def link_query(tmp_path):
+    (named,) = library.load([write(tmp_path, """
+- name: x
+  sql: SELECT $d, $n, $c, $t
+  params:
+    - {name: d, type: date, default: 2024-03-01}
+    - {name: n, type: number, default: 2}
+    - {name: c, type: choice, choices: [p, q]}
+    - {name: t, type: text}
+""")])
+    return named
+
+
+def test_link_parameters_round_trip(tmp_path):
+    named = link_query(tmp_path)
+    values = named.from_url({"d": "2024-05-01", "n": "12.5", "c": "q"})
+    assert values == {"d": date(2024, 5, 1), "n": 12.5, "c": "q", "t": ""}
+    assert named.to_url(values) == {"d": "2024-05-01", "n": "12.5", "c": "q", "t": ""}
+    assert named.to_url(named.values()) == {"d": "2024-03-01", "n": "2", "c": "p", "t": ""}
+    assert named.from_url(named.to_url(values)) == values
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"d": "May"}, "^d must be a date as YYYY-MM-DD$"),
+    ({"n": "ten"}, "^n must be a number$"),
+    ({"n": "nan"}, "^n must be a number$"),
+    ({"n": "inf"}, "^n must be a number$"),
+    ({"c": "r"}, "^c must be one of p, q$"),
+    ({"e": "1", "f": "2"}, "^'x' has no parameter e, f; it takes d, n, c, t$"),
+])
+def test_a_bad_link_parameter_is_named_without_its_value(tmp_path, given, message):
+    with pytest.raises(ValueError, match=message):
+        link_query(tmp_path).from_url(given)
+
+
 def test_passwords_open_roles():
     assert role_for_password("s3cret", "s3cret", "boss") == "analyst"
     assert role_for_password("boss", "s3cret", "boss") == "steward"
