@@ -12,7 +12,7 @@ from letl.cli.report import month_problem
 from letl.labs.drops import FIRST_MONTH, current_month
 from letl.lake.errors import InProgress, InvalidInput, NotFound
 from letl.lake.lake import Lake
-from letl_assets.range_runs import blamed_months, execute, failure_reason, lake_failure, month_runs, span
+from letl_assets.range_runs import blamed_months, execute, failure_reason, lake_failure, month_figures, month_runs, span
 
 # Lock files this process holds, with their depth: `letl run` takes the lock around its whole
 # work and run_months takes it again, so the inner take must not wait for the outer one.
@@ -88,7 +88,7 @@ def parse_months(months: list[str]) -> list[str]:
     return sorted(keys)
 
 
-def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print) -> list[dict]:
+def run_months(months: list[str] | None, force: bool, log: Callable[[str], None] = print, bar=None) -> list[dict]:
     """Materialize labs_job for each month with drops that is not current; one record per month.
 
     A month is current when its results, rejects and summary exist and were built from exactly
@@ -101,6 +101,9 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
     the rest run again without them; when it names none, each half runs again on its own, down to
     single months, whose failure is then the month's own. A failure of the lake's storage fails
     every month of the run at once.
+
+    Each month built is logged with its rows in, out and rejected, its ingest's seconds and rows/s;
+    ``bar`` (letl.cli.progress), if given, advances by each settled month's drop bytes.
     """
     import dagster as dg
 
@@ -122,14 +125,19 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
         outcomes: dict[str, dict] = {}
         index = {partition: i for i, partition in enumerate(wanted, 1)}
 
-        def settle(partition: str, status: str, seconds: float, batch: list[str], run_id: str, reason=None) -> None:
+        def settle(partition: str, status: str, seconds: float, batch: list[str], run_id: str, reason=None,
+                   figures=None) -> None:
             outcomes[partition] = {"partition": partition, "status": status, "run_id": run_id}
-            line = f"[{index[partition]}/{len(wanted)}] {partition[:7]}: {status} in {seconds:.1f}s"
+            line = f"[{index[partition]}/{len(wanted)}] {partition[:7]}: "
+            line += f"{status}, {figures}" if figures else f"{status} in {seconds:.1f}s"
             if reason:
                 outcomes[partition]["reason"] = reason
                 line += f": {reason}"
             shared = f", one run for {len(batch)} months {span(batch)}" if len(batch) > 1 else ""
-            log(f"{line} (run {run_id}{shared})")
+            took = f" in {seconds:.1f} s" if figures else ""  # without figures, the line began with it
+            log(f"{line} (run {run_id}{shared}{took})")
+            if bar is not None:
+                bar.advance(sizes.get(partition, 0))
 
         todo = []
         for partition in wanted:
@@ -142,14 +150,17 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
             else:
                 todo.append(partition)
         queue = month_runs(todo, sizes)
+        if bar is not None:
+            bar.update(0, sum(sizes.get(p, 0) for p in todo))
         while queue:
             batch = queue.pop(0)
             started = time.perf_counter()
             result = execute(job, instance, batch)
             seconds = time.perf_counter() - started
             if result.success:
+                figures = month_figures(result)
                 for partition in batch:
-                    settle(partition, "ok", seconds, batch, result.run_id)
+                    settle(partition, "ok", seconds, batch, result.run_id, figures=figures.get(partition))
                 continue
             if len(batch) == 1 or lake_failure(result):
                 for partition in batch:

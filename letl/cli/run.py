@@ -25,6 +25,7 @@ def cmd_run(args) -> int:
     """Exit 0 only when every month with drops is current and reconciled; 1 when a month failed or is
     stale (each listed with its reason); with --no-wait, InProgress's code when another run holds LETL_HOME."""
     from letl.cli.objectstore import start_for_run
+    from letl.cli.progress import progress
     from letl.cli.report import format_summary, summary
     from letl.labs.sample import generate_drops
     from letl.lake.config import LakeConfig
@@ -42,13 +43,15 @@ def cmd_run(args) -> int:
         start_for_run()
         for note in open_lake().config.notes:
             print(f"warning: {note}")
-        outcomes = run_months(args.months, args.force)
+        # Month lines go to stdout (the command's result); the bar of drop bytes to stderr, drawn on a terminal.
+        with progress("letl run", unit="B") as bar:
+            outcomes = run_months(args.months, args.force, bar=bar)
         failures = {o["partition"]: o["reason"] for o in outcomes if o["status"] == "FAILED"}
         data = summary(open_lake(), failures)
     print()
     print(format_summary(data))
     print()
-    print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dagster dev)")
+    print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dg dev -w workspace.yaml)")
     return 0 if data["reconciled"] else 1
 
 

@@ -1,6 +1,7 @@
 """Hospital lab results: monthly drops -> validated, de-identified results, rejects and a summary."""
 
 import re
+import time
 import warnings
 from datetime import timedelta
 
@@ -30,6 +31,8 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 # Failure metadata naming the month that failed in a run over many, so that `letl run` can rerun
 # the others without it.
 FAILED_PARTITION = "letl/failed_partition"
+# Materialization metadata of lab_results: seconds the month's ingest took (parse, de-identify, write).
+INGEST_SECONDS = "letl/ingest_seconds"
 LIVE_LOG_BYTES = 50_000_000  # a month of more drop bytes than this takes long enough to log as it goes
 
 # The key strings live in lake/names.py, where faces that must not write them (the API) read them.
@@ -81,9 +84,12 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
     the_lake = lake.get_lake()
     key = pseudonym.get(the_lake.config.home, context.log.info)
     built: dict[str, tuple] = {}  # partition -> (report, metadata of results, metadata of rejects, drops read)
+    seconds: dict[str, float] = {}
     try:
         for partition in context.partition_keys:
+            started = time.perf_counter()
             built[partition] = _month(context, the_lake, landing, key, partition)
+            seconds[partition] = round(time.perf_counter() - started, 3)
         # One scan after every month was read: a file that changed or arrived since its month's read
         # is seen, as the outputs would describe bytes nobody can see again.
         now = landing.scan(settled=False).drops
@@ -97,7 +103,10 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
             report.rejects_path.unlink(missing_ok=True)
         raise
     for partition, (_, good, rejected, _) in built.items():
-        context.add_asset_metadata(good, asset_key=LAB_RESULTS, partition_key=partition)
+        # The month's ingest time is the event's only: kept with the version, it would make every rerun
+        # of unchanged drops look like new output.
+        context.add_asset_metadata({**good, INGEST_SECONDS: seconds[partition]}, asset_key=LAB_RESULTS,
+                                   partition_key=partition)
         context.add_asset_metadata(rejected, asset_key=LAB_REJECTS, partition_key=partition)
     try:
         yield dg.Output(ByPartition({p: b[0].good_path for p, b in built.items()}, {p: b[1] for p, b in built.items()}),

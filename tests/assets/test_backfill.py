@@ -2,6 +2,8 @@
 Dagster run with one version, lineage and verdict per month, and a broken month that costs only itself."""
 
 import csv
+import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import dagster as dg
 import pytest
 
 from letl.cli.main import main
+from letl.cli.progress import progress
 from letl.cli.report import (
     REJECTS,
     RESULTS,
@@ -19,11 +22,15 @@ from letl.cli.report import (
 )
 from letl.labs.drops import scan_landing
 from letl.labs.sample import write_drop
+from letl.lake.config import format_size
 from letl.lake.lake import Lake
 from letl_assets.local_run import run_months
 from letl_assets.range_runs import month_runs
 
 CHECKS = {"rows_reconcile", "no_raw_identifiers", "physiological_bounds"}
+# `letl run`'s line for a month it built: rows in, out, rejected, the ingest's seconds and rate, the run.
+MONTH_LINE = re.compile(r"\[\d+/\d+\] (\d{4}-\d{2}): ok, ([\d,]+) rows in, ([\d,]+) out, ([\d,]+) rejected, "
+                        r"(\d+\.\d) s, ([\d,]+) rows/s \(run \S+(?:, one run for \d+ months \S+)? in \d+\.\d s\)")
 
 
 def quiet(**kwargs) -> list[dict]:
@@ -121,7 +128,10 @@ def test_drops_before_1900_or_in_a_future_month_are_refused_and_the_others_run(l
 
     assert main(["run"]) == 0  # the refused files do not make the other months fail
     out = capsys.readouterr().out
-    assert "[1/1] 2024-01: ok in " in out and "(reconciled)" in out
+    assert "(reconciled)" in out
+    results, rejects = Lake.from_env().latest(RESULTS, "2024-01-01"), Lake.from_env().latest(REJECTS, "2024-01-01")
+    [figures] = MONTH_LINE.findall(out)
+    assert figures[:4] == ("2024-01", f"{results.rows + rejects.rows:,}", f"{results.rows:,}", f"{rejects.rows:,}")
     assert f"  labs/H002/1899-12.csv: {refused['labs/H002/1899-12.csv']}\n" in out.split("ignored files in the landing zone:")[1]
     lake = Lake.from_env()
     report = summary(lake)
@@ -138,9 +148,19 @@ def test_a_range_run_writes_one_version_per_month_with_its_own_lineage_and_check
     for i, month in enumerate(months):
         for hospital in ("H001", "H002"):
             drop(landing, hospital, month, rows=20 + 5 * i)
-    outcomes = quiet()
+    lines: list[str] = []
+    stream = io.StringIO()
+    with progress("letl run", stream=stream) as bar:
+        outcomes = run_months(None, force=False, log=lines.append, bar=bar)
     assert [o["status"] for o in outcomes] == ["ok"] * 4
     [run_id] = {o["run_id"] for o in outcomes}  # one Dagster run for the four months
+    # One line per month with its own rows and ingest rate, naming the run it shared.
+    per_month = [MONTH_LINE.fullmatch(line) for line in lines]
+    assert [(m[1], m[2]) for m in per_month] == [(month, f"{2 * (20 + 5 * i):,}") for i, month in enumerate(months)]
+    assert all("one run for 4 months 2023-11..2024-02 in " in line for line in lines)
+    dropped = sum(d.size for d in scan_landing(landing).drops)
+    # Off a terminal the bar ends with one line: every month's drop bytes, counted as each month settled.
+    assert stream.getvalue().splitlines()[-1].startswith(f"letl run: {format_size(dropped)} in ")
     lake = Lake.from_env()
     for i, month in enumerate(months):
         partition = f"{month}-01"
