@@ -65,7 +65,7 @@ with side:
         st.caption(f"`{name}` cannot be queried now: {why}")
 with editor:
     code_editor(sql, lang="sql", key=EDITOR, height=[8, 24], response_mode="blur",
-                completions=completions(schemas), options={"wrap": True, "showLineNumbers": True},
+                completions=completions(schemas), options={"wrap": True},
                 props={"enableBasicAutocompletion": True, "enableLiveAutocompletion": True})
     st.caption(f"One SELECT or WITH query; it stops after {ex.settings.timeout_s:g} s, and the page shows at most "
                f"{ex.settings.row_cap:,} rows (the CSV download up to {ex.settings.download_cap:,}). "
