@@ -6,9 +6,9 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from letl.cli import catalog, lake, lineage, objectstore, run, serve, tier
+from letl.cli import catalog, lake, lineage, objectstore, run, serve, sql, tier
 
-GROUPS = (run, lake, lineage, catalog, tier, objectstore, serve)
+GROUPS = (run, lake, lineage, catalog, tier, objectstore, serve, sql)
 
 
 def _version() -> str:

@@ -39,6 +39,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_move(args) -> int:
+    from letl.cli.progress import file_progress
     from letl.cli.report import dumps
     from letl.lake.moves import Mover
 
@@ -55,12 +56,15 @@ def cmd_move(args) -> int:
     mover, results = Mover(lake), []
     for version_id in targets:
         rid = request_id if len(targets) == 1 else f"{request_id}/{version_id}"
-        results.append(mover.move(version_id, args.to, rid).as_dict())
+        with file_progress(f"{version_id} -> {args.to}") as on_progress:
+            r = mover.move(version_id, args.to, rid, on_progress=on_progress).as_dict()
+        results.append(r)
+        if not args.json:  # each move's line as it finishes, not all at the end
+            note = " (repeated request: nothing done)" if r["repeated"] else ""
+            print(f"{r['request_id']}: {r['version_id']} {r['src_tier']} -> {r['dst_tier']}: {r['state']}{note}",
+                  flush=True)
     if args.json:
         print(dumps(results))
-    for r in [] if args.json else results:
-        note = " (repeated request: nothing done)" if r["repeated"] else ""
-        print(f"{r['request_id']}: {r['version_id']} {r['src_tier']} -> {r['dst_tier']}: {r['state']}{note}")
     return 0
 
 
@@ -99,12 +103,15 @@ def cmd_usage(args) -> int:
 
 
 def cmd_write(args) -> int:
+    from letl.cli.progress import file_progress
     from letl.cli.report import dumps
     from letl.lake.moves import Mover
     from letl.lake.names import asset_key_of
 
     request_id = args.request_id or uuid.uuid4().hex
-    result = Mover(open_lake()).write(args.source, asset_key_of(args.dataset), args.to, request_id, args.partition)
+    with file_progress(f"{args.source} -> {args.dataset}") as on_progress:
+        result = Mover(open_lake()).write(args.source, asset_key_of(args.dataset), args.to, request_id, args.partition,
+                                          on_progress=on_progress)
     if args.json:
         print(dumps(result.as_dict()))
     else:

@@ -104,6 +104,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("LETL_EXPLORER_STEWARD_PASSWORD", "str", None, "the stewards' password", secret=True),
     S("LETL_EXPLORER_STEWARDS", "list", "", "comma-separated sign-in e-mails with the steward role"),
     S("LETL_EXPLORER_USER", "str", None, "the explorer's user without sign-in (unset: the process's user)"),
+    S("LETL_PROGRESS_BYTES", "size", "64MiB", "`letl tier move`/`write` show a progress bar (stderr) for files this big"),
     S("LETL_DEBUG", "bool", "off", "on: the CLI shows tracebacks"),
     S("LETL_FAILPOINT", "str", None, "the crash tests' hook: <step> dies there, pause_<step> stops there"),
 )

@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from letl.lake import pointers
 from letl.lake.catalog import FINAL_STATES, OPEN_STATES, utcnow
 from letl.lake.errors import Conflict, TierUnavailable, one_line
 from letl.lake.leases import request_tag
@@ -58,6 +59,7 @@ def fsck(lake, dry_run: bool = False, grace_seconds: float = 3600, force: bool =
         f"{v.tier}:{v.storage_key}" for v in lake.catalog.list_versions()
         if v.tier in lake.tiers and v.tier not in unreachable and not lake.tiers[v.tier].backend.exists(v.storage_key)
     ]
+    report["pointers"] = pointers.heal(lake, dry_run=dry_run)  # S3-only clients' latest, rewritten from the catalog
     if not dry_run:
         report["staging_removed"] = _clean_staging(lake, grace_seconds)
         _clean_locks(lake)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from letl.lake import manifests
+from letl.lake import manifests, pointers
 from letl.lake.catalog import Catalog, Version, utcnow
 from letl.lake.config import LakeConfig, TierSpec, format_size
 from letl.lake.errors import InvalidInput, LetlError, NoRoom, NotFound, TierUnavailable, VerificationFailed
@@ -168,7 +168,8 @@ class Lake:
         try:
             info = pq.read_metadata(staged) if fmt == "parquet" else None
             tier_name, placement = self.choose_tier(staged.stat().st_size, tier_hint, strict_tier)
-            written = self.tiers[tier_name].backend.put_file(key, staged)
+            written = self.tiers[tier_name].backend.put_file(
+                key, staged, labels=pointers.object_labels(asset_key, branch, part, version_id))
         except BaseException:
             if not isinstance(data, (str, Path)):
                 staged.unlink(missing_ok=True)  # our own staging file; a caller's path is theirs
@@ -248,6 +249,7 @@ class Lake:
                 self.tiers[s.version.tier].backend.delete(s.version.storage_key)
         for s in fresh:
             manifests.record_version(self, s.version)  # the lineage audit trail: logs, never raises
+        pointers.refresh_versions(self, [s.version for s in fresh])  # S3-only clients' latest: logs, never raises
         return [s.reuse or s.version for s in staged]
 
     def discard(self, staged: list[Staged]) -> None:

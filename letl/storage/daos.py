@@ -78,7 +78,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Mapping
 
 from letl.lake.errors import NotFound, TierUnavailable
 from letl.storage.contract import Written, hash_stream, validate_key
@@ -206,7 +206,7 @@ class DaosBackend:
 
     # --- the Backend contract ---
 
-    def put(self, key: str, stream: BinaryIO) -> Written:
+    def put(self, key: str, stream: BinaryIO, labels: Mapping[str, str] | None = None) -> Written:
         validate_key(key)
         existing = self._manifest(key)
         if existing is not None:
@@ -242,7 +242,7 @@ class DaosBackend:
         except Exception:  # noqa: BLE001 - the original failure matters more
             pass
 
-    def put_file(self, key: str, path: Path) -> Written:
+    def put_file(self, key: str, path: Path, labels: Mapping[str, str] | None = None) -> Written:
         """Store a local file under key. The file is consumed: deleted once stored."""
         path = Path(path)
         with open(path, "rb") as src:

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Mapping
 
 import xxhash
 
@@ -39,7 +39,7 @@ class PosixBackend:
         # Named by its writer, so that clean_temp can tell a live write from a leftover.
         return tmp / f"{_WRITER}-{os.getpid()}-{uuid.uuid4().hex}.part"
 
-    def put(self, key: str, stream: BinaryIO) -> Written:
+    def put(self, key: str, stream: BinaryIO, labels: Mapping[str, str] | None = None) -> Written:
         final, tmp = self._path(key), self._tmp()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -53,7 +53,7 @@ class PosixBackend:
             tmp.unlink(missing_ok=True)
         return written
 
-    def put_file(self, key: str, path: Path) -> Written:
+    def put_file(self, key: str, path: Path, labels: Mapping[str, str] | None = None) -> Written:
         path = Path(path)
         final = self._path(key)
         self.root.mkdir(parents=True, exist_ok=True)

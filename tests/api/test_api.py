@@ -292,11 +292,11 @@ def test_backend_failing_mid_move_is_502_and_a_retry_settles_it(client, source, 
     cortx = api_env["cortx"].absolute()
     real_put = PosixBackend.put
 
-    def disk_error_on_cortx(self, key, stream):
+    def disk_error_on_cortx(self, key, stream, labels=None):
         if self.root.absolute() == cortx:
             stream.read(1 << 16)  # the copy has begun when the disk fails
             raise OSError(errno.EIO, "Input/output error")
-        return real_put(self, key, stream)
+        return real_put(self, key, stream, labels)
 
     monkeypatch.setattr(PosixBackend, "put", disk_error_on_cortx)
     r = post(client, "/tiering/D-C", written["version_id"], "cortx", "m-1")
