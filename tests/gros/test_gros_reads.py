@@ -116,7 +116,10 @@ def test_a_whole_dataset_read_is_one_query_and_one_audit_transaction(months, sta
 # bind and the file opened again to scan it: that second open audits it once more. Deliberate
 # over-auditing, the price of never letting a read go unaudited (gros_reads.py).
 @pytest.mark.parametrize("api, globs", [("sql", 2), ("execute", 1)])
-def test_a_duckdb_query_is_one_query_and_one_audit_transaction_per_glob(months, statements, api, globs):
+def test_a_duckdb_query_is_one_query_and_one_audit_transaction_per_glob(months, statements, api, globs, monkeypatch):
+    # Freshness only decides which resolution answers a call; on a loaded machine DuckDB's calls may come
+    # further apart than QUIET and audit more. An hour makes the count the documented one, not the machine's.
+    monkeypatch.setattr(gros_reads, "QUIET", 3600.0)
     con = duckdb.connect()
     con.register_filesystem(fsspec.filesystem("gros"))
     with statements:
@@ -131,7 +134,8 @@ def test_a_duckdb_query_is_one_query_and_one_audit_transaction_per_glob(months, 
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))
-def test_every_read_is_audited_and_sees_the_version_published_before_it(months, reader):
+def test_every_read_is_audited_and_sees_the_version_published_before_it(months, reader, monkeypatch):
+    monkeypatch.setattr(gros_reads, "QUIET", 3600.0)  # as above; the publish in between still ends the first read
     first = READERS[reader]("gros://labs.m")
     months.write_version("labs/m", pa.table({"month": [MONTHS[2]], "v": [99.0]}), partition=MONTHS[2], metadata=DEID)
     second = READERS[reader]("gros://labs.m")
