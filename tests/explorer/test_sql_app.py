@@ -166,3 +166,12 @@ def test_number_parameter_from_a_link(tmp_path, module_lab_lake, monkeypatch):
     assert at.query_params["floor"] == "100"
     bad = predefined_page(query="Above", floor="ten")
     assert [e.value for e in bad.error] == ["This link's parameters could not be used: floor must be a number."]
+
+
+def test_a_big_scan_from_a_predefined_link_asks_before_running(module_lab_lake, monkeypatch):
+    monkeypatch.setenv("LETL_EXPLORER_CONFIRM_BYTES", "1024")
+    at = predefined_page(query=VOLUME, test_code="1742-6")
+    assert any("more than 1.0 KiB" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not at.dataframe
+    at.checkbox(key="pq_confirm").check().run()
+    assert [int(n) for n in ok(at).dataframe[0].value["results"]] == volume(module_lab_lake, "1742-6")
