@@ -45,7 +45,8 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, 
 
     The cursor holds one short state hash per month present in the landing zone, so it stays as small
     as the landing zone's list of months; months whose drops are gone leave it. The run key is that
-    state, so one state of a month's content is processed once even if the cursor is lost. Files under
+    state, so one state of a month's content is processed once even if the cursor is lost. A month with
+    a file modified in the last ``settle_seconds`` waits for the next tick. Files under
     labs/ that are no drop are logged with their reason when first seen (or when the reason changes),
     not on every tick.
     """
@@ -58,10 +59,17 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, 
     by_month = defaultdict(list)
     for drop in scan.drops:
         by_month[drop.partition_key].append(drop)
+    # A month with a file still being written waits for it: a run now would build it without that file.
+    settled = {d.relpath for d in scan.drops}
+    uploading = {d.partition_key for d in landing.scan(settled=False).drops if d.relpath not in settled}
     seen = _seen_months(cursor, by_month)
     the_lake = lake.get_lake()
     months, requests, events = {}, [], []
     for partition, drops in sorted(by_month.items()):
+        if partition in uploading:
+            if partition in seen:
+                months[partition] = seen[partition]
+            continue
         months[partition] = state = month_state(drops)
         if seen.get(partition) == state:
             continue

@@ -115,6 +115,20 @@ def test_settle_seconds_skips_a_file_being_written(letl_env):
     assert partition == "2024-03-01"
 
 
+def test_a_month_waits_while_one_of_its_files_is_still_being_written(letl_env):
+    landing = letl_env["landing"]
+    drop(landing, "labs/H001/2024-03.csv")
+    path = drop(landing, "labs/H002/2024-03.csv", age=0)
+    drop(landing, "labs/H001/2024-04.csv")
+    waiting = tick(settle_seconds=HOUR)
+    assert [p for p, _ in requests(waiting)] == ["2024-04-01"]  # not March without H002's file
+    past = time.time() - 2 * HOUR
+    os.utime(path, (past, past))
+    [request] = tick(waiting.cursor, settle_seconds=HOUR).run_requests
+    assert request.partition_key == "2024-03-01"
+    assert set(request.tags["letl/changed_files"].split(",")) == {"labs/H001/2024-03.csv", "labs/H002/2024-03.csv"}
+
+
 def test_files_that_are_no_drop_are_logged_once_with_their_reason(letl_env, capsys):
     landing = letl_env["landing"]
     for relpath in (
