@@ -23,7 +23,8 @@ def warn_if_mixed(uri: str, served: Sequence) -> None:
         warnings.warn(MixedSchemaWarning(
             f"{uri}: its partitions were written with different columns or types; pyarrow and pandas keep the "
             "first partition's columns unless given schema=fsspec.filesystem('gros').unified_schema(uri), "
-            "DuckDB needs read_parquet(..., union_by_name=true)"), stacklevel=6)
+            "DuckDB needs read_parquet(..., union_by_name=true); letl.gros.scan(uri) reads every column by itself"),
+            stacklevel=6)
 
 
 def unified_schema(lake, versions: Sequence, where: str, partition_column: str | None = None):

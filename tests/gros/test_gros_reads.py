@@ -16,10 +16,12 @@ import pyarrow.dataset as ds
 import pytest
 import sqlalchemy as sa
 
+import letl.gros
 from letl.gros import reads as gros_reads
 from letl.gros.fs import GrosFileSystem, current_lake
 from letl.gros.schema import MixedSchemaWarning
 from letl.lake.catalog import access_log
+from letl.lake.errors import InvalidInput
 from letl.lake.lake import current_user
 from letl.lake.moves import Mover
 
@@ -389,3 +391,16 @@ def test_the_unified_schema_is_access_checked(gaining, monkeypatch):
     monkeypatch.setenv("LETL_STEWARDS", "someone-else")
     with pytest.raises(PermissionError):
         GrosFileSystem(skip_instance_cache=True).unified_schema("gros://labs.g")
+
+
+def test_scan_reads_every_column_and_the_partition_without_being_told(gaining):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MixedSchemaWarning)  # scan answers the mixed schema itself
+        dataset = letl.gros.scan("gros://labs.g")
+        frame = letl.gros.scan("labs.g", engine="polars").collect().to_pandas()
+    _union_ok(dataset.to_table().to_pandas())
+    _union_ok(frame)
+    assert dataset.schema.field("partition_key").type == pa.string()
+    assert letl.gros.scan("gros://labs.g?partition=2024-01-01").schema.names == ["test_code", "result_value"]
+    with pytest.raises(InvalidInput, match="engine 'spark' is not one of pyarrow, polars"):
+        letl.gros.scan("gros://labs.g", engine="spark")
