@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sys
 from typing import TextIO
 
@@ -50,7 +51,7 @@ def role_for(requested: str | None, user: str) -> str:
 
 def open_explorer(role: str | None):
     from letl.gros.fs import GrosNotFoundError, require_a_lake
-    from letl.lake.errors import NotFound
+    from letl.lake.errors import AccessDenied, NotFound
     from letl.lake.lake import Lake, current_user
     from letl.query.service import Explorer
 
@@ -59,7 +60,14 @@ def open_explorer(role: str | None):
     except GrosNotFoundError as exc:
         raise NotFound(str(exc)) from None
     lake = Lake.from_env()
-    return Explorer(lake, role_for(role, current_user()), _settings())
+    try:
+        chosen = role_for(role, current_user())
+    except AccessDenied:
+        # Audited like every refusal; a fixed category, as the explorer's query log keeps.
+        lake.catalog.record_query_event("query-refused", None, detail="role", user=current_user(),
+                                        host=socket.gethostname())
+        raise
+    return Explorer(lake, chosen, _settings())
 
 
 def run_one(ex, sql: str, fmt: str, out: TextIO) -> None:

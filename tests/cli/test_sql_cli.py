@@ -68,6 +68,13 @@ def test_csv_and_json_hold_the_whole_result(sql_lake, fmt):
         assert json.loads(out.stdout) == [{"a": 2, "partition_key": P1}, {"a": 3, "partition_key": P2}]
 
 
+def test_a_result_past_the_row_cap_is_cut_and_says_so(sql_lake, monkeypatch):
+    monkeypatch.setenv("LETL_EXPLORER_ROW_CAP", "2")
+    out = letl_sql("--format", "csv", "SELECT a FROM x ORDER BY a")
+    assert out.returncode == 0 and out.stdout.splitlines() == ['"a"', "1", "2"]
+    assert out.stderr == "(cut at the row cap of 2 rows; set LETL_EXPLORER_ROW_CAP for more)\n"
+
+
 def test_a_refused_statement_exits_2_reads_nothing_and_is_logged_by_category(sql_lake):
     out = letl_sql("DROP TABLE x")
     assert out.returncode == 2 and out.stdout == ""
@@ -92,6 +99,7 @@ def test_a_restricted_dataset_is_invisible_to_a_non_steward(sql_lake, monkeypatc
     assert tables.returncode == 0 and "secret" not in tables.stdout and "labs/x" in tables.stdout
     refused = letl_sql("--role", "steward", "SELECT 1")
     assert refused.returncode == 8 and "is not a steward" in one_error(refused)
+    assert [(e["kind"], e["detail"]) for e in rows(sql_lake["lake"], query_log)][-1] == ("query-refused", "role")
 
     monkeypatch.setenv("LETL_STEWARDS", current_user())
     steward = letl_sql("--format", "json", "SELECT pid FROM secret")
