@@ -68,7 +68,7 @@ with editor:
                 completions=completions(schemas), options={"wrap": True},
                 props={"enableBasicAutocompletion": True, "enableLiveAutocompletion": True})
     st.caption(f"One SELECT or WITH query; it stops after {ex.settings.timeout_s:g} s, and the page shows at most "
-               f"{ex.settings.row_cap:,} rows (the CSV download up to {ex.settings.download_cap:,}). "
+               f"{ex.settings.row_cap:,} rows (downloads up to {ex.settings.download_cap:,}). "
                "Ctrl+Enter runs it; view and column names complete as you type.")
     run = st.button("Run", type="primary", key="sql_run") or run
 if run:
