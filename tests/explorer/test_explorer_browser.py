@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from sql_editor import editor, leave_editor, run_sql, write_sql
 
 from letl.lake.lake import Lake
 from letl.query.query_builder import Filter, Query
@@ -340,11 +341,8 @@ def test_password_form_guards_the_explorer(start_explorer, page, monkeypatch):
 
     # Hand-written SQL runs in a worker process, which must start for a signed-in user too.
     go_to(page, "SQL")
-    box = page.get_by_label("Query", exact=True)
-    box.fill("SELECT hospital_id, count(*) AS results FROM lab_results GROUP BY ALL ORDER BY hospital_id")
-    box.press("Control+Enter")
-    settled(page)
-    page.get_by_role("button", name="Run", exact=True).click()
+    write_sql(page, "SELECT hospital_id, count(*) AS results FROM lab_results GROUP BY ALL ORDER BY hospital_id")
+    run_sql(page)
     expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in"))
 
 
@@ -354,10 +352,9 @@ def test_password_form_guards_the_explorer(start_explorer, page, monkeypatch):
 ])
 def test_sql_page_refuses_unsafe_sql(explorer_url, page, sql, reason):
     open_page(page, explorer_url, "SQL")
-    box = page.get_by_label("Query", exact=True)
-    expect(box).to_have_value(re.compile(r"^SELECT \* FROM \w+ LIMIT 100$"))
-    box.fill(sql)
-    box.press("Control+Enter")  # a text area commits on Ctrl+Enter
+    expect(editor(page).locator("#REACT_ACE_EDITOR .ace_content")).to_have_text(re.compile(r"^SELECT \* FROM \w+ LIMIT 100$"))
+    write_sql(page, sql)
+    leave_editor(page)  # the editor sends its text when it loses focus: checked, not run
     error = main_block(page).locator('[data-testid="stAlertContentError"]')
     expect(error).to_contain_text(reason)
     page.get_by_role("button", name="Run", exact=True).click()  # pressing Run anyway runs nothing (it is audited)
@@ -402,11 +399,8 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
 
     # SQL, after Run
     go_to(page, "SQL")
-    box = page.get_by_label("Query", exact=True)
-    box.fill("SELECT hospital_id, count(*) AS results\nFROM lab_results\nGROUP BY ALL\nORDER BY hospital_id")
-    box.press("Control+Enter")
-    settled(page)
-    page.get_by_role("button", name="Run", exact=True).click()
+    write_sql(page, "SELECT hospital_id, count(*) AS results\nFROM lab_results\nGROUP BY ALL\nORDER BY hospital_id")
+    run_sql(page)
     expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in"))
     expect(page).to_have_url(re.compile(r"/sql\?sql="))
     cells = grid_cells(page)
@@ -420,10 +414,8 @@ def test_full_result_download_beyond_the_page_cap(start_explorer, page, module_l
     monkeypatch.setenv("LETL_EXPLORER_ROW_CAP", "50")
     url = start_explorer()
     open_page(page, url, "SQL")
-    box = page.get_by_label("Query", exact=True)
-    box.fill("SELECT hospital_id, test_code, result_value FROM lab_results WHERE hospital_id = 'H002'")
-    box.press("Control+Enter")
-    page.get_by_role("button", name="Run", exact=True).click()
+    write_sql(page, "SELECT hospital_id, test_code, result_value FROM lab_results WHERE hospital_id = 'H002'")
+    run_sql(page)
     expect(caption_rows(page)).to_contain_text("showing the first 50")
     button = page.get_by_role("button", name="Download CSV (full result, up to 1,000,000 rows)", exact=True)
     with page.expect_download(timeout=WAIT_MS) as info:

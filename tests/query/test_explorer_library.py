@@ -4,7 +4,6 @@ import sqlite3
 from datetime import date
 
 import pytest
-import sqlalchemy as sa
 
 from explorer.auth import role_for_password
 from letl.lake.catalog import Catalog
@@ -144,41 +143,3 @@ def test_old_catalog_gains_query_columns_in_place(tmp_path):
     rows = sqlite3.connect(path).execute("SELECT version_id, kind, sql_hash, rows FROM access_log ORDER BY id").fetchall()
     assert rows == [("v1", "load", None, None), ("v1", "query", "abc", 7), ("v2", "query", "abc", 7)]
     Catalog(f"sqlite:///{path}")  # a second open finds nothing to add
-
-
-def columns(path):
-    return [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(access_log)")]
-
-
-def stale_inspection(monkeypatch, old, calls):
-    """The first ``calls`` inspections report ``old`` columns, as one taken before another process's ALTER."""
-    real = sa.inspect
-    left = [calls]
-
-    class Stale:
-        def get_columns(self, table):
-            return [{"name": name} for name in old]
-
-    def inspect(engine):
-        left[0] -= 1
-        return Stale() if left[0] >= 0 else real(engine)
-
-    monkeypatch.setattr(sa, "inspect", inspect)
-
-
-def test_two_processes_upgrading_one_old_catalog_both_succeed(tmp_path, monkeypatch):
-    path = old_catalog(tmp_path)
-    old = columns(path)
-    first = Catalog(f"sqlite:///{path}")
-    stale_inspection(monkeypatch, old, calls=1)
-    first._add_missing_columns()  # the second process: its look predates the first's ALTER
-    assert columns(path).count("sql_hash") == 1 and columns(path).count("rows") == 1
-
-
-def test_upgrade_failure_is_raised_when_the_column_is_still_missing(tmp_path, monkeypatch):
-    path = old_catalog(tmp_path)
-    old = columns(path)
-    Catalog(f"sqlite:///{path}")
-    stale_inspection(monkeypatch, old, calls=99)
-    with pytest.raises(sa.exc.DBAPIError, match="duplicate column"):
-        Catalog(f"sqlite:///{path}")
