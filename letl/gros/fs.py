@@ -71,6 +71,11 @@ class GrosNotFoundError(LookupError):
     """
 
 
+class NoLakeError(GrosNotFoundError):
+    """No lake is configured and none is in the current directory: not "nothing matches", so a glob
+    raises it rather than answering an empty list (DuckDB would say only "No files found")."""
+
+
 _lakes: dict[tuple, Any] = {}
 _lakes_lock = threading.Lock()
 
@@ -94,7 +99,7 @@ def require_a_lake() -> None:
         return
     home = Path(setting("LETL_HOME")).absolute()
     if not (home / "catalog.sqlite").is_file():
-        raise GrosNotFoundError(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME "
+        raise NoLakeError(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME "
                                 "to the lake's directory (or LETL_CATALOG_URL to its catalog), e.g. "
                                 "export LETL_HOME=/path/to/the/lake")
 
@@ -261,6 +266,8 @@ class GrosFileSystem(AbstractFileSystem):
         name, suffix = without_wildcards(str(path))
         try:
             _, versions, is_dir = self._listing(name)
+        except NoLakeError:
+            raise
         except GrosNotFoundError:
             return {} if detail else []
         entries = self._children(name, versions) if is_dir else [self._file_info(name, versions[0])]
@@ -269,26 +276,25 @@ class GrosFileSystem(AbstractFileSystem):
             return {e["name"]: e for e in entries}
         return [e["name"] for e in entries]
 
-    # A malformed URI raises the parser's error here too: False would hide what is wrong with it
-    # behind the caller's own "not found" (fsspec's caches and pandas ask exists() first).
-    def exists(self, path, **kwargs):
-        try:
-            self._select(path)
-        except GrosNotFoundError:
-            return False
-        return True
-
-    def isdir(self, path):
+    # A malformed URI, or no lake at all, raises here too: False would hide what is wrong behind the
+    # caller's own "not found" (fsspec's caches and pandas ask exists() first).
+    def _selected(self, path) -> bool | None:
+        """Whether the path is a directory; None when it selects nothing."""
         try:
             return self._select(path)[2]
+        except NoLakeError:
+            raise
         except GrosNotFoundError:
-            return False
+            return None
+
+    def exists(self, path, **kwargs):
+        return self._selected(path) is not None
+
+    def isdir(self, path):
+        return self._selected(path) is True
 
     def isfile(self, path):
-        try:
-            return not self._select(path)[2]
-        except GrosNotFoundError:
-            return False
+        return self._selected(path) is False
 
     def modified(self, path):
         _, versions, is_dir = self._select(path)

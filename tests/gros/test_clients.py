@@ -132,3 +132,13 @@ def test_letl_sql_reads_the_same_rows_as_the_direct_read(versions):
     with versions.catalog.engine.begin() as conn:
         read = conn.execute(sa.select(access_log.c.version_id).where(access_log.c.kind == "query")).scalars().all()
     assert sorted(read) == sorted(chosen)
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_without_a_lake_each_client_is_told_how_to_point_at_it_and_nothing_is_created(name, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("LETL_HOME", "LETL_CATALOG_URL")}
+    code = f"import fsspec, pandas as pd\nURI, DIR = 'gros://labs.x', True\n{textwrap.dedent(CLIENTS[name])}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode != 0 and "set LETL_HOME to the lake's directory" in result.stderr, result.stderr[-500:]
+    assert list(tmp_path.iterdir()) == []

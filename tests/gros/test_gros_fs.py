@@ -345,7 +345,7 @@ def test_a_reader_without_a_lake_gets_one_line_and_creates_nothing(letl_env, tmp
             "try:\n    print(len(pd.read_parquet('gros://team.cohort')))\n"
             "except Exception as e:\n    print(type(e).__name__ + ': ' + str(e))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.startswith("GrosNotFoundError: no lake here: ") and "set LETL_HOME" in done.stdout, done.stderr
+    assert done.stdout.startswith("NoLakeError: no lake here: ") and "set LETL_HOME" in done.stdout, done.stderr
     assert done.stdout.count("\n") == 1
     assert list(here.iterdir()) == []
     # A lake in ./.letl is the default: written with LETL_HOME, read without it.
