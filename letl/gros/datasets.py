@@ -52,7 +52,8 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
         if directory and fmt == "parquet" and len({f["schema_fingerprint"] for f in files}) > 1:
             schema = fs.unified_schema(path)
         # Declared, not inferred: a key such as "2024" must stay text, as the unified schema and the views have it.
-        hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if directory else None
+        partitioned = directory and any(f["partition"] for f in files)
+        hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if partitioned else None
         dataset = ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)), format=fmt, schema=schema,
                              partitioning=hive)
     if engine == "polars":

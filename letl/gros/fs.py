@@ -206,19 +206,21 @@ class GrosFileSystem(AbstractFileSystem):
             "schema_fingerprint": version.schema_fingerprint,
         }
 
-    def _children(self, path: str, versions) -> list[dict[str, Any]]:
-        """Every pseudo-file under a directory: two levels down in a dataset, one in a Hive directory."""
+    def _tree(self, path: str, versions) -> list[tuple[int, dict[str, Any]]]:
+        """(depth, entry) of everything under a directory: in a dataset, a Hive directory per partition
+        with its pseudo-file (and the unpartitioned version's file beside them); in a Hive directory, its file."""
         if split_path(path)[2]:
-            return [self._file_info(f"{as_directory(path)}/{CHILD_FILE}.{v.format}", v) for v in versions]
-        return [self._file_info(child_name(path, v), v) for v in versions]
+            return [(1, self._file_info(f"{as_directory(path)}/{CHILD_FILE}.{v.format}", v)) for v in versions]
+        tree = []
+        for v in versions:
+            if v.partition:
+                tree.append((1, {"name": hive_dir(path, v), "size": 0, "type": "directory", "partition": v.partition}))
+            tree.append((2 if v.partition else 1, self._file_info(child_name(path, v), v)))
+        return tree
 
-    @staticmethod
-    def _hive_dirs(path: str, versions) -> list[dict[str, Any]]:
-        """The directories just below a dataset: one per partition (none below a Hive directory)."""
-        if split_path(path)[2]:
-            return []
-        return [{"name": hive_dir(path, v), "size": 0, "type": "directory", "partition": v.partition or None}
-                for v in versions]
+    def _children(self, path: str, versions) -> list[dict[str, Any]]:
+        """Every pseudo-file under a directory."""
+        return [e for _, e in self._tree(path, versions) if e["type"] == "file"]
 
     # --- listing ------------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class GrosFileSystem(AbstractFileSystem):
         name = as_directory(str(path))
         _, versions, is_dir = self._listing(path)
         if is_dir:
-            entries = self._hive_dirs(name, versions) or self._children(name, versions)
+            entries = [e for depth, e in self._tree(name, versions) if depth == 1]
         else:
             entries = [self._file_info(name, versions[0])]
         return entries if detail else [e["name"] for e in entries]
@@ -248,12 +250,11 @@ class GrosFileSystem(AbstractFileSystem):
         _, versions, is_dir = self._listing(path)
         out: dict[str, dict[str, Any]] = {}
         if is_dir:
-            dirs = self._hive_dirs(name, versions)
             if withdirs:
                 out[name] = {"name": name, "size": 0, "type": "directory"}
-                out.update((d["name"], d) for d in dirs)
-            if maxdepth is None or maxdepth > (1 if dirs else 0):
-                out.update((e["name"], e) for e in self._children(name, versions))
+            for depth, entry in self._tree(name, versions):
+                if (withdirs or entry["type"] == "file") and (maxdepth is None or depth <= maxdepth):
+                    out[entry["name"]] = entry
         else:
             out[name] = self._file_info(name, versions[0])
         return out if detail else sorted(out)

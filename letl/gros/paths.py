@@ -4,7 +4,8 @@ A path names one version (a file) or several (a directory). Inside a directory, 
 version is the pseudo-file ``partition_key={P}/data.{format}``: Hive-style, so that pandas, pyarrow,
 polars and DuckDB, which all read ``key=value`` directories as a column, keep the partition as the
 column ``partition_key``, the name the explorer's views and ``letl sql`` give it (letl/query/views.py).
-The unpartitioned version is ``partition_key=__HIVE_DEFAULT_PARTITION__``, which they read as null.
+The unpartitioned version is the file ``partition=_.{format}`` in the directory itself: a Hive key
+that is null in every file is one pyarrow cannot type, and readers take no column from a file name.
 Every path reaches the strict parser (lake/uri.py) exactly once.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 from letl.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, parse
 
 PARTITION_COLUMN = "partition_key"
-UNPARTITIONED = "__HIVE_DEFAULT_PARTITION__"
+UNPARTITIONED = re.compile(r"partition=_\.(?P<fmt>[A-Za-z0-9]+)")
 HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>" + PARTITION.pattern + r")")
 WILDCARD = re.compile(r"\*\*?(?P<suffix>\.[A-Za-z0-9]+)?")
 CHILD_FILE = "data"
@@ -46,18 +47,22 @@ def split_path(path: Any) -> tuple[GrosRef, str | None, bool]:
     rather than the pseudo-file inside it."""
     path = strip_protocol(path)
     parts = path.split("/")
+    if len(parts) >= 2 and UNPARTITIONED.fullmatch(parts[-1]):
+        return _parent("/".join(parts[:-1]), path), "", False
     is_dir = True
     if len(parts) >= 3 and CHILD.fullmatch(parts[-1]):
         parts, is_dir = parts[:-1], False
     hive = HIVE_DIR.fullmatch(parts[-1]) if len(parts) >= 2 else None
     if hive is None:
         return parse(SCHEME + path), None, False
-    head = "/".join(parts[:-1])
+    return _parent("/".join(parts[:-1]), path), hive["partition"], is_dir
+
+
+def _parent(head: str, path: str) -> GrosRef:
     parent = parse(SCHEME + head)
     if parent.partition not in (None, "*"):
         raise GrosURIError(f"invalid gros path {path!r}: {head!r} names a single version, not a directory")
-    partition = hive["partition"]
-    return parent, "" if partition == UNPARTITIONED else partition, is_dir
+    return parent
 
 
 def without_wildcards(path: str) -> tuple[str, str]:
@@ -81,8 +86,10 @@ def ref_of(path: Any) -> GrosRef:
 def hive_dir(directory: str, version) -> str:
     # Children keep the caller's spelling of the directory (with or without gros://):
     # pyarrow checks that every listed path lies under the base dir it asked about.
-    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={version.partition or UNPARTITIONED}"
+    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={version.partition}"
 
 
 def child_name(directory: str, version) -> str:
+    if not version.partition:
+        return f"{as_directory(str(directory))}/partition=_.{version.format}"
     return f"{hive_dir(directory, version)}/{CHILD_FILE}.{version.format}"
