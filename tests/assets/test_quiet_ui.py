@@ -1,22 +1,24 @@
-"""`make ui` after `make run`: every sensor of the code location, evaluated on the Dagster instance
-`letl run` used, requests nothing until a drop changes, and then only that drop's month."""
+"""`make ui` after `make run`: every sensor of both code locations in workspace.yaml, evaluated on the
+Dagster instance `letl run` used, requests nothing until a drop changes, and then only that drop's month."""
 
 import os
 
 import dagster as dg
 import pytest
 
-from letl_assets.definitions import defs
+from letl_assets.definitions import defs as production
 from letl_assets.resources.landing import LandingZone
+from letl_examples.definitions import defs as examples
 
 
 def evaluate(instance, cursors: dict) -> dict[str, list]:
-    """One tick of every sensor of the code location on a cold or given cursor: name -> run requests.
-    The automation sensor is evaluated through Dagster's own automation-condition evaluation."""
-    # The drops were just generated: settled for this tick, as they are when `make ui` starts later.
-    resources = {**defs.resources, "landing": LandingZone(settle_seconds=0)}
+    """One tick of every sensor of both locations on a cold or given cursor: name -> run requests.
+    The automation sensors are evaluated through Dagster's own automation-condition evaluation."""
     requested = {}
-    for sensor in defs.get_repository_def().sensor_defs:
+    for defs, sensor in [(d, s) for d in (production, examples) for s in d.get_repository_def().sensor_defs]:
+        resources = dict(defs.resources)
+        if "landing" in resources:  # the drops were just generated: settled, as when `make ui` starts later
+            resources["landing"] = LandingZone(settle_seconds=0)
         if isinstance(sensor, dg.AutomationConditionSensorDefinition):
             result = dg.evaluate_automation_conditions(
                 defs=defs, instance=instance, asset_selection=sensor.asset_selection, cursor=cursors.get(sensor.name))
@@ -47,7 +49,9 @@ def instance(lab_lake, letl_env):
 def test_the_sensors_request_nothing_after_letl_run_and_one_month_when_its_drop_changes(instance, letl_env):
     cursors: dict = {}
     first = evaluate(instance, cursors)
-    assert {name for name in first} >= {"lab_drops_sensor", "letl_automation", "tier_policy_sensor"}
+    assert set(first) == {"lab_drops_sensor", "letl_automation", "tier_policy_sensor", "tier_moves_sensor",
+                          "freshness_sensor", "external_versions_sensor", "examples_freshness_sensor",
+                          "letl_examples_automation"}
     assert {name: r for name, r in first.items() if r} == {}
 
     drop = sorted((letl_env["landing"] / "labs").rglob("2024-02.csv*"))[0]
