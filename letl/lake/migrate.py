@@ -49,6 +49,19 @@ def script_head() -> str:
     return ScriptDirectory.from_config(config()).get_current_head()
 
 
+def refuse_unknown(conn: sa.Connection, before: str | None) -> None:
+    """A revision this LETL has no script for was made by a newer LETL: Alembic would fail with a
+    traceback, and migrating down is not ours to do."""
+    from alembic.script import ScriptDirectory
+
+    from letl.lake.errors import Conflict
+
+    known = {s.revision for s in ScriptDirectory.from_config(config()).walk_revisions()}
+    if before is not None and before not in known:
+        where = conn.engine.url.render_as_string(hide_password=True)
+        raise Conflict(f"catalog {where} is at revision {before}, newer than this LETL's {HEAD}: upgrade LETL")
+
+
 def current(conn: sa.Connection) -> str | None:
     """The catalog's revision, read without Alembic; None if it has none (empty, or pre-migrations)."""
     if not sa.inspect(conn).has_table("alembic_version"):
@@ -74,6 +87,7 @@ def upgrade(engine: sa.Engine) -> Upgrade:
 
         from letl.lake.catalog_baseline import BASELINE, catch_up
 
+        refuse_unknown(conn, before)
         cfg = config(conn)
         caught_up: list[str] = []
         legacy = before is None and bool(set(sa.inspect(conn).get_table_names()) & set(BASELINE.tables))

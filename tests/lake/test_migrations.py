@@ -223,3 +223,21 @@ def test_the_migrated_catalog_commits_and_pins_alike_on_both(url):
     assert catalog.pinned_tiers([version], catalog.latest_ids()) == {version.version_id: ("pmem", "latest:labs/x@main")}
     assert catalog.unpin("latest:labs/x@main")["tier"] == "pmem" and catalog.list_pins() == []
     catalog.engine.dispose()
+
+
+def test_a_catalog_from_a_newer_letl_is_refused_in_one_line_naming_it(tmp_path, letl_env):
+    """Alembic knows no script for 0003: without the check, a CommandError and a traceback, exit 70."""
+    from letl.lake.errors import Conflict, exit_code
+
+    path = letl_env["home"] / "catalog.sqlite"
+    shutil.copy(FIXTURE, path)
+    migrations.upgrade(make_engine(f"sqlite:///{path}"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
+    says = f"at revision 0003, newer than this LETL's {migrations.HEAD}: upgrade LETL"
+    for command in (["catalog", "upgrade"], ["lake", "ls"]):
+        done = subprocess.run([sys.executable, "-m", "letl.cli.main", *command], capture_output=True, text=True)
+        assert done.returncode == exit_code(Conflict("")), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert f"catalog sqlite:///{path} is {says}" in done.stderr
+    assert revision(f"sqlite:///{path}") == "0003"
