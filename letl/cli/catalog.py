@@ -12,7 +12,7 @@ def cmd_rebuild(args) -> int:
     from letl.cli.report import dumps
     from letl.lake.manifests import rebuild
 
-    report = rebuild(open_lake(), target_url=args.target, force=args.force)
+    report = rebuild(open_lake(create=True), target_url=args.target, force=args.force)
     if args.json:
         print(dumps(report))
         return 0
@@ -27,10 +27,13 @@ def cmd_rebuild(args) -> int:
 
 def cmd_upgrade(args) -> int:
     """Migrate the configured catalog to head without opening the lake, so that the revision it had is seen."""
+    from letl.cli.common import require_a_lake
     from letl.lake.catalog_schema import make_engine
     from letl.lake.config import LakeConfig
     from letl.lake.migrate import upgrade
 
+    if not args.url:  # upgrading no catalog would make an empty one
+        require_a_lake()
     engine = make_engine(args.url or LakeConfig.resolve().catalog_url)
     try:
         result = upgrade(engine)

@@ -2,10 +2,31 @@
 for a dataset, so that every command names the same mistake in the same words."""
 
 
-def open_lake():
+def open_lake(create: bool = False):
+    """The configured lake. Only a command that makes a lake (``create``: `letl run`, `letl tier write`,
+    `letl catalog rebuild`) may open one that is not there: a reader must not leave an empty
+    ./.letl/catalog.sqlite behind, which would then pass for a lake (the same guard as gros://)."""
     from letl.lake.lake import Lake
 
+    if not create:
+        require_a_lake()
     return Lake.from_env()
+
+
+def require_a_lake() -> None:
+    """letl/gros/fs.py ``require_a_lake``, as a NotFound: with neither LETL_HOME nor LETL_CATALOG_URL set,
+    the default lake must exist."""
+    from pathlib import Path
+
+    from letl.lake.config import is_set, setting
+    from letl.lake.errors import NotFound
+
+    if is_set("LETL_HOME") or is_set("LETL_CATALOG_URL"):
+        return
+    home = Path(setting("LETL_HOME")).absolute()
+    if not (home / "catalog.sqlite").is_file():
+        raise NotFound(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME to the "
+                       "lake's directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake")
 
 
 def no_versions(lake, asset: str, partition: str | None = None, branch: str | None = None, latest: bool = False):

@@ -110,7 +110,7 @@ def cmd_write(args) -> int:
 
     request_id = args.request_id or uuid.uuid4().hex
     with file_progress(f"{args.source} -> {args.dataset}") as on_progress:
-        result = Mover(open_lake()).write(args.source, asset_key_of(args.dataset), args.to, request_id, args.partition,
+        result = Mover(open_lake(create=True)).write(args.source, asset_key_of(args.dataset), args.to, request_id, args.partition,
                                           on_progress=on_progress)
     if args.json:
         print(dumps(result.as_dict()))

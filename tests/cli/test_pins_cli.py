@@ -110,3 +110,15 @@ def test_pin_errors_are_one_line_with_the_table_exit_codes(lake, letl):
         out = letl(*args)
         assert (out.returncode, out.stderr.strip().splitlines()) == (code, [f"error: {message}"]), args
     assert lake.catalog.list_pins() == [] and lake.catalog.get(version.version_id).tier == "ssd"
+
+
+def test_read_only_commands_without_a_lake_refuse_in_one_line_and_create_nothing(tmp_path):
+    """Without LETL_HOME, a reader used to leave ./.letl/catalog.sqlite behind, which then passed for a lake."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETL_")}
+    for command in (["tier", "pins"], ["tier", "plan"], ["lake", "ls"], ["catalog", "upgrade"]):
+        done = subprocess.run([LETL, *command], env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 4, (command, done.stderr)
+        assert done.stderr.splitlines() == [
+            f"error: no lake here: {tmp_path / '.letl'} holds no catalog and LETL_HOME is not set; set LETL_HOME to "
+            "the lake's directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake"]
+        assert list(tmp_path.iterdir()) == [], command
