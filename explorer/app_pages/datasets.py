@@ -27,8 +27,9 @@ st.dataframe(
 )
 
 names = [d.key for d in found]
-# A link fills the widgets once (dataset=...&tag=...); afterwards the widgets own the state and write it back.
-link = (st.query_params.get("dataset"), st.query_params.get("tag"))
+# A link fills the widgets once (dataset=...&version=<tag>); afterwards the widgets own the state and write
+# it back. Only these two keys: a builder link (q, tag) opened in the app's first run must survive this page.
+link = (st.query_params.get("dataset"), st.query_params.get("version"))
 if link != st.session_state.get("ds_link"):
     st.session_state["ds_link"] = link
     if link[0] in names:
@@ -81,8 +82,12 @@ picked = left.selectbox("Tag", options, key="ds_tag_pick",
                         help="A date selects the last version created on or before it, in every partition.")
 tag = right.text_input("Other tag: a date (YYYY-MM-DD) or an index (0 = first, -1 = newest)", key="ds_tag") \
     if picked == "other…" else picked
-st.query_params.from_dict({"dataset": chosen, **({"tag": tag} if tag and tag != "latest" else {})})
-st.session_state["ds_link"] = (chosen, tag if tag and tag != "latest" else None)
+st.query_params["dataset"] = chosen
+if tag and tag != "latest":
+    st.query_params["version"] = tag
+elif "version" in st.query_params:
+    del st.query_params["version"]
+st.session_state["ds_link"] = (chosen, st.query_params.get("version"))
 if tag:
     try:
         chosen_versions = at_tag(lake, dataset, tag)

@@ -352,12 +352,12 @@ def test_facets_count_the_filtered_rows_and_a_click_filters(module_lab_lake):
 def test_a_datasets_link_reopens_the_dataset_and_its_tag(module_lab_lake):
     summary = "labs/lab_results_summary"
     first = {v.version_id for v in module_lab_lake.catalog.list_versions(asset_key=summary)}
-    at = ok(app(dataset=summary, tag="0"))
+    at = ok(app(dataset=summary, version="0"))
     assert at.selectbox(key="ds_pick").value == summary
     assert at.selectbox(key="ds_tag_pick").value == "other…" and at.text_input(key="ds_tag").value == "0"
     assert set(at.dataframe[2].value["version id"]) == first
     at.selectbox(key="ds_tag_pick").select("latest").run()
-    assert "tag" not in ok(at).query_params and at.query_params["dataset"] == summary
+    assert "version" not in ok(at).query_params and at.query_params["dataset"] == summary
     at.selectbox(key="ds_tag_pick").select("other…").run()
     at.text_input(key="ds_tag").input("-1").run()
-    assert ok(at).query_params["tag"] == "-1" and at.query_params["dataset"] == summary
+    assert ok(at).query_params["version"] == "-1" and at.query_params["dataset"] == summary
