@@ -33,6 +33,7 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 FAILED_PARTITION = "letl/failed_partition"
 # Materialization metadata of lab_results: seconds the month's ingest took (parse, de-identify, write).
 INGEST_SECONDS = "letl/ingest_seconds"
+PARTITION_ROWS = "dagster/partition_row_count"
 LIVE_LOG_BYTES = 50_000_000  # a month of more drop bytes than this takes long enough to log as it goes
 
 # The key strings live in lake/names.py, where faces that must not write them (the API) read them.
@@ -102,12 +103,14 @@ def lab_results(context: dg.AssetExecutionContext, lake: LakeResource, landing: 
             report.good_path.unlink(missing_ok=True)
             report.rejects_path.unlink(missing_ok=True)
         raise
-    for partition, (_, good, rejected, _) in built.items():
+    for partition, (report, good, rejected, _) in built.items():
         # The month's ingest time is the event's only: kept with the version, it would make every rerun
-        # of unchanged drops look like new output.
-        context.add_asset_metadata({**good, INGEST_SECONDS: seconds[partition]}, asset_key=LAB_RESULTS,
+        # of unchanged drops look like new output. The row counts are set here too because in a range
+        # run the IO manager's metadata is stamped alike on every month.
+        context.add_asset_metadata({**good, INGEST_SECONDS: seconds[partition], PARTITION_ROWS: report.rows_out},
+                                   asset_key=LAB_RESULTS, partition_key=partition)
+        context.add_asset_metadata({**rejected, PARTITION_ROWS: report.rows_rejected}, asset_key=LAB_REJECTS,
                                    partition_key=partition)
-        context.add_asset_metadata(rejected, asset_key=LAB_REJECTS, partition_key=partition)
     try:
         yield dg.Output(ByPartition({p: b[0].good_path for p, b in built.items()}, {p: b[1] for p, b in built.items()}),
                         output_name="lab_results")
@@ -206,9 +209,12 @@ def _changed_while_read(before, after) -> str | None:
     group_name="labs",
     kinds={"parquet", "duckdb"},
 )
-def lab_results_summary(results: VersionFiles) -> ByPartition:
+def lab_results_summary(context: dg.AssetExecutionContext, results: VersionFiles) -> ByPartition:
     """Per hospital and test in each month: count, mean, min, max and abnormal rate, from that month's
     results version alone."""
     from letl.labs.summary import summarize
 
-    return ByPartition({partition: summarize(file.path) for partition, file in results.items()})
+    summaries = {partition: summarize(file.path) for partition, file in results.items()}
+    for partition, table in summaries.items():  # per month: the IO manager's metadata is alike over a range
+        context.add_asset_metadata({PARTITION_ROWS: table.num_rows}, partition_key=partition)
+    return ByPartition(summaries)

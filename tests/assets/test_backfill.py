@@ -171,6 +171,13 @@ def test_a_range_run_writes_one_version_per_month_with_its_own_lineage_and_check
     assert len(lake.catalog.list_versions(RESULTS)) == 4
     verdicts = check_verdicts({run_id})
     assert verdicts == {(name, f"{m}-01"): True for name in CHECKS for m in months}
+    # Each month's materialization has its own row count, though one run stamped the IO manager's alike.
+    counted = {}
+    for entry in dg.DagsterInstance.get().all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.dagster_event.event_specific_data.materialization
+        counted[(mat.asset_key.to_user_string(), mat.partition)] = mat.metadata["dagster/partition_row_count"].value
+    assert counted == {(key, f"{m}-01"): lake.latest(key, f"{m}-01").rows for key in (RESULTS, REJECTS, SUMMARY)
+                       for m in months}
 
     # Unchanged drops: every month is current; --force rebuilds them in one run and reuses each version.
     assert [o["status"] for o in quiet()] == ["up to date"] * 4
