@@ -29,12 +29,14 @@ def require_a_lake() -> None:
                        "lake's directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake")
 
 
-def no_versions(lake, asset: str, partition: str | None = None, branch: str | None = None, latest: bool = False):
-    """The NotFound for a dataset selection that matched nothing: an unknown dataset lists the known ones."""
+def no_versions(lake, asset: str, partition: str | None = None, branch: str | None = None, latest: bool = False,
+                what: str = "dataset"):
+    """The NotFound for a dataset selection that matched nothing: an unknown dataset lists the known ones.
+    ``what`` names what the user could have meant ("version or dataset" where either is taken)."""
     from letl.lake.errors import NotFound
 
     known = sorted({v.asset_key for v in lake.catalog.list_versions()})
     if asset not in known:
-        return NotFound(f"unknown dataset {asset!r}; known datasets: {', '.join(known) or 'none'}")
+        return NotFound(f"unknown {what} {asset!r}; known datasets: {', '.join(known) or 'none'}")
     where = (f" partition {partition}" if partition else "") + (f" on branch {branch!r}" if branch else "")
     return NotFound(f"no {'latest ' if latest else ''}version of {asset!r}{where}")

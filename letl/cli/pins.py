@@ -25,7 +25,7 @@ def _resolve(lake, target: str, partition: str | None):
         return version, None
     asset = asset_key_of(target)
     if not lake.catalog.list_versions(asset, partition, lake.branch):
-        raise no_versions(lake, asset, partition, lake.branch)
+        raise no_versions(lake, asset, partition, lake.branch, what="version or dataset")
     return None, asset
 
 
@@ -36,7 +36,41 @@ def _check_tier(lake, tier: str) -> None:
         raise InvalidInput(f"unknown tier {tier!r}; configured tiers: {', '.join(lake.tiers)}")
 
 
+def _check_room(lake, tier: str, to_move: list) -> None:
+    """The policy's pin rule moves a version only if its tier has room under its quota: pinning refuses
+    what that rule could never do, rather than pin and overfill the tier."""
+    from letl.lake.config import format_size
+    from letl.lake.errors import NoRoom
+
+    quota = lake.tiers[tier].spec.quota_bytes
+    after = lake.tier_usage().get(tier, 0) + sum(v.bytes for v in to_move)
+    if quota and to_move and after > quota:
+        raise NoRoom(f"no room on {tier}: pinning would bring it to {format_size(after)}, over its quota of "
+                     f"{format_size(quota)}; free room there or pin to another tier")
+
+
+def _check_requests(lake, requests: dict[str, object], tier: str) -> None:
+    """A request id reused for other work is refused before the pin is written (a repeat of the same move
+    is fine: it returns its first result)."""
+    from letl.lake.errors import Conflict, TierUnavailable
+    from letl.lake.moves import Mover
+
+    mover = Mover(lake)
+    for rid, v in requests.items():
+        first = mover.get(rid)
+        if first is not None and (first.version_id, first.dst_tier) != (v.version_id, tier):
+            raise Conflict(f"request {rid!r} was {first.src_tier} -> {first.dst_tier} of {first.version_id}, "
+                           f"not a move of {v.version_id} to {tier}: use another --request-id")
+        if first is None:
+            for name in {v.tier, tier}:
+                problem = lake.tiers[name].unavailable() if name in lake.tiers else f"tier {name} is not configured"
+                if problem:
+                    raise TierUnavailable(f"cannot move {v.version_id} to {tier}: {problem}")
+
+
 def cmd_pin(args) -> int:
+    """Every refusal (unknown target or tier, no room, a request id used for other work, an unreachable
+    tier) comes before the pin is written, so a refused pin changes nothing."""
     from letl.cli.report import dumps
     from letl.lake.lake import current_user
     from letl.lake.moves import Mover
@@ -45,21 +79,25 @@ def cmd_pin(args) -> int:
     _check_tier(lake, args.tier)
     version, asset = _resolve(lake, args.target, args.partition)
     if version is not None:
+        held = [version]
+    else:
+        held = [v for v in lake.catalog.latest_versions(lake.branch, asset)
+                if args.partition is None or v.partition == args.partition]
+    request_id = args.request_id or uuid.uuid4().hex
+    to_move = [v for v in held if v.tier != args.tier]
+    requests = {(request_id if len(to_move) == 1 else f"{request_id}/{v.version_id}"): v for v in to_move}
+    _check_room(lake, args.tier, to_move)
+    _check_requests(lake, requests, args.tier)
+    if version is not None:
         pin = lake.catalog.pin(version.asset_key, version.branch, args.tier, version.partition, version.version_id,
                                pinned_by=current_user(), reason=args.reason)
-        held = [version]
     else:
         pin = lake.catalog.pin(asset, lake.branch, args.tier, args.partition, pinned_by=current_user(),
                                reason=args.reason)
-        held = [v for v in lake.catalog.latest_versions(lake.branch, asset)
-                if args.partition is None or v.partition == args.partition]
     if not args.json:
         print(f"pinned {pin['target']} to {args.tier}: the tier policy leaves it there")
-    request_id = args.request_id or uuid.uuid4().hex
-    to_move = [v for v in held if v.tier != args.tier]
     results = []
-    for v in to_move:
-        rid = request_id if len(to_move) == 1 else f"{request_id}/{v.version_id}"
+    for rid, v in requests.items():
         results.append(Mover(lake).move(v.version_id, args.tier, rid).as_dict())
         if not args.json:
             r = results[-1]
@@ -87,8 +125,17 @@ def cmd_unpin(args) -> int:
     return 0
 
 
+def unmet(lake) -> list:
+    """(version, pinned tier, pin target) for each version on this branch a pin holds that is not on its
+    pinned tier (no room there yet, or its move failed): the policy's pin rule moves it when it can."""
+    versions = lake.catalog.list_versions(branch=lake.branch)
+    holds = lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids())
+    return [(v, *holds[v.version_id]) for v in versions
+            if v.version_id in holds and holds[v.version_id][0] != v.tier]
+
+
 def pin_rows(lake) -> list[dict]:
-    """The branch's pins, each with how many versions it holds now."""
+    """The branch's pins, each with how many versions it holds now and how many of them are not on its tier."""
     pins = lake.catalog.list_pins(lake.branch)
     if not pins:
         return []
@@ -96,14 +143,20 @@ def pin_rows(lake) -> list[dict]:
     counts: dict[str, int] = {}
     for _tier, target in holds.values():
         counts[target] = counts.get(target, 0) + 1
-    return [{**p, "holds": counts.get(p["target"], 0)} for p in pins]
+    missing: dict[str, int] = {}
+    for _v, _tier, target in unmet(lake):
+        missing[target] = missing.get(target, 0) + 1
+    return [{**p, "holds": counts.get(p["target"], 0), "unmet": missing.get(p["target"], 0)} for p in pins]
 
 
 def print_pins(rows: list[dict]) -> None:
     from letl.cli.report import table
 
     shown = [{**r, "pinned_at": f"{r['pinned_at']:%Y-%m-%d %H:%M}Z", "reason": r["reason"] or ""} for r in rows]
-    print(table(shown, ["target", "tier", "holds", "pinned_by", "pinned_at", "reason"]))
+    print(table(shown, ["target", "tier", "holds", "unmet", "pinned_by", "pinned_at", "reason"]))
+    waiting = sum(r["unmet"] for r in rows)
+    if waiting:
+        print(f"{waiting} pinned version(s) not on their pinned tier yet (unmet): letl tier plan shows why")
 
 
 def cmd_pins(args) -> int:

@@ -1,8 +1,9 @@
-"""`letl tier ...`: list tiers, their usage, move versions between them, and repair (pins: pins.py)."""
+"""`letl tier ...`: list tiers, their usage, move versions between them, and repair (pins: pins.py;
+the policy's plan: tier_plan.py)."""
 
 import uuid
 
-from letl.cli import pins
+from letl.cli import pins, tier_plan
 from letl.cli.common import no_versions, open_lake
 
 # Refusals are raised, not printed here: `letl` (cli.main) turns every LetlError into one line on
@@ -52,6 +53,7 @@ def cmd_move(args) -> int:
                    if v.version_id in latest]
         if not targets:
             raise no_versions(lake, args.asset, args.partition, lake.branch, latest=True)
+    warn_if_pinned(lake, targets, args.to)
     request_id = args.request_id or uuid.uuid4().hex
     mover, results = Mover(lake), []
     for version_id in targets:
@@ -66,6 +68,18 @@ def cmd_move(args) -> int:
     if args.json:
         print(dumps(results))
     return 0
+
+
+def warn_if_pinned(lake, version_ids: list[str], to_tier: str) -> None:
+    """A manual move away from a pinned tier is the operator's call, so it is made, but the policy's pin
+    rule will move the version back: say so, once per version, on stderr."""
+    import sys
+
+    versions = [v for v in (lake.catalog.get(vid) for vid in version_ids) if v is not None]
+    for vid, (tier, target) in lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids()).items():
+        if tier != to_tier:
+            print(f"warning: {vid} is pinned to {tier} ({target}): the tier policy will move it back there; "
+                  f"letl tier unpin first to keep it on {to_tier}", file=sys.stderr, flush=True)
 
 
 def cmd_usage(args) -> int:
@@ -151,54 +165,6 @@ def cmd_fsck(args) -> int:
     return exit_code(TierUnavailable()) if report["unreachable"] else 0
 
 
-def cmd_plan(args) -> int:
-    """The tier policy's planned moves with reasons, the pins and what they hold back; with --apply, make them."""
-    from letl.cli.report import dumps, human_bytes, table
-    from letl.lake.errors import Conflict, exit_code
-    from letl.lake.policy import ApplyError, apply, plan_key, plan_with_pins
-
-    lake = open_lake()
-    planned, held = plan_with_pins(lake)
-    rows = [m.as_dict() for m in planned]
-    if args.apply and planned:
-        prefix = f"policy:{plan_key(lake, planned)}"
-        try:
-            results, failures = apply(lake, planned, prefix), []
-        except ApplyError as exc:
-            results, failures = exc.results, exc.failures
-        done = {r.version_id: r for r in results}
-        failed = {m.version_id: str(exc) for m, exc in failures}
-        for row in rows:
-            r = done.get(row["version_id"])
-            row.update({"request_id": r.request_id, "state": r.state, "repeated": r.repeated} if r else
-                       {"state": "failed", "error": failed.get(row["version_id"])})
-    pinned = lake.catalog.pinned_tiers(lake.catalog.list_versions(branch=None), lake.catalog.latest_ids())
-    kept = [{**m.as_dict(), "state": "pinned, left alone", "pinned_tier": pinned[m.version_id][0],
-             "pin": pinned[m.version_id][1]} for m in held]
-    if args.json:
-        print(dumps(rows + kept))
-        return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
-    if not rows:
-        print("tier policy: nothing to move")
-    else:
-        for row in rows:
-            row["move"] = f"{row['src_tier']} -> {row['dst_tier']}"
-            row["bytes"] = human_bytes(row["bytes"])
-        print(table(rows, ["asset_key", "partition", "version_id", "move", "bytes", "reason"]
-                    + (["state"] if args.apply else [])))
-        print(f"{len(rows)} move(s) {'applied' if args.apply else 'planned; nothing moved (use --apply to move)'}")
-    if kept:
-        for row in kept:
-            row["would_move"] = f"{row['src_tier']} -> {row['dst_tier']}"
-        print(f"\npinned, left alone ({len(kept)}): the policy would otherwise move these")
-        print(table(kept, ["asset_key", "partition", "version_id", "would_move", "reason", "pinned_tier"]))
-    shown = pins.pin_rows(lake)
-    if shown:
-        print(f"\npins ({len(shown)}):")
-        pins.print_pins(shown)
-    return exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
-
-
 def non_negative_seconds(text: str) -> float:
     """A non-negative, finite number of seconds (argparse turns the ValueError into a usage error)."""
     import math
@@ -254,6 +220,6 @@ def add_commands(sub) -> None:
     pl = tier.add_parser("plan", help="the tier policy's planned moves with reasons; --apply makes them")
     pl.add_argument("--apply", action="store_true", help="apply the planned moves (default: only show them)")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
-    pl.set_defaults(func=cmd_plan)
+    pl.set_defaults(func=tier_plan.cmd_plan)
 
     pins.add_commands(tier)

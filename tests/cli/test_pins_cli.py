@@ -12,6 +12,7 @@ import pytest
 
 from letl.cli import main as cli
 from letl.lake.catalog import access_log, utcnow
+from letl.lake.config import format_size
 
 LETL = str(Path(sys.executable).parent / "letl")
 
@@ -84,7 +85,9 @@ def test_pinning_an_asset_moves_its_latest_versions_and_holds_later_ones(lake, l
 
     later = write(lake, "2024-01-01", seed=5)  # a new latest version of a held partition, on ssd
     plan = json.loads(letl("tier", "plan", "--json").stdout)
-    assert [(m["version_id"], m["dst_tier"], m["rule"]) for m in plan] == [(later.version_id, "hdd", "pin")]
+    assert [(m["version_id"], m["dst_tier"], m["rule"]) for m in plan["planned"]] == [(later.version_id, "hdd", "pin")]
+    assert (plan["held"], plan["unmet"]) == ([], [])
+    assert [(p["target"], p["holds"], p["unmet"]) for p in plan["pins"]] == [("latest:labs/cli@main", 2, 1)]
     assert json.loads(letl("tier", "pins", "--json").stdout)[0]["holds"] == 2
 
     again = letl("tier", "pin", "labs/cli", "--partition", "2024-02-01", "--tier", "hdd")
@@ -97,8 +100,8 @@ def test_pin_errors_are_one_line_with_the_table_exit_codes(lake, letl):
     version = write(lake, "2024-01-01")
     cases = [
         (("tier", "pin", "20240101T000000000000Z-deadbeef", "--tier", "hdd"), 4,
-         "unknown dataset '20240101T000000000000Z-deadbeef'; known datasets: labs/cli"),
-        (("tier", "pin", "labs.nope", "--tier", "hdd"), 4, "unknown dataset 'labs/nope'; known datasets: labs/cli"),
+         "unknown version or dataset '20240101T000000000000Z-deadbeef'; known datasets: labs/cli"),
+        (("tier", "pin", "labs.nope", "--tier", "hdd"), 4, "unknown version or dataset 'labs/nope'; known datasets: labs/cli"),
         (("tier", "pin", "labs.cli", "--partition", "2030-01-01", "--tier", "hdd"), 4,
          "no version of 'labs/cli' partition 2030-01-01 on branch 'main'"),
         (("tier", "pin", version.version_id, "--tier", "tape"), 2, "unknown tier 'tape'; configured tiers: pmem, ssd, hdd"),
@@ -122,3 +125,54 @@ def test_read_only_commands_without_a_lake_refuse_in_one_line_and_create_nothing
             f"error: no lake here: {tmp_path / '.letl'} holds no catalog and LETL_HOME is not set; set LETL_HOME to "
             "the lake's directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake"]
         assert list(tmp_path.iterdir()) == [], command
+
+
+def test_a_pin_to_a_tier_without_room_is_refused_and_unmet_pins_are_shown(lake, letl, monkeypatch):
+    version = write(lake, "2024-01-01")
+    monkeypatch.setenv("LETL_TIER_PMEM_QUOTA", str(version.bytes - 1))
+    out = letl("tier", "pin", version.version_id, "--tier", "pmem")
+    assert out.returncode == 6, out.stderr
+    [line] = out.stderr.splitlines()
+    assert line == (f"error: no room on pmem: pinning would bring it to {format_size(version.bytes)}, over its quota of "
+                    f"{format_size(version.bytes - 1)}; free room there or pin to another tier")
+    assert lake.catalog.list_pins() == [] and lake.catalog.get(version.version_id).tier == "ssd"
+
+    # A pin made while there was room, whose move has not happened: the plan cannot make it, and says so.
+    lake.catalog.pin(version.asset_key, version.branch, "pmem", version_id=version.version_id)
+    plan = json.loads(letl("tier", "plan", "--json").stdout)
+    assert plan["planned"] == [] and [(u["version_id"], u["tier"], u["pinned_tier"]) for u in plan["unmet"]] == [
+        (version.version_id, "ssd", "pmem")]
+    text = letl("tier", "plan").stdout.splitlines()
+    assert "pinned, not on their tier (1): no room there (or it is unreachable); moved when there is" in text
+    assert any(version.version_id in line and " ssd " in line and " pmem " in line for line in text)
+    [pin] = json.loads(letl("tier", "pins", "--json").stdout)
+    assert (pin["holds"], pin["unmet"]) == (1, 1)
+    assert letl("tier", "pins").stdout.splitlines()[-1] == (
+        "1 pinned version(s) not on their pinned tier yet (unmet): letl tier plan shows why")
+
+
+def test_a_pin_whose_request_id_was_used_for_other_work_is_refused_and_not_written(lake, letl):
+    moved, other = write(lake, "2024-01-01"), write(lake, "2024-02-01", seed=3)
+    assert letl("tier", "move", "--version", moved.version_id, "--to", "hdd", "--request-id", "r-1").returncode == 0
+    out = letl("tier", "pin", other.version_id, "--tier", "hdd", "--request-id", "r-1")
+    assert (out.returncode, out.stderr.splitlines()) == (3, [
+        f"error: request 'r-1' was ssd -> hdd of {moved.version_id}, not a move of {other.version_id} to hdd: "
+        "use another --request-id"])
+    assert lake.catalog.list_pins() == [] and lake.catalog.get(other.version_id).tier == "ssd"
+    # The same move under the same id is a repeat, not other work: the pin is written.
+    again = letl("tier", "pin", moved.version_id, "--tier", "pmem", "--request-id", "r-2")
+    assert again.returncode == 0, again.stderr
+    assert letl("tier", "pin", moved.version_id, "--tier", "pmem", "--request-id", "r-2").returncode == 0
+    assert [p["tier"] for p in lake.catalog.list_pins()] == ["pmem"]
+
+
+def test_moving_a_pinned_version_off_its_tier_warns_that_the_policy_moves_it_back(lake, letl):
+    version = write(lake, "2024-01-01")
+    assert letl("tier", "pin", version.version_id, "--tier", "hdd").returncode == 0
+    out = letl("tier", "move", "--version", version.version_id, "--to", "ssd", "--request-id", "m-1")
+    assert out.returncode == 0 and out.stdout.splitlines() == [f"m-1: {version.version_id} hdd -> ssd: done"]
+    assert out.stderr.splitlines() == [
+        f"warning: {version.version_id} is pinned to hdd (version:{version.version_id}): the tier policy will move "
+        "it back there; letl tier unpin first to keep it on ssd"]
+    back = letl("tier", "move", "--version", version.version_id, "--to", "hdd")
+    assert back.returncode == 0 and back.stderr == ""

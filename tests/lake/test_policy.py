@@ -470,7 +470,9 @@ def test_sensor_requests_a_run_only_when_the_plan_is_not_empty(lake, monkeypatch
 def test_cli_plan_shows_and_apply_moves(lake, monkeypatch, capsys):
     a, b = over_full_pmem(lake, monkeypatch)
     assert cli.main(["tier", "plan", "--json"]) == 0
-    [row] = json.loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["held"], shown["unmet"], shown["pins"]) == ([], [], [])
+    [row] = shown["planned"]
     assert (row["version_id"], row["src_tier"], row["dst_tier"], row["rule"]) == (a.version_id, "pmem", "ssd", "watermark")
     assert lake.catalog.get(a.version_id).tier == "pmem"
 
@@ -480,7 +482,7 @@ def test_cli_plan_shows_and_apply_moves(lake, monkeypatch, capsys):
     assert lake.catalog.get(a.version_id).tier == "pmem"
 
     assert cli.main(["tier", "plan", "--apply", "--json"]) == 0
-    [row] = json.loads(capsys.readouterr().out)
+    [row] = json.loads(capsys.readouterr().out)["planned"]
     assert (row["version_id"], row["state"], row["repeated"]) == (a.version_id, "done", False)
     assert lake.catalog.get(a.version_id).tier == "ssd" and lake.catalog.get(b.version_id).tier == "pmem"
 
