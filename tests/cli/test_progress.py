@@ -128,12 +128,24 @@ def test_tier_move_prints_each_result_as_it_finishes_with_a_bar_per_file_above_t
     assert [line.split(" in ")[0] for line in lines] == [f"{second.version_id} -> hdd: {format_size(second.bytes)}"]
 
 
-def test_files_below_the_threshold_and_json_output_show_no_bar(two_partitions, capsys, letl_env):
+def test_files_below_the_threshold_and_json_output_show_no_bar(two_partitions, capsys, letl_env, monkeypatch):
+    import json
+
     from letl.cli import main as cli
+    from letl.lake.config import format_size
 
     assert cli.main(["tier", "move", "--asset", "labs/bars", "--to", "hdd", "--json"]) == 0  # default 64 MiB
     captured = capsys.readouterr()
-    assert captured.err == "" and [r["state"] for r in __import__("json").loads(captured.out)] == ["done", "done"]
+    assert captured.err == "" and [r["state"] for r in json.loads(captured.out)] == ["done", "done"]
+
+    # Above the threshold, the bar goes to stderr: stdout stays one JSON document, nothing before or after it.
+    monkeypatch.setenv("LETL_PROGRESS_BYTES", "1")
+    assert cli.main(["tier", "move", "--asset", "labs/bars", "--to", "ssd", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("[") and captured.out.endswith("]\n")
+    assert [(r["dst_tier"], r["state"]) for r in json.loads(captured.out)] == [("ssd", "done"), ("ssd", "done")]
+    assert [line.split(" in ")[0] for line in captured.err.splitlines()] == [
+        f"{v.version_id} -> ssd: {format_size(v.bytes)}" for v in two_partitions]
 
 
 def test_tier_write_shows_the_upload_to_the_object_tier(letl_env, objectstore, object_tier, capsys, monkeypatch):
