@@ -238,11 +238,14 @@ class Lake:
         them in the same transaction (see ``Catalog.commit_versions``).
         """
         fresh = [s for s in staged if s.reuse is None]
+        # Before the commit: a publish killed after it leaves its pointers pending, not naming the superseded version.
+        announced = pointers.announce(self, [s.version for s in fresh])
         try:
             self.catalog.commit_versions([(s.version, s.upstream_ids) for s in fresh], request=request)
         except BaseException:
             for s in fresh:
                 self.tiers[s.version.tier].backend.delete(s.version.storage_key)
+            pointers.withdraw(announced)
             raise
         for s in staged:
             if s.reuse is not None:

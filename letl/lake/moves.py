@@ -59,18 +59,17 @@ class Mover:
         """Move a version to another tier, verified; ``on_progress`` hears the copy's bytes as they go.
         When the version is a latest one, the object tier's pointer follows it (pointers.py)."""
         before = self.lake.catalog.get(version_id)
-        try:
-            with reporting(on_progress, before and before.bytes):
-                return self._move(version_id, to_tier, request_id)
-        finally:
-            self._follow_latest(before)
+        with reporting(on_progress, before and before.bytes):
+            return self._move(version_id, to_tier, request_id)
 
-    def _follow_latest(self, before: Version | None) -> None:
-        """A latest version moved onto or off an object tier: its S3 pointer must say so."""
-        now = before and self.lake.catalog.get(before.version_id)
-        if now is None or now.tier == before.tier or not {now.tier, before.tier} & set(pointers.object_tiers(self.lake)):
+    def _repoint(self, version_id: str, *tiers: str) -> None:
+        """A version switched between these tiers (the request's, not what the catalog said before: a
+        retry settles a move already switched). Called before the old copy is deleted, so that a kill
+        in between leaves a pointer naming a key that still holds the version, never a deleted one."""
+        if not set(tiers) & set(pointers.object_tiers(self.lake)):
             return
-        latest = self.lake.latest(now.asset_key, now.partition, now.branch)
+        now = self.lake.catalog.get(version_id)
+        latest = now and self.lake.latest(now.asset_key, now.partition, now.branch)
         if latest is not None and latest.version_id == now.version_id:
             pointers.refresh_versions(self.lake, [now])
 
@@ -137,6 +136,8 @@ class Mover:
                 state="rolled_back", detail="destination lost or damaged after the switch; switched back"))
             raise VerificationFailed(f"{key} on {to_tier} was lost or damaged after the switch: switched back to "
                                     f"{version.tier}, which still holds it")
+        self._repoint(version.version_id, version.tier, to_tier)
+        failpoint("after_repoint")
         src.discard(key)  # a local tier frees the space in the background
         claim.update(state="done", bytes=written.size, seconds=time.perf_counter() - started)
         return claim.result()
@@ -242,12 +243,14 @@ class Mover:
         src, dst = row["src_tier"], row["dst_tier"]
         if version.tier == dst and src != dst:
             if self._whole(version, dst) or not self._whole(version, src):
+                self._repoint(version.version_id, src, dst)
                 if src in self.lake.tiers:
                     self.lake.tiers[src].backend.delete(version.storage_key)
                 claim.update(state="done", detail=why or "finished by recovery")
                 return "finished"
             self.lake.catalog.switch_tier(version.version_id, dst, src, claim.as_request(
                 state="interrupted", detail="destination not whole after the switch; switched back by recovery"))
+            self._repoint(version.version_id, src, dst)  # the killed owner may have pointed at the destination
             return "rolled back"
         self._drop_copy(version, dst)
         claim.update(state="interrupted", detail=why or "owner gone before its switch; rolled back by recovery")

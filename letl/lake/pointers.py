@@ -6,9 +6,13 @@ which is latest. So each S3 tier's manifest store (the sibling prefix ``<prefix>
 the lineage manifests: see manifests.py) holds
 
     latest/<repo>/<branch>/<partition or _>.json
-        {"format": "letl-latest/1", "dataset", "repo", "branch", "partition", "version_id",
+        {"format": "letl-latest/1", "dataset", "repo", "branch", "partition", "version_id", "access",
          "on_this_store", "bucket", "key", "sha256", "bytes", "rows", "file_format",
          "created_at", "updated_at"}
+
+Branch and partition are one key segment each (``segment``): a branch ``main/x`` with partition ``p``
+and branch ``main`` with partition ``x/p`` must not share a pointer. Object keys allow only
+``[A-Za-z0-9_.=-]``, so ``=`` is the escape character: ``=`` is written ``=3D`` and ``/`` ``=2F``.
 
 written by one PUT whenever the latest version of that partition changes, or moves onto or off
 this tier. When the latest version is on another tier, ``on_this_store`` is false and ``bucket``
@@ -23,15 +27,22 @@ value is ever a label: they are dataset names, branch names, partition keys and 
 
 A pointer that cannot be written never fails the publish or move that changed it: the failure is
 logged and recorded under ``$LETL_HOME/pointers-pending/``, retried by the next refresh, and
-``heal`` (run by ``letl tier fsck``) rewrites every pointer from the catalog.
+``heal`` (run by ``letl tier fsck``) rewrites every pointer from the catalog. A publish records its
+pointers there before its commit (``announce``), so that one killed between its commit and its
+refresh leaves them to the next publish or fsck instead of naming the superseded version. Such a
+marker names the version it announces, and is taken up only once that version is committed (or
+the marker is older than ``_ANNOUNCED_FOR``): a concurrent refresh must not consume it before.
 """
 
 import hashlib
 import json
 import logging
+import time
 import uuid
+from pathlib import Path
 from typing import Any, Iterable
 
+from letl.lake.access import version_access
 from letl.lake.catalog import Version, utcnow
 from letl.lake.errors import NotFound, one_line
 from letl.lake.manifests import manifest_store
@@ -45,6 +56,7 @@ ROOT = "latest"
 FORMAT = "letl-latest/1"
 PENDING_DIR = "pointers-pending"
 _ROUNDS = 3  # a concurrent publisher may move the latest version while a pointer is written: look again
+_ANNOUNCED_FOR = 600.0  # seconds: a publish commits within this of announcing, or it died before its commit
 
 
 def object_labels(asset_key: str, branch: str, partition: str, version_id: str, sha256: str | None = None) -> dict:
@@ -57,8 +69,13 @@ def object_labels(asset_key: str, branch: str, partition: str, version_id: str, 
     return labels
 
 
+def segment(name: str) -> str:
+    """One key segment for a branch or partition name that may hold '/'."""
+    return name.replace("=", "=3D").replace("/", "=2F")
+
+
 def pointer_key(asset_key: str, branch: str, partition: str) -> str:
-    return validate_key(f"{ROOT}/{repo_of(asset_key)}/{branch}/{partition or '_'}.json")
+    return validate_key(f"{ROOT}/{repo_of(asset_key)}/{segment(branch)}/{segment(partition) or '_'}.json")
 
 
 def object_tiers(lake) -> list[str]:
@@ -72,7 +89,7 @@ def document(lake, tier_name: str, version: Version) -> dict[str, Any]:
     return {
         "format": FORMAT, "dataset": version.asset_key, "repo": repo_of(version.asset_key),
         "branch": version.branch, "partition": version.partition, "version_id": version.version_id,
-        "on_this_store": here,
+        "access": version_access(version), "on_this_store": here,
         "bucket": backend.bucket if here else None, "key": backend.prefix + version.storage_key if here else None,
         "sha256": version.sha256, "bytes": version.bytes, "rows": version.rows, "file_format": version.format,
         "created_at": version.created_at.isoformat(), "updated_at": utcnow().isoformat(),
@@ -115,32 +132,44 @@ def _write(lake, tier_name: str, asset_key: str, branch: str, partition: str) ->
     return changed
 
 
+def announce(lake, versions: Iterable[Version]) -> list[Path]:
+    """Before a publish commits: its pointers recorded as pending (see the module's docstring)."""
+    if not object_tiers(lake):
+        return []
+    return [path for v in versions if (path := _mark(lake, (v.asset_key, v.branch, v.partition), v.version_id))]
+
+
+def withdraw(markers: Iterable[Path]) -> None:
+    """A publish that did not commit: its announcements are void."""
+    for path in markers:
+        path.unlink(missing_ok=True)
+
+
 def refresh(lake, changed: Iterable[tuple[str, str, str]]) -> None:
     """After a publish or a move: rewrite the pointers of these (asset key, branch, partition) that
     no longer match the catalog, and retry earlier failures. Never raises: the change is committed."""
     tiers = object_tiers(lake)
     if not tiers:
         return
-    wanted = dict.fromkeys(changed) | dict.fromkeys(_pending(lake))
+    ready = _ready(lake)
+    wanted = dict.fromkeys(changed) | dict.fromkeys(triple for triple, _ in ready)
     down = [problem for name in tiers if (problem := lake.tiers[name].unavailable())]
-    if down:  # one warning per lake, not one per partition of a run: the store is down, not each pointer
-        for triple in wanted:
-            _mark(lake, triple)
-        if not lake.__dict__.get("_pointers_warned"):
-            lake.__dict__["_pointers_warned"] = True
-            log.warning("latest pointers not written (%s): retried on the next publish and by letl tier fsck",
-                        "; ".join(down))
-        return
-    for asset_key, branch, partition in wanted:
+    if down and not lake.__dict__.get("_pointers_warned"):  # one warning per lake, not one per partition of a run
+        lake.__dict__["_pointers_warned"] = True
+        log.warning("latest pointers not written (%s): retried on the next publish and by letl tier fsck",
+                    "; ".join(down))
+    for triple in wanted:
+        kept = None
         try:
-            for tier_name in tiers:
-                _write(lake, tier_name, asset_key, branch, partition)
+            for tier_name in [] if down else tiers:
+                _write(lake, tier_name, *triple)
         except Exception as exc:  # recorded and retried: a pointer must never undo a commit
             log.warning("latest pointer of %s (branch %s, partition %s) not written (%s): retried on the next "
-                        "publish and by letl tier fsck", asset_key, branch, partition or "-", exc)
-            _mark(lake, (asset_key, branch, partition))
-        else:
-            _unmark(lake, (asset_key, branch, partition))
+                        "publish and by letl tier fsck", triple[0], triple[1], triple[2] or "-", exc)
+            kept = _mark(lake, triple)
+        if down:
+            kept = _mark(lake, triple)
+        withdraw(path for pending, path in ready if pending == triple and path != kept)  # one marker per pointer
 
 
 def refresh_versions(lake, versions: Iterable[Version]) -> None:
@@ -151,6 +180,7 @@ def heal(lake, dry_run: bool = False) -> dict[str, list[str]]:
     """Every pointer on every reachable S3 tier rewritten from the catalog, and pointers of partitions
     without a latest version removed; returns what was (or, dry run, would be) written and removed."""
     report: dict[str, list[str]] = {"written": [], "removed": [], "failed": []}
+    ready = _ready(lake)  # before the catalog is read: what was committed by then, the rewrite covers
     current = {(v.asset_key, v.branch, v.partition): v for branch in lake.catalog.latest_counts()
                for v in lake.catalog.latest_versions(branch)}
     by_key = {pointer_key(*triple): triple for triple in current}
@@ -162,8 +192,7 @@ def heal(lake, dry_run: bool = False) -> dict[str, list[str]]:
         except Exception as exc:  # this tier is reported; the others are still healed
             report["failed"].append(f"{tier_name}: {one_line(exc)}")
     if not dry_run and not report["failed"]:
-        for triple in _pending(lake):
-            _unmark(lake, triple)
+        withdraw(path for _, path in ready)
     return report
 
 
@@ -181,34 +210,41 @@ def _heal_tier(lake, tier_name: str, current: dict, by_key: dict, dry_run: bool,
             report["written"].append(f"{tier_name}:{key}")
 
 
-def _pending_path(lake, triple: tuple[str, str, str]):
-    tag = hashlib.sha256("\0".join(triple).encode()).hexdigest()[:32]
-    return lake.config.home / PENDING_DIR / f"{tag}.json"
-
-
-def _mark(lake, triple: tuple[str, str, str]) -> None:
+def _mark(lake, triple: tuple[str, str, str], version_id: str | None = None) -> Path | None:
+    """Record a pointer to rewrite; with version_id, an announcement of that version's publish."""
     try:
-        path = _pending_path(lake, triple)
+        tag = hashlib.sha256("\0".join(triple).encode()).hexdigest()[:32]
+        if version_id:
+            tag += "-" + hashlib.sha256(version_id.encode()).hexdigest()[:16]
+        path = lake.config.home / PENDING_DIR / f"{tag}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}-{uuid.uuid4().hex[:8]}.tmp")  # two markers of one pointer never mix
-        tmp.write_text(json.dumps(list(triple)))
+        tmp.write_text(json.dumps({"pointer": list(triple), "version_id": version_id}))
         tmp.replace(path)
+        return path
     except OSError as exc:  # the warning already logged stands; fsck's heal still finds it
         log.warning("could not record a pending latest pointer (%s)", exc)
+        return None
 
 
-def _unmark(lake, triple: tuple[str, str, str]) -> None:
-    _pending_path(lake, triple).unlink(missing_ok=True)
-
-
-def _pending(lake) -> list[tuple[str, str, str]]:
+def _ready(lake) -> list[tuple[tuple[str, str, str], Path]]:
+    """The pending pointers to rewrite now, each with its marker: announcements of publishes that
+    have not committed yet (and may still) are left for later."""
     folder = lake.config.home / PENDING_DIR
     if not folder.is_dir():
         return []
     found = []
     for path in sorted(folder.glob("*.json")):
         try:
-            found.append(tuple(json.loads(path.read_text())))
-        except (OSError, ValueError):  # half-written by a crash: heal rewrites every pointer anyway
-            path.unlink(missing_ok=True)
+            marker = json.loads(path.read_text())
+            if isinstance(marker, list):  # an older release's: a pointer whose write failed
+                marker = {"pointer": marker, "version_id": None}
+            announced, age = marker["version_id"], time.time() - path.stat().st_mtime
+            if announced and age < _ANNOUNCED_FOR and lake.catalog.get(announced) is None:
+                continue
+            found.append((tuple(marker["pointer"]), path))
+        except FileNotFoundError:  # taken up by a concurrent refresh meanwhile
+            continue
+        except (OSError, ValueError, KeyError, TypeError):  # half-written by a crash, or an older release's
+            path.unlink(missing_ok=True)  # heal rewrites every pointer anyway
     return found

@@ -26,11 +26,15 @@ import boto3
 from botocore.config import Config
 
 s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], config=Config(s3={"addressing_style": "path"}))
-bucket, prefix, dataset = sys.argv[1], sys.argv[2], sys.argv[3]  # dataset as a repo: labs.lab_results
-listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}.gros/latest/{dataset}/main/")
+bucket, prefix, dataset, branch = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]  # dataset as a repo: labs.x
+segment = branch.replace("=", "=3D").replace("/", "=2F")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}.gros/latest/{dataset}/{segment}/",
+                                                      Delimiter="/")
 found = []
-for entry in listing.get("Contents", []):
+for entry in (entry for page in pages for entry in page.get("Contents", [])):
     pointer = json.load(s3.get_object(Bucket=bucket, Key=entry["Key"])["Body"])
+    if pointer["branch"] != branch:
+        continue
     result = {"partition": pointer["partition"], "version_id": pointer["version_id"], "here": pointer["on_this_store"]}
     if pointer["on_this_store"]:
         obj = s3.get_object(Bucket=pointer["bucket"], Key=pointer["key"])
@@ -44,11 +48,11 @@ print(json.dumps(found))
 """
 
 
-def s3_only_client(info, backend: S3Backend, dataset: str) -> list[dict]:
+def s3_only_client(info, backend: S3Backend, dataset: str, branch: str = "main") -> list[dict]:
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "S3_ENDPOINT": info.endpoint,
            "AWS_ACCESS_KEY_ID": info.access_key, "AWS_SECRET_ACCESS_KEY": info.secret_key,
            "AWS_DEFAULT_REGION": "us-east-1"}
-    done = subprocess.run([sys.executable, "-c", CLIENT, backend.bucket, backend.prefix.rstrip("/"), dataset],
+    done = subprocess.run([sys.executable, "-c", CLIENT, backend.bucket, backend.prefix.rstrip("/"), dataset, branch],
                           env=env, capture_output=True, text=True, cwd="/", timeout=120)
     assert done.returncode == 0, done.stderr
     return sorted(json.loads(done.stdout), key=lambda r: r["partition"])
