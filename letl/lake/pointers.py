@@ -47,7 +47,7 @@ from letl.lake.catalog import Version, utcnow
 from letl.lake.errors import NotFound, one_line
 from letl.lake.manifests import manifest_store
 from letl.lake.names import repo_of
-from letl.storage.contract import validate_key
+from letl.storage.contract import MAX_KEY_PART, validate_key
 from letl.storage.s3_transfer import SHA256_LABEL
 
 log = logging.getLogger("letl")
@@ -70,8 +70,12 @@ def object_labels(asset_key: str, branch: str, partition: str, version_id: str, 
 
 
 def segment(name: str) -> str:
-    """One key segment for a branch or partition name that may hold '/'."""
-    return name.replace("=", "=3D").replace("/", "=2F")
+    """One key segment for a branch or partition name that may hold '/'. Escaping can make it longer
+    than a key part may be: then it is cut and ends in '=H' and a digest, a form escaping never makes."""
+    encoded = name.replace("=", "=3D").replace("/", "=2F")
+    if len(encoded) + len(".json") <= MAX_KEY_PART:
+        return encoded
+    return f"{encoded[:120]}=H{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def pointer_key(asset_key: str, branch: str, partition: str) -> str:

@@ -140,6 +140,12 @@ def test_branches_and_partitions_holding_a_slash_get_pointers_of_their_own(objec
         feature.version_id]
 
 
+def test_a_long_nested_partition_still_gets_a_valid_pointer_key_of_its_own():
+    long_a, long_b = "a" * 150 + "/" + "b" * 150, "a" * 150 + "/" + "b" * 149 + "c"
+    keys = {pointers.pointer_key("labs/long", "main", p) for p in (long_a, long_b)}
+    assert len(keys) == 2 and all(max(len(part) for part in key.split("/")) <= 200 for key in keys)
+
+
 def test_fsck_removes_pointers_in_the_old_key_format_and_writes_the_new(object_lake):
     lake = object_lake
     version = lake.write_version("labs/oldfmt", pd.DataFrame({"x": [1]}), partition="a/b", tier_hint="cortx")
