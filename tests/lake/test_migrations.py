@@ -241,3 +241,16 @@ def test_a_catalog_from_a_newer_letl_is_refused_in_one_line_naming_it(tmp_path, 
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert f"catalog sqlite:///{path} is {says}" in done.stderr
     assert revision(f"sqlite:///{path}") == "0003"
+
+
+def test_opening_a_newer_catalog_is_refused_on_both_and_left_as_it_was(url):
+    from letl.lake.errors import Conflict
+
+    Catalog(url).engine.dispose()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+    engine.dispose()
+    with pytest.raises(Conflict, match=f"is at revision 0003, newer than this LETL's {migrations.HEAD}: upgrade LETL$"):
+        Catalog(url)
+    assert revision(url) == "0003"
