@@ -2,8 +2,10 @@
 
 The placement policy never moves a pinned version anywhere but to its pinned tier (see
 letl/lake/policy.py, rule 0). Pinning also moves what it holds there now, through the same verified
-move as `letl tier move`, each under a request id; if that move fails, the pin stays and the policy's
-next `letl tier plan --apply` (or the tier sensor) makes it. A pin on an asset holds whichever versions
+move as `letl tier move`, each under a request id. A pin the policy could not honour (no room under the
+tier's quota), or whose request id was used for other work, is refused before it is written; if an
+accepted move then fails, the pin stays ("unmet") and the policy's next `letl tier plan --apply` (or
+the tier sensor) makes it. A pin on an asset holds whichever versions
 are its latest, on this branch, so a version written later is held too; a pin on a version holds it
 for good, latest or not.
 """
