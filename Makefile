@@ -38,7 +38,7 @@ test: venv
 ui: venv
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dg dev -w workspace.yaml
 
 # The explorer on 127.0.0.1 only: put a proxy with sign-in in front before sharing it.
 explorer: venv
