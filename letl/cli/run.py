@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
             print(f"landing zone {landing.root()} was empty: generated {len(drops)} sample drops "
                   f"({sum(d.rows for d in drops):,} rows)")
         start_for_run()
-        for note in open_lake().config.notes:
+        for note in open_lake(create=True).config.notes:
             print(f"warning: {note}")
         # Month lines go to stdout (the command's result); the bar of drop bytes to stderr, drawn on a terminal.
         with progress("letl run", unit="B") as bar:
