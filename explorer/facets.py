@@ -40,10 +40,13 @@ def show(ex, view: str, schema: dict[str, str], filters: list[Filter], est, labe
         st.caption(f"Facets are counted only for queries scanning at most {format_size(ex.settings.confirm_bytes)}: "
                    "narrow the query with a partition_key filter to see them.")
         return
+    if "qb_facets" in st.session_state:  # chosen, or set by a link: only columns this dataset has
+        st.session_state["qb_facets"] = [c for c in st.session_state["qb_facets"] if c in offered]
     picked = st.multiselect("Facets", offered, key="qb_facets", help="Top values with their row counts for the "
                             "current filters; click one to filter on it.",
                             **({} if "qb_facets" in st.session_state
                                else {"default": fc.default_columns(ex, view, user)}))
+    st.query_params["facets"] = ",".join(picked)
     if not picked:
         return
     for column, box in zip(picked, st.columns(len(picked)), strict=True):

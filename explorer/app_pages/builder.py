@@ -66,6 +66,8 @@ def seed_from_url(views: list[str]) -> None:
         order = Paging()
     st.session_state.update(qb_sort=order.sort or "", qb_dir="desc" if order.desc else "asc", qb_size=order.size,
                             qb_page=order.page, qb_keep_page=True)
+    if "facets" in st.query_params:
+        st.session_state["qb_facets"] = [c for c in st.query_params["facets"].split(",") if c]
     for f in q.filters:
         key = f"qb_f_{f.column}"
         if f.op == "between" and all(isinstance(v, (int, float)) for v in f.value):

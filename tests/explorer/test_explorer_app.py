@@ -361,3 +361,14 @@ def test_a_datasets_link_reopens_the_dataset_and_its_tag(module_lab_lake):
     at.selectbox(key="ds_tag_pick").select("other…").run()
     at.text_input(key="ds_tag").input("-1").run()
     assert ok(at).query_params["version"] == "-1" and at.query_params["dataset"] == summary
+
+
+def test_the_chosen_facets_are_in_the_link(module_lab_lake):
+    at = ok(app(**to_url_params(Query("lab_results")), facets="sex,no_such_column"))
+    at.switch_page("app_pages/builder.py").run()
+    assert ok(at).multiselect(key="qb_facets").value == ["sex"]  # a column the dataset lacks is dropped
+    assert at.query_params["facets"] == "sex"
+    files = latest_files(module_lab_lake, "labs/lab_results")
+    sexes = duckdb.sql(f"SELECT sex, count(*) FROM read_parquet({files!r}) GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    assert [b.label for b in at.button if b.key and b.key.startswith("qb_facet_sex_")] == [
+        f"{s} · {n:,}" for s, n in sexes]
