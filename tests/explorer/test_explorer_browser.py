@@ -375,6 +375,14 @@ def test_screenshots_of_the_main_pages(explorer_url, page, tmp_path):
         expect(cell).to_have_text(re.compile(r"^gros://labs\.lab_results_summary/main:0\?partition=2024-0[123]-01$"))
     snap(page, tmp_path, "datasets")
 
+    # Query builder, rows with their facets (each value with its row count)
+    go_to(page, "Query builder")
+    choose(page, "Dataset", "lab_results")
+    settled(page)
+    page.get_by_role("button", name="Run query", exact=True).click()
+    expect(main_block(page).get_by_role("button", name=re.compile(r"^H001 · [\d,]+$"))).to_be_visible()
+    snap(page, tmp_path, "facets")
+
     # Query builder with a grouped result (and its chart)
     go_to(page, "Query builder")
     choose(page, "Dataset", "lab_results")
