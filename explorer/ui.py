@@ -51,7 +51,9 @@ def show(result: Result, chart: dict | None = None, *, labels: Labels | None = N
         frame[CODE] = frame[CODE].map(lambda c: None if c is None else labels.label(c))
     titles = headers(table, labels, unit)
     if chart and chart.get("x") in frame and chart.get("y") in frame and len(frame):
-        st.altair_chart(_chart(table, frame, chart, titles), width="stretch")
+        # A line's y-axis fits the data; a rate or a count may still be better read from 0.
+        zero = chart.get("type") != "line" or st.checkbox("Start the y-axis at 0", key="chart_zero")
+        st.altair_chart(_chart(table, frame, chart, titles, zero), width="stretch")
     st.dataframe(frame.rename(columns=titles), width="stretch", hide_index=True)
 
 
@@ -63,14 +65,14 @@ def _vega_type(dtype: pa.DataType) -> str:
     return "nominal"
 
 
-def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, str]) -> alt.Chart:
+def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, str], zero: bool) -> alt.Chart:
     """A bar or line chart with every encoding typed from the Arrow schema, never left to Altair to guess.
 
     DuckDB's sum() of an integer is a DECIMAL (HUGEINT and UHUGEINT arrive as DECIMAL too), which pandas
     holds as objects of decimal.Decimal: Altair would chart it as nominal, one category label per value.
     Numeric columns are converted to float and encoded as quantitative. A line chart's y-axis follows
-    the data (a glucose trend around 98 mg/dL is not drawn from 0); a bar chart's starts at 0, as bar
-    lengths must.
+    the data (a glucose trend around 98 mg/dL is not drawn from 0) unless ``zero`` asks for 0; a bar
+    chart's starts at 0, as bar lengths must.
     """
     line = chart.get("type") == "line"
     names = [c for c in (chart["x"], chart["y"], chart.get("color")) if c and c in frame]
@@ -84,7 +86,7 @@ def _chart(table: pa.Table, frame: pd.DataFrame, chart: dict, titles: dict[str, 
     numeric_y = types[y] == "quantitative"
     encoding = {
         "x": alt.X(x, type=types[x], title=titles.get(x, x)),
-        "y": alt.Y(y, type=types[y], scale=alt.Scale(zero=not line) if numeric_y else alt.Undefined,
+        "y": alt.Y(y, type=types[y], scale=alt.Scale(zero=zero or not line) if numeric_y else alt.Undefined,
                    title=titles.get(y, y)),
         "tooltip": [alt.Tooltip(c, type=types[c]) for c in names],
     }

@@ -265,6 +265,8 @@ def test_value_line_chart_y_axis_follows_the_data(module_lab_lake):
     y = y_encoding(specs[0])
     assert y["type"] == "quantitative", y
     assert y.get("scale", {}).get("zero") is False, y
+    at.checkbox(key="chart_zero").check().run()  # the zero-based option
+    assert y_encoding(chart_specs(ok(at))[0])["scale"]["zero"] is True
 
 
 def test_codes_have_their_names_and_one_test_has_its_unit_in_the_header(module_lab_lake):
