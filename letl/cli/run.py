@@ -1,6 +1,7 @@
 """`letl sample-data`, `letl run` and `letl summary`: make lab drops, materialize them, and say whether
 the lake is current. Only `letl run` loads Dagster, and only when it runs."""
 
+import shlex
 from pathlib import Path
 
 from letl.cli.common import open_lake
@@ -29,7 +30,7 @@ def cmd_run(args) -> int:
     from letl.cli.report import format_summary, summary
     from letl.labs.sample import generate_drops
     from letl.lake.config import LakeConfig
-    from letl_assets.local_run import parse_months, run_lock, run_months
+    from letl_assets.local_run import ensure_dagster_home, parse_months, run_lock, run_months
     from letl_assets.resources.landing import LandingZone
 
     if args.months:
@@ -51,7 +52,9 @@ def cmd_run(args) -> int:
     print()
     print(format_summary(data))
     print()
-    print("Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME=.letl/dagster dg dev -w workspace.yaml)")
+    # The instance the runs went to: LETL_HOME/dagster unless DAGSTER_HOME named another.
+    instance = shlex.quote(str(ensure_dagster_home(LakeConfig.resolve().home)))
+    print(f"Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME={instance} dg dev -w workspace.yaml)")
     return 0 if data["reconciled"] else 1
 
 
