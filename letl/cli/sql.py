@@ -72,11 +72,13 @@ def open_explorer(role: str | None):
 
 def run_one(ex, sql: str, fmt: str, out: TextIO) -> None:
     """One statement through the explorer's guard, limits and audit; printed in ``fmt``."""
-    from letl.lake.errors import LetlError
-    from letl.query.engine import QueryError
+    from letl.lake.errors import InvalidInput, LetlError
+    from letl.query.engine import DuplicateColumns, QueryError
 
     try:
         result = ex.run(sql, use_cache=False)
+    except DuplicateColumns as exc:  # the SQL's to fix, as a refused statement is
+        raise InvalidInput(str(exc)) from None
     except QueryError as exc:  # past the guard: the time or memory limit, or DuckDB's own error
         raise LetlError(str(exc)) from None
     write(result.table, fmt, out)

@@ -3,6 +3,7 @@ query runner (single SELECT, row cap, time limit, memory bound)."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping, Sequence
@@ -19,6 +20,8 @@ __all__ = [
     "QueryTimeout",
     "QueryMemoryLimit",
     "QueryMoved",
+    "DuplicateColumns",
+    "distinct_columns",
     "locked_connection",
     "run_query",
     "export_csv",
@@ -57,6 +60,23 @@ class QueryMoved(QueryError):
     """A file behind a view moved since the views were built."""
 
     reason = "moved"
+
+
+class DuplicateColumns(QueryError):
+    """The result names two columns alike: every face (a page, a download, `letl sql`) needs each by name."""
+
+    reason = "duplicate-columns"
+
+
+def distinct_columns(names: Sequence[str]) -> None:
+    """Refuse a result whose column names repeat: DuckDB allows it, but a row as a JSON object, a
+    DataFrame's column or a header-to-unit map by name would keep one and drop or mislabel the other."""
+    counts = Counter(names)
+    for name in names:
+        if counts[name] > 1:
+            alias = f"{name}_2" if _NAME.match(name) else '"' + f"{name}_2".replace('"', '""') + '"'
+            raise DuplicateColumns(f"the result has {counts[name]} columns named {name!r}: "
+                                   f"give them distinct names (... AS {alias})")
 
 
 def _sql_string(value: str) -> str:
@@ -224,6 +244,7 @@ def export_csv(
     try:
         with _limits(con, timeout_s):
             schema, batches = _stream(con, inner, params, row_cap)
+            distinct_columns(schema.names)  # before a byte of the file is written
             with writer(temp, schema, fmt) as write:
                 for batch in batches:
                     write(batch)

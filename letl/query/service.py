@@ -22,7 +22,7 @@ import pyarrow as pa
 from letl.lake.lake import Lake, current_user
 from letl.query import query_builder as qb
 from letl.query.datasets import ROLES, Dataset, load_datasets, visible
-from letl.query.engine import QueryError, describe, export_csv, is_truncated, locked_connection, run_query
+from letl.query.engine import QueryError, describe, distinct_columns, export_csv, is_truncated, locked_connection, run_query
 from letl.query.objectfs import LakeObjectFileSystem
 from letl.query.scan import Estimate, partitions_kept, whole
 from letl.query.sql_guard import Parsed, UnsafeSQL, analyze
@@ -177,6 +177,8 @@ class Explorer:
         if hit is None:
             try:
                 table = self._query(trusted, sql, params, self.settings.row_cap, self.settings.timeout_s)
+                # Here, before any face shows it (and before the cache keeps it); exports check in the engine.
+                distinct_columns(table.column_names)
             except QueryError as e:
                 if log:
                     self._log(read, digest, None, user, failed=e.reason)

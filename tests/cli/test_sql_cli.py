@@ -156,3 +156,13 @@ def test_on_a_terminal_the_shell_prompts_and_ctrl_c_drops_only_the_statement(sql
     assert text.startswith("letl sql: 1 dataset as views (analyst); .help for help\n")
     assert "top\n---\n3\n(1 row)\n" in text and "labs/x" in text and "secret" not in text
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_a_result_with_repeated_column_names_is_refused_in_one_line_exit_2(sql_lake, fmt):
+    """Printed, the second 'a' would overwrite the first (`2 | 2`, [{"a": 2}]): refused instead."""
+    out = letl_sql("-c", "SELECT 1 AS a, 2 AS a", "--format", fmt)
+    assert out.returncode == 2 and out.stdout == ""
+    assert one_error(out) == "error: the result has 2 columns named 'a': give them distinct names (... AS a_2)"
+    assert [(e["kind"], e["detail"]) for e in rows(sql_lake["lake"], query_log)] == [
+        ("query-failed", "duplicate-columns")]

@@ -107,6 +107,14 @@ def test_a_big_scan_from_a_link_asks_before_running(lab_lake, monkeypatch):
     assert shown_counts(ok(at)) == expected_counts(lab_lake)
 
 
+@pytest.mark.parametrize("sql, name", [("SELECT unit, unit FROM lab_results", "unit"), ("SELECT 1 AS a, 2 AS a", "a")])
+def test_a_link_whose_result_repeats_a_column_name_shows_one_line(lab_lake, sql, name):
+    at = sql_page(sql=sql)  # ok(): no traceback from the labels or the table
+    assert [e.value for e in at.error] == [
+        f"the result has 2 columns named '{name}': give them distinct names (... AS {name}_2)"]
+    assert not at.dataframe and not at.get("download_button")
+
+
 VOLUME = "Test volume by month"
 
 

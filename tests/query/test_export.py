@@ -51,6 +51,25 @@ def test_export_holds_the_full_result_up_to_the_cap(lab_lake, tmp_path, fmt, han
     assert {(h, n) for h, n in logged} == {(sql_hash(sql.strip(), params), 2_000)}
 
 
+@pytest.mark.parametrize("hand_written", [False, True], ids=["builder", "sql-worker"])
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_an_export_with_repeated_column_names_is_refused_and_writes_nothing(lab_lake, tmp_path, fmt, hand_written):
+    """A JSON row is an object: the second 'unit' would silently replace the first."""
+    from letl.query.engine import QueryError
+
+    ex = Explorer(lab_lake, "analyst", Settings(row_cap=10, download_cap=2_000))
+    sql = "SELECT unit, result_value AS unit FROM lab_results"
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        with pytest.raises(QueryError) as refused:
+            ex.export(sql, None, out / f"result.{fmt}", trusted=not hand_written, user="ana")
+    finally:
+        ex.close()
+    assert str(refused.value) == "the result has 2 columns named 'unit': give them distinct names (... AS unit_2)"
+    assert list(out.iterdir()) == []
+
+
 def test_an_unknown_format_is_refused_by_name():
     with pytest.raises(ValueError, match=r"cannot export to 'out\.xlsx': name it \.csv, \.json or \.parquet"):
         format_of("/tmp/out.xlsx")
