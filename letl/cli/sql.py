@@ -25,7 +25,7 @@ HELP = """.tables          the datasets you may query (view, dataset, rows, part
 .schema VIEW     the columns of a view
 .help            this text
 .quit / .exit    leave (so does end of input)
-Anything else is SQL, run when a line ends with ';': one SELECT over the views."""
+Anything else is SQL, run when a line ends with a ';' outside strings and comments: one SELECT over the views."""
 CELL = 40  # widest cell a table shows; csv and json print values whole
 
 
@@ -142,7 +142,7 @@ def dot_command(ex, command: str, out: TextIO) -> bool:
 
 
 def shell(ex, fmt: str, lines: TextIO, out: TextIO, interactive: bool) -> int:
-    """Statements end with ';' at the end of a line; dot commands are lines of their own. An error is
+    """A statement ends at a line ending with a ';' outside strings and comments; dot commands are lines of their own. An error is
     printed and the shell goes on; the exit code is that of the last error (0 if none). On a terminal,
     lines are edited with readline, and Ctrl-C drops the statement being typed or run, not the shell."""
     from letl.lake.errors import LetlError, exit_code, one_line
@@ -157,18 +157,21 @@ def shell(ex, fmt: str, lines: TextIO, out: TextIO, interactive: bool) -> int:
         try:
             line = _next_line(lines, MORE if pending else PROMPT, interactive)
             if line is None:
-                if pending:  # the last statement may lack its ';'
+                if pending and not statement_end("\n".join(pending))[1]:  # the last may lack its ';'
                     run_one(ex, "\n".join(pending), fmt, out)
                 return status
             text = line.strip()
             if not pending and text.startswith("."):
                 if not dot_command(ex, text, out):
                     return status
-            elif text:
+            elif text or pending:
                 pending.append(line.rstrip("\n"))
-                if text.endswith(";"):
-                    sql, pending = "\n".join(pending), []
-                    run_one(ex, sql, fmt, out)
+                sql = "\n".join(pending)
+                ended, empty = statement_end(sql)
+                if ended:
+                    pending = []
+                    if not empty:  # a lone ';' (or a comment) is no statement, as in sqlite3
+                        run_one(ex, sql, fmt, out)
         except LetlError as exc:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             status = exit_code(exc)
@@ -180,6 +183,33 @@ def shell(ex, fmt: str, lines: TextIO, out: TextIO, interactive: bool) -> int:
             print("\ninterrupted", file=sys.stderr)
             pending = []
         out.flush()
+
+
+_CLOSE = {"'": "'", '"': '"', "--": "\n", "/*": "*/", "$$": "$$"}
+
+
+def statement_end(sql: str) -> tuple[bool, bool]:
+    """(whether the text ends with a ';' that is outside strings, quoted names and comments, as DuckDB
+    reads it; whether it holds nothing but such ';' and comments). A ';' ending a line inside a string
+    ('a;' then a new line) or a comment (-- note;) does not end the statement."""
+    ended, empty, i = False, True, 0
+    while i < len(sql):
+        opener = sql[i:i + 2] if sql[i:i + 2] in _CLOSE else sql[i] if sql[i] in _CLOSE else None
+        if opener is None:
+            if not sql[i].isspace():
+                ended, empty = sql[i] == ";", empty and sql[i] == ";"
+            i += 1
+            continue
+        # A doubled quote inside a string or a quoted name is the quote itself: the scan goes on past it.
+        close = sql.find(_CLOSE[opener], i + len(opener))
+        if close < 0 and opener == "--":  # the last line's comment
+            break
+        if close < 0:
+            return False, False
+        if opener in ("'", '"', "$$"):
+            ended, empty = False, False
+        i = close + len(_CLOSE[opener])
+    return ended, empty
 
 
 def _next_line(lines: TextIO, prompt: str, interactive: bool) -> str | None:
@@ -217,7 +247,7 @@ def add_commands(sub) -> None:
         "a partitioned one has a partition_key column), under the explorer's rules: one read-only SELECT\n"
         "at a time, LETL_EXPLORER_TIMEOUT_S, LETL_EXPLORER_MEMORY_LIMIT, LETL_EXPLORER_ROW_CAP, and every\n"
         "query in the catalog's access log.\n\n"
-        "With no query, a shell: SQL ending in ';' at the end of a line, .tables, .schema VIEW, .help, .quit.\n"
+        "With no query, a shell: SQL ending in ';' (outside strings and comments), .tables, .schema VIEW, .help, .quit.\n"
         "Without a terminal it reads the statements from standard input.",
         epilog="examples:\n"
         '  letl sql "SELECT count(*) FROM lab_results"\n'

@@ -166,3 +166,27 @@ def test_a_result_with_repeated_column_names_is_refused_in_one_line_exit_2(sql_l
     assert one_error(out) == "error: the result has 2 columns named 'a': give them distinct names (... AS a_2)"
     assert [(e["kind"], e["detail"]) for e in rows(sql_lake["lake"], query_log)] == [
         ("query-failed", "duplicate-columns")]
+
+
+def test_a_semicolon_inside_a_string_or_a_comment_does_not_end_the_statement(sql_lake):
+    """sqlite3 and the duckdb shell read on to the ';' that ends the statement, as DuckDB parses it."""
+    script = ("SELECT 'a;\nb' AS x;\n"  # the string holds ';', a new line and b
+              "SELECT 1 AS one -- note;\n;\n"  # the comment's ';' is not the end; the next line's is
+              "SELECT \"odd;name\" FROM (SELECT 2 AS \"odd;name\");\n"
+              ";\n"  # nothing to run, and no error
+              "SELECT 3 AS three; -- done\n")
+    out = letl_sql("--format", "json", stdin=script)
+    assert out.returncode == 0 and out.stderr == ""
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        [{"x": "a;\nb"}], [{"one": 1}], [{"odd;name": 2}], [{"three": 3}]]
+
+
+@pytest.mark.parametrize("text, ended, empty", [
+    ("SELECT 1;", True, False), ("SELECT 'a;", False, False), ("SELECT 'it''s;'", False, False),
+    ("SELECT 'it''s;' ;", True, False), ("SELECT 1 /* ; */", False, False), ("SELECT $$;$$;", True, False),
+    ("SELECT 1 -- note;", False, False), ("SELECT 1; -- done", True, False), ("-- only;\n;", True, True),
+])
+def test_statement_end_reads_strings_names_and_comments(text, ended, empty):
+    from letl.cli.sql import statement_end
+
+    assert statement_end(text) == (ended, empty)
