@@ -10,9 +10,11 @@ of them (``pl.scan_pyarrow_dataset``, ``duckdb.from_arrow``), so that is what th
 
 The dataset reads through one pyarrow handler over a GrosFileSystem, so it is one gros:// read like a
 ``pd.read_parquet`` (gros_reads.py): access checked when it is made, audited in the access log when it
-first reads a file. A directory (a partitioned dataset, or ``?partition=*``) is read Hive-style, so it
-has the partition column ``partition_key``; partitions written with different columns are read with
-the union of their columns (gros_schema.py), so nothing is dropped and nothing needs to be passed.
+first reads a file. A directory (a partitioned dataset, or ``?partition=*``) is read Hive-style, and one
+partition (``?partition=P``) is a file whose dataset carries ``partition_key == P`` as its partition
+expression, so both have the partition column ``partition_key`` holding the real name. Partitions written
+with different columns are read with the union of their columns (gros_schema.py), so nothing is dropped
+and nothing needs to be passed.
 """
 
 from __future__ import annotations
@@ -54,10 +56,28 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
         # Declared, not inferred: a key such as "2024" must stay text, as the unified schema and the views have it.
         partitioned = directory and any(f["partition"] for f in files)
         hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if partitioned else None
-        dataset = ds.dataset(path, filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)), format=fmt, schema=schema,
-                             partitioning=hive)
+        handler = pafs.PyFileSystem(pafs.FSSpecHandler(fs))  # one handler: one audited read
+        dataset = ds.dataset(path, filesystem=handler, format=fmt, schema=schema, partitioning=hive)
+        partition = None if directory else next(iter(files))["partition"]
+        if partition and PARTITION_COLUMN not in dataset.schema.names:
+            dataset = _with_partition_column(dataset, handler, path, partition)
     if engine == "polars":
         import polars as pl
 
         return pl.scan_pyarrow_dataset(dataset)
     return dataset
+
+
+def _with_partition_column(dataset, handler, path: str, partition: str):
+    """The one file of ``dataset`` as a dataset whose partition expression is ``partition_key == partition``:
+    pyarrow fills the column from it, as it does for a Hive directory's files."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from letl.gros.paths import PARTITION_COLUMN
+
+    fragment = dataset.format.make_fragment(path, filesystem=handler,
+                                            partition_expression=pc.field(PARTITION_COLUMN) == pa.scalar(partition))
+    schema = dataset.schema.append(pa.field(PARTITION_COLUMN, pa.string()))
+    return ds.FileSystemDataset([fragment], schema, dataset.format, filesystem=handler)

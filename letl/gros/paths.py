@@ -4,6 +4,8 @@ A path names one version (a file) or several (a directory). Inside a directory, 
 version is the pseudo-file ``partition_key={P}/data.{format}``: Hive-style, so that pandas, pyarrow,
 polars and DuckDB, which all read ``key=value`` directories as a column, keep the partition as the
 column ``partition_key``, the name the explorer's views and ``letl sql`` give it (letl/query/views.py).
+``{P}`` is percent-encoded (lake/uri.encode_partition: "x/y" is ``partition_key=x%2Fy``), as those
+readers decode it, so a name holding '/' or '=' stays one path segment and the column holds the real name.
 The unpartitioned version is the file ``partition=_.{format}`` in the directory itself: a Hive key
 that is null in every file is one pyarrow cannot type, and readers take no column from a file name.
 Every path reaches the strict parser (lake/uri.py) exactly once.
@@ -14,11 +16,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from letl.lake.uri import PARTITION, SCHEME, GrosRef, GrosURIError, parse
+from letl.lake.uri import SCHEME, GrosRef, GrosURIError, decode_partition, encode_partition, parse
 
 PARTITION_COLUMN = "partition_key"
 UNPARTITIONED = re.compile(r"partition=_\.(?P<fmt>[A-Za-z0-9]+)")
-HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>" + PARTITION.pattern + r")")
+# Encoded, so no '/' and no '='; what it decodes to is checked where the partition is resolved.
+HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>[A-Za-z0-9_.%-]+)")
 WILDCARD = re.compile(r"\*\*?(?P<suffix>\.[A-Za-z0-9]+)?")
 CHILD_FILE = "data"
 CHILD = re.compile(CHILD_FILE + r"\.(?P<fmt>[A-Za-z0-9]+)")
@@ -55,7 +58,7 @@ def split_path(path: Any) -> tuple[GrosRef, str | None, bool]:
     hive = HIVE_DIR.fullmatch(parts[-1]) if len(parts) >= 2 else None
     if hive is None:
         return parse(SCHEME + path), None, False
-    return _parent("/".join(parts[:-1]), path), hive["partition"], is_dir
+    return _parent("/".join(parts[:-1]), path), decode_partition(hive["partition"]), is_dir
 
 
 def _parent(head: str, path: str) -> GrosRef:
@@ -86,7 +89,7 @@ def ref_of(path: Any) -> GrosRef:
 def hive_dir(directory: str, version) -> str:
     # Children keep the caller's spelling of the directory (with or without gros://):
     # pyarrow checks that every listed path lies under the base dir it asked about.
-    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={version.partition}"
+    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={encode_partition(version.partition)}"
 
 
 def child_name(directory: str, version) -> str:

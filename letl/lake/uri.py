@@ -7,10 +7,12 @@ The repo is the asset key with ``.`` between parts (``labs.lab_results`` is the 
 read as a real-time dependency), ``latest`` (the latest version, a pinned read),
 ``YYYY-mm-dd`` (the last version created on or before the end of that day, UTC) or a signed
 integer index into the versions, oldest first. The only query parameter is ``partition``;
-``partition=*`` selects every partition.
+``partition=*`` selects every partition. A partition name holding '/' is written percent-encoded
+(``?partition=x%2Fy``), the one place a ``%``-escape is allowed: the lake's names are
+'/'-separated parts of ``[A-Za-z0-9_.=-]``, and the decoded name must be one.
 
 The parser is a whitelist: every field must match its pattern exactly, and anything it does
-not know (``%``-escapes, ``..``, empty or absolute segments, other query parameters) is an
+not know (``%``-escapes outside the partition, ``..``, empty or absolute segments, other query parameters) is an
 error, so a URI can never name a storage key outside its asset. fsspec URL chaining (``::``)
 is refused here too: fsspec splits a chained URL before any filesystem sees it, so the gros
 filesystem also refuses to be built as one link of a chain (see letl/gros/fs.py).
@@ -19,6 +21,7 @@ filesystem also refuses to be built as one link of a chain (see letl/gros/fs.py)
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Union
@@ -39,6 +42,9 @@ REPO_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # A partition is one storage-key part (see storage.contract.validate_key): no "/", no "..".
 PARTITION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*")
+# The lake also takes a partition of several key parts ("x/y"); only written percent-encoded in a URI.
+PARTITION_NAME = re.compile(rf"{PARTITION.pattern}(?:/{PARTITION.pattern})*")
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 DATE_TAG = re.compile(r"\d{4}-\d{2}-\d{2}")
 INDEX_DIGITS = 18
 INDEX_TAG = re.compile(r"[+-]?\d+")
@@ -108,8 +114,8 @@ def parse(uri: str) -> GrosRef:
         raise invalid(uri, f"longer than {MAX_LENGTH} characters")
     if not uri.startswith(SCHEME):
         raise invalid(uri, "the scheme must be gros://")
-    if "%" in uri:
-        raise invalid(uri, "percent-encoded characters are not allowed")
+    if "%" in uri.partition("?")[0]:
+        raise invalid(uri, "percent-encoded characters are not allowed (only in the ?partition= value)")
     if not uri.isascii() or any(c.isspace() or not c.isprintable() for c in uri):
         raise invalid(uri, "only printable ASCII without spaces is allowed")
     if "#" in uri:
@@ -161,10 +167,30 @@ def _parse_query(uri: str, query: str) -> str:
         if partition is not None:
             raise invalid(uri, "partition given more than once")
         if value != ALL_PARTITIONS:
-            _check_name(uri, value, PARTITION, "partition")
+            value = _decoded(uri, value)
         partition = value
     assert partition is not None
     return partition
+
+
+def _decoded(uri: str, value: str) -> str:
+    if "/" in value:
+        raise invalid(uri, f"partition {value!r} contains '/': write it percent-encoded (%2F)")
+    if _ESCAPE.search(value):
+        raise invalid(uri, f"partition {value!r} has a '%' that is not a %XX escape")
+    name = decode_partition(value)
+    _check_name(uri, name, PARTITION_NAME, "partition")
+    return name
+
+
+def encode_partition(partition: str) -> str:
+    """A partition name as one URI or Hive path segment ('/' as %2F, '=' as %3D, '%' as %25): the
+    encoding pyarrow, DuckDB, pandas and polars decode in a ``key=value`` directory name."""
+    return urllib.parse.quote(partition, safe="")
+
+
+def decode_partition(text: str) -> str:
+    return urllib.parse.unquote(text, errors="replace")
 
 
 def _parse_tag(uri: str, text: str) -> tuple[str, TagValue]:
@@ -213,7 +239,8 @@ def format_uri(
         tag_text = f":{ref.tag}"
     else:
         raise ValueError(f"unknown tag kind {ref.tag_kind!r}; use one of {TAG_KINDS}")
-    query = f"?partition={ref.partition}" if ref.partition is not None else ""
+    shown = ref.partition if ref.partition in (None, ALL_PARTITIONS) else encode_partition(ref.partition)
+    query = f"?partition={shown}" if ref.partition is not None else ""
     return f"{SCHEME}{ref.repo}/{ref.branch}{tag_text}{query}"
 
 

@@ -1,7 +1,10 @@
 """The files behind each dataset's DuckDB view.
 
 Partitioned datasets are laid out Hive-style (``.../partition_key=2024-03-01/<version>.parquet``)
-so that DuckDB prunes whole files on a partition filter instead of opening every month. Local
+so that DuckDB prunes whole files on a partition filter instead of opening every month. The
+directory holds the partition name percent-encoded (lake/uri.encode_partition: "x/y" is
+``partition_key=x%2Fy``), which DuckDB decodes, so every name, '/' and '=' included, is one path
+segment made of ``[A-Za-z0-9_.%-]`` and the column holds the real name. Local
 tiers get a directory of symbolic links (tier paths stay as they are); object-tier versions get
 ``letlobj://`` paths, read by byte ranges through :mod:`letl.query.objectfs`.
 """
@@ -16,11 +19,11 @@ from pathlib import Path
 from letl.lake.access import version_access
 from letl.lake.catalog import Version
 from letl.lake.lake import Lake
+from letl.lake.uri import encode_partition
 from letl.query.datasets import Dataset
 from letl.query.objectfs import PROTOCOL, object_path
 
 PARTITION_COLUMN = "partition_key"
-_SAFE_PARTITION = re.compile(r"[A-Za-z0-9_.:-]+\Z")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
@@ -39,7 +42,7 @@ class View:
 
     @property
     def hive(self) -> bool:
-        return all(v.partition and _SAFE_PARTITION.match(v.partition) for v in self.versions)
+        return all(v.partition for v in self.versions)
 
     @property
     def mixed_schema(self) -> bool:
@@ -114,9 +117,7 @@ def _unqueryable(lake: Lake, versions) -> str | None:
 
 def _link(links: Path, version: Version, target: Path) -> Path:
     """A stable Hive-style name for a tier file; re-pointed when the version moved tier."""
-    if not _SAFE_PARTITION.match(version.partition):
-        return target
-    link = links / version.asset_key / f"{PARTITION_COLUMN}={version.partition}" / f"{version.version_id}.parquet"
+    link = links / version.asset_key / hive_dir(version.partition) / f"{version.version_id}.parquet"
     if link.is_symlink() and os.readlink(link) == str(target):
         return link
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -125,3 +126,7 @@ def _link(links: Path, version: Version, target: Path) -> Path:
     temp.symlink_to(target)
     temp.replace(link)  # atomic: a concurrent reader sees the old or the new link, never none
     return link
+
+
+def hive_dir(partition: str) -> str:
+    return f"{PARTITION_COLUMN}={encode_partition(partition)}"

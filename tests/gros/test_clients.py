@@ -96,6 +96,10 @@ def test_each_client_reads_what_the_catalog_holds_and_is_audited(versions, name,
     assert (0 in [r["a"] for r in expected]) == (read == "tag")  # the tag really reads the old January
 
     got = client(name, uri, directory)
+    if name == "polars" and not directory:
+        # letl.gros.scan gives one partition its column too; a file read through fsspec is the stored
+        # file's bytes, which hold none (README, gros://).
+        expected = [{**r, "partition_key": MONTHS[1]} for r in expected]
     assert got == expected
     rows = gros_reads(versions)
     assert {r["version_id"] for r in rows} == set(chosen)

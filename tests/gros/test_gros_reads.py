@@ -401,6 +401,8 @@ def test_scan_reads_every_column_and_the_partition_without_being_told(gaining):
     _union_ok(dataset.to_table().to_pandas())
     _union_ok(frame)
     assert dataset.schema.field("partition_key").type == pa.string()
-    assert letl.gros.scan("gros://labs.g?partition=2024-01-01").schema.names == ["test_code", "result_value"]
+    one = letl.gros.scan("gros://labs.g?partition=2024-01-01")
+    assert one.schema.names == ["test_code", "result_value", "partition_key"]  # one partition has its column too
+    assert set(one.to_table().column("partition_key").to_pylist()) == {"2024-01-01"}
     with pytest.raises(InvalidInput, match="engine 'spark' is not one of pyarrow, polars"):
         letl.gros.scan("gros://labs.g", engine="spark")
