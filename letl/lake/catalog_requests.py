@@ -114,7 +114,8 @@ class RequestLog:
     def finished_moves(self, since: datetime | None = None, seen: Iterable[str] = (), limit: int = 200) -> list[dict]:
         """Moves between tiers that finished (state 'done') at or after ``since``, oldest first, with the
         version's asset key, partition and branch, leaving out the request ids in ``seen``: a watcher
-        reports each once by resuming from (last updated_at, the request ids it reported at it)."""
+        reports each once by resuming a while before the last updated_at it reported (a stamp is taken
+        before the commit, so a later commit can carry an older one), leaving out the ids it reported since."""
         query = (sa.select(moves.c.request_id, moves.c.version_id, moves.c.src_tier, moves.c.dst_tier,
                            moves.c.updated_at, versions.c.asset_key, versions.c.partition, versions.c.branch)
                  .join(versions, versions.c.version_id == moves.c.version_id)

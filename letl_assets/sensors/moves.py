@@ -3,18 +3,27 @@
 The lake knows no Dagster: `letl tier move`, the API, the placement policy and the tiering jobs all
 record their moves in the catalog's requests table. This sensor reads the moves that finished since
 its cursor and reports each as an ``AssetObservation`` of the version's asset (and partition), so
-the asset's page shows where its data is now. The cursor is the last reported move's finish time
-and the request ids finished at that instant: bounded, however many moves there were.
+the asset's page shows where its data is now.
+
+A move's finish time is stamped before its transaction waits for the catalog's write lock (up to
+the 60 s busy timeout) and commits, and on a shared catalog by its own host's clock: a move can
+become visible with a stamp older than one already reported. So each tick looks back LAG before
+the newest stamp reported, and the cursor keeps the request ids reported inside that window (with
+their stamps, to let them go once they leave it): a late move is reported once, nothing twice, and
+the cursor holds only the moves of the last LAG.
 """
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 
 from letl_assets.resources.tiers import LakeResource
 
 BATCH = 200  # moves reported per tick; the next tick goes on from there
+# Far past the stamp-to-commit delay (the busy timeout) and a host clock's usual drift; a fixed
+# constant, not a setting, so that every tick of every deployment reads the same window.
+LAG = timedelta(minutes=10)
 
 
 def _partition(context: dg.SensorEvaluationContext, key: dg.AssetKey, partition: str) -> str | None:
@@ -30,9 +39,10 @@ def _partition(context: dg.SensorEvaluationContext, key: dg.AssetKey, partition:
 
 
 def move_observations(context: dg.SensorEvaluationContext, lake, cursor: dict) -> tuple[list, dict]:
-    """The observations of the moves finished since the cursor, and the next cursor."""
-    since = datetime.fromisoformat(cursor["at"]) if cursor.get("at") else None
-    done = lake.catalog.finished_moves(since, cursor.get("ids", []), limit=BATCH)
+    """The observations of the moves finished since the cursor (and in the LAG before it, not yet
+    reported), and the next cursor."""
+    newest, seen = _read(cursor)
+    done = lake.catalog.finished_moves(newest - LAG if newest else None, seen, limit=BATCH)
     events = []
     for move in done:
         key = dg.AssetKey(move["asset_key"].split("/"))
@@ -47,11 +57,20 @@ def move_observations(context: dg.SensorEvaluationContext, lake, cursor: dict) -
         }))
     if not done:
         return events, cursor
-    last = done[-1]["updated_at"]
-    ids = [m["request_id"] for m in done if m["updated_at"] == last]
-    if since is not None and last == since:
-        ids = sorted({*cursor.get("ids", []), *ids})
-    return events, {"at": last.isoformat(), "ids": sorted(ids)}
+    seen.update({m["request_id"]: m["updated_at"] for m in done})
+    newest = max(seen.values())
+    kept = {rid: at.isoformat() for rid, at in sorted(seen.items()) if at >= newest - LAG}
+    return events, {"at": newest.isoformat(), "ids": kept}
+
+
+def _read(cursor: dict) -> tuple[datetime | None, dict[str, datetime]]:
+    """The newest stamp reported and the request ids reported in the window, with their stamps. A
+    cursor from before the window listed only the ids at its newest stamp."""
+    newest = datetime.fromisoformat(cursor["at"]) if cursor.get("at") else None
+    ids = cursor.get("ids") or {}
+    if isinstance(ids, list):
+        return newest, dict.fromkeys(ids, newest)
+    return newest, {rid: datetime.fromisoformat(at) for rid, at in ids.items()}
 
 
 @dg.sensor(
