@@ -166,6 +166,22 @@ def test_sql_is_guarded_capped_and_errors_are_clear(lab_lake):
     assert query_log(lab_lake)[0]["rows"] == 5
 
 
+@pytest.mark.parametrize("trusted", [True, False], ids=["in-process", "sql-worker"])
+def test_a_result_with_repeated_column_names_is_refused_every_time_and_audited(ex, lab_lake, trusted):
+    from letl.query.engine import DuplicateColumns
+
+    sql = "SELECT unit, unit FROM lab_results"
+    for _ in range(2):  # never cached: the second run is refused as the first
+        with pytest.raises(DuplicateColumns, match=r"^the result has 2 columns named 'unit': give them distinct "
+                                                   r"names \(\.\.\. AS unit_2\)$"):
+            ex.run(sql, trusted=trusted, read=ex.estimate_sql(sql))
+    with lab_lake.catalog.engine.begin() as conn:
+        reasons = conn.execute(sa.select(query_events.c.detail).where(query_events.c.kind == "query-failed")).all()
+    assert [r for (r,) in reasons] == ["duplicate-columns"] * 2
+    assert ex.run("SELECT unit, unit AS unit_2 FROM lab_results LIMIT 1", trusted=trusted).table.column_names == [
+        "unit", "unit_2"]
+
+
 def test_steward_sees_rejects(lab_lake):
     ex = Explorer(lab_lake, "steward")
     n = ex.run("SELECT count(*) AS n FROM lab_results_rejects").table.column("n")[0].as_py()
