@@ -45,3 +45,22 @@ def test_each_link_is_one_encoded_directory_under_the_dataset(parts):
     links = parts.config.home / "explorer" / "links" / "test" / "parts"
     assert sorted(p.parent.name for p in links.glob("*/*.parquet")) == [
         "partition_key=2024", "partition_key=a%3Db", "partition_key=x%2Fy"]
+
+
+def test_object_tier_versions_keep_their_partition_names(parts, objectstore, object_tier):
+    from letl.lake.lake import Lake
+    from letl.lake.moves import Mover
+
+    object_tier(objectstore)
+    lake = Lake.from_env()
+    for name in ("a=b", "x/y"):
+        assert Mover(lake).move(lake.latest("test/parts", name).version_id, "cortx", f"fg-{name}").state == "done"
+    service = Explorer(lake, "analyst")
+    try:
+        files = service.snapshot.views["parts"].files
+        assert sorted(f.rsplit("/", 2)[-2] for f in files if f.startswith("letlobj://")) == [
+            "partition_key=a%3Db", "partition_key=x%2Fy"]
+        rows = service.run("SELECT partition_key, a FROM parts ORDER BY a").table.to_pylist()
+        assert rows == [{"partition_key": name, "a": i} for i, name in enumerate(NAMES)]
+    finally:
+        service.close()
