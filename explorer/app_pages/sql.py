@@ -81,7 +81,8 @@ except UnsafeSQL as e:
     # Checking what the editor sends is feedback, not a query; a run (button, Ctrl+Enter, link) is
     # an attempt, and is audited.
     if st.session_state.pop("sql_pending", None) == sql:
-        st.query_params["sql"] = st.session_state["sql_link"] = sql
+        st.session_state["sql_link"] = sql
+        st.query_params.from_dict({"sql": sql})  # the page's whole state: nothing another page left behind
         try:
             ex.run(sql, user=viewer.user)
         except UnsafeSQL:
@@ -91,7 +92,8 @@ except UnsafeSQL as e:
 confirmed = ui.scan_ok(ex, est, "sql", hand_written=True)
 if confirmed and st.session_state.get("sql_pending") == sql:
     del st.session_state["sql_pending"]
-    st.query_params["sql"] = st.session_state["sql_link"] = text
+    st.session_state["sql_link"] = text
+    st.query_params.from_dict({"sql": text})
     try:
         st.session_state["sql_last"] = (text, ex.run(text, user=viewer.user))
     except (QueryError, UnsafeSQL) as e:

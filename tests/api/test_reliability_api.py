@@ -176,11 +176,13 @@ def test_a_dataset_a_pipeline_wrote_cannot_be_written(client, landed):
         assert post(client, "/daos/ssd/write", landed, "team.my_dataset", f"w-ext-{n}").status_code == 200
 
 
-def test_produced_keys_agree_with_the_code_location():
-    from letl_assets.definitions import defs
+def test_produced_keys_agree_with_the_code_locations():
+    """What outside writers may not replace is what the workspace's code locations produce: the
+    production location and the examples beside it (workspace.yaml)."""
+    from letl_assets.definitions import defs as production
+    from letl_examples.definitions import defs as examples
 
-    graph = defs.resolve_asset_graph()
-    produced = {"/".join(k.path) for k in graph.materializable_asset_keys}
+    produced = {"/".join(k.path) for d in (production, examples) for k in d.resolve_asset_graph().materializable_asset_keys}
     assert produced | {"labs/lab_drops"} == set(PRODUCED)
 
 
