@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from letl.query.engine import (
     MOVED,
+    DuplicateColumns,
     QueryError,
     QueryMemoryLimit,
     QueryMoved,
@@ -37,7 +38,7 @@ POLL_S = 0.01
 KILL_MEMORY = 1.3
 KILL_TIME = 1.25
 
-_ERRORS = {cls.__name__: cls for cls in (QueryError, QueryMemoryLimit, QueryMoved, QueryTimeout)}
+_ERRORS = {cls.__name__: cls for cls in (DuplicateColumns, QueryError, QueryMemoryLimit, QueryMoved, QueryTimeout)}
 
 
 def _serve(conn, spec: dict[str, Any]) -> None:
