@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from letl.lake.uri import SCHEME, GrosRef, GrosURIError, decode_partition, encode_partition, parse
+from letl.lake.uri import SCHEME, GrosRef, GrosURIError, checked_partition, encode_partition, parse
 
 PARTITION_COLUMN = "partition_key"
 UNPARTITIONED = re.compile(r"partition=_\.(?P<fmt>[A-Za-z0-9]+)")
-# Encoded, so no '/' and no '='; what it decodes to is checked where the partition is resolved.
+# Encoded, so no '/' and no '='; what it decodes to is checked as a URI's partition is.
 HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>[A-Za-z0-9_.%-]+)")
 WILDCARD = re.compile(r"\*\*?(?P<suffix>\.[A-Za-z0-9]+)?")
 CHILD_FILE = "data"
@@ -58,7 +58,7 @@ def split_path(path: Any) -> tuple[GrosRef, str | None, bool]:
     hive = HIVE_DIR.fullmatch(parts[-1]) if len(parts) >= 2 else None
     if hive is None:
         return parse(SCHEME + path), None, False
-    return _parent("/".join(parts[:-1]), path), decode_partition(hive["partition"]), is_dir
+    return _parent("/".join(parts[:-1]), path), checked_partition(SCHEME + path, hive["partition"]), is_dir
 
 
 def _parent(head: str, path: str) -> GrosRef:

@@ -101,7 +101,7 @@ def _lake_version(lake: "Lake", text: str, user: str) -> Source:
     except GrosURIError:
         # The parser's message quotes the URI; an API answer must not repeat what was sent.
         raise InvalidInput("source_uri is not a gros:// URI the strict parser accepts: "
-                           "gros://{repo}[/{branch}][:{tag}][?partition=P], no '::', '..' or '%'") from None
+                           "gros://{repo}[/{branch}][:{tag}][?partition=P], no '::' or '..', '%' only escaping P") from None
     try:
         versions = resolve(lake, ref)
     except LookupError as exc:

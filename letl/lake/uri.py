@@ -167,13 +167,15 @@ def _parse_query(uri: str, query: str) -> str:
         if partition is not None:
             raise invalid(uri, "partition given more than once")
         if value != ALL_PARTITIONS:
-            value = _decoded(uri, value)
+            value = checked_partition(uri, value)
         partition = value
     assert partition is not None
     return partition
 
 
-def _decoded(uri: str, value: str) -> str:
+def checked_partition(uri: str, value: str) -> str:
+    """The partition an encoded segment names, refused like any URI's partition (``..``, NUL, any
+    character outside the names the lake takes) whatever escapes spelled it."""
     if "/" in value:
         raise invalid(uri, f"partition {value!r} contains '/': write it percent-encoded (%2F)")
     if _ESCAPE.search(value):

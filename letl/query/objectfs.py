@@ -5,7 +5,8 @@ Registered in a DuckDB connection (``con.register_filesystem``), ``letlobj://`` 
 any tier with ranged reads: a query that needs one column of one row group fetches
 that column chunk and the footer, not the whole object.
 
-A path names one version: ``letlobj://{asset_key}/partition_key={partition}/{version_id}.parquet``
+A path names one version: ``letlobj://{asset_key}/partition_key={P}/{version_id}.parquet``, P the
+partition percent-encoded as in gros:// Hive directories
 (no ``partition_key=`` part for an unpartitioned version). Only the version id is looked
 up; the rest must match the catalog, so a hive-partitioned read cannot be given a wrong
 partition by a mislabelled path.

@@ -41,8 +41,8 @@ def _partition(context: dg.SensorEvaluationContext, key: dg.AssetKey, partition:
 def move_observations(context: dg.SensorEvaluationContext, lake, cursor: dict) -> tuple[list, dict]:
     """The observations of the moves finished since the cursor (and in the LAG before it, not yet
     reported), and the next cursor."""
-    newest, seen = _read(cursor)
-    done = lake.catalog.finished_moves(newest - LAG if newest else None, seen, limit=BATCH)
+    newest, seen, lag = _read(cursor)
+    done = lake.catalog.finished_moves(newest - lag if newest else None, seen, limit=BATCH)
     events = []
     for move in done:
         key = dg.AssetKey(move["asset_key"].split("/"))
@@ -63,14 +63,16 @@ def move_observations(context: dg.SensorEvaluationContext, lake, cursor: dict) -
     return events, {"at": newest.isoformat(), "ids": kept}
 
 
-def _read(cursor: dict) -> tuple[datetime | None, dict[str, datetime]]:
-    """The newest stamp reported and the request ids reported in the window, with their stamps. A
-    cursor from before the window listed only the ids at its newest stamp."""
+def _read(cursor: dict) -> tuple[datetime | None, dict[str, datetime], timedelta]:
+    """The newest stamp reported, the request ids reported in the window with their stamps, and how far
+    back to look. A cursor from before the window listed only the ids at its newest stamp, having
+    reported everything older: looking back from it would report those moves again, so its first tick
+    does not."""
     newest = datetime.fromisoformat(cursor["at"]) if cursor.get("at") else None
     ids = cursor.get("ids") or {}
     if isinstance(ids, list):
-        return newest, dict.fromkeys(ids, newest)
-    return newest, {rid: datetime.fromisoformat(at) for rid, at in ids.items()}
+        return newest, dict.fromkeys(ids, newest), timedelta(0)
+    return newest, {rid: datetime.fromisoformat(at) for rid, at in ids.items()}, LAG
 
 
 @dg.sensor(

@@ -107,3 +107,16 @@ def test_a_cursor_from_before_the_window_goes_on_without_reporting_twice(lake):
     at = as_utc(lake.catalog.request("r-1")["updated_at"])
     old = tick(json.dumps({"at": at.isoformat(), "ids": ["r-1"]}))  # the ids at its newest stamp only
     assert old.asset_events == [] and json.loads(old.cursor)["ids"] == ["r-1"]
+
+
+def test_a_cursor_from_before_the_window_does_not_report_its_older_moves_again(lake):
+    from letl.lake.moves import Mover
+
+    a, b = (lake.write_version("team/notes", pd.DataFrame({"x": [i]}), partition=f"p{i}", tier_hint="pmem",
+                               strict_tier=True) for i in range(2))
+    Mover(lake).move(a.version_id, "hdd", "r-0")
+    Mover(lake).move(b.version_id, "hdd", "r-1")
+    at = as_utc(lake.catalog.request("r-1")["updated_at"])
+    _stamp(lake, "r-0", at - timedelta(minutes=1))  # reported before the upgrade, as its stamp is older
+    upgraded = tick(json.dumps({"at": at.isoformat(), "ids": ["r-1"]}))
+    assert upgraded.asset_events == []

@@ -81,6 +81,14 @@ def test_bad_escapes_in_the_partition_are_refused(uri):
         parse(uri)
 
 
+@pytest.mark.parametrize("segment", ["a%2F..%2F..%2Fb", "a%00", "%FF", "%2E%2E"])
+def test_a_hive_directory_decoding_to_a_bad_name_is_refused_like_a_uri(segment):
+    from letl.gros.paths import split_path
+
+    with pytest.raises(GrosURIError, match="invalid gros URI"):
+        split_path(f"gros://test.parts/partition_key={segment}/data.parquet")
+
+
 def test_scan_of_one_partition_has_the_partition_column_and_is_audited_once(parts):
     table = letl.gros.scan("gros://test.parts?partition=x%2Fy", lake=parts).to_table()
     assert table.to_pylist() == [{"a": 2, "partition_key": "x/y"}]

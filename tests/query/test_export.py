@@ -55,14 +55,15 @@ def test_export_holds_the_full_result_up_to_the_cap(lab_lake, tmp_path, fmt, han
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
 def test_an_export_with_repeated_column_names_is_refused_and_writes_nothing(lab_lake, tmp_path, fmt, hand_written):
     """A JSON row is an object: the second 'unit' would silently replace the first."""
-    from letl.query.engine import QueryError
+    from letl.query.engine import DuplicateColumns
 
     ex = Explorer(lab_lake, "analyst", Settings(row_cap=10, download_cap=2_000))
     sql = "SELECT unit, result_value AS unit FROM lab_results"
     out = tmp_path / "out"
     out.mkdir()
     try:
-        with pytest.raises(QueryError) as refused:
+        # Its own class through the SQL worker too, so that the refusal is audited as what it is.
+        with pytest.raises(DuplicateColumns) as refused:
             ex.export(sql, None, out / f"result.{fmt}", trusted=not hand_written, user="ana")
     finally:
         ex.close()

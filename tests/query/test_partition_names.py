@@ -64,3 +64,11 @@ def test_object_tier_versions_keep_their_partition_names(parts, objectstore, obj
         assert rows == [{"partition_key": name, "a": i} for i, name in enumerate(NAMES)]
     finally:
         service.close()
+
+
+def test_the_datasets_page_uris_of_such_partitions_read_their_versions(parts):
+    from letl.query.datasets import history, load_datasets
+
+    dataset = next(d for d in load_datasets(parts) if d.key == "test/parts")
+    for version, uri in history(parts, dataset):
+        assert pd.read_parquet(uri)["a"].tolist() == [NAMES.index(version.partition)], uri
