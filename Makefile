@@ -25,9 +25,9 @@ run: venv
 # on disk (measured). One directory per checkout, since pytest empties it when it starts; removed
 # after the run, as tmpfs is memory.
 TEST_TMP := $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 4194304 {print "/dev/shm/letl-pytest-'$$(printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)'"}')
-# scripts/chromium.sh and scripts/postgres.sh (through scripts/debian-package.sh) find or install Debian's chromium (browser tests) and
-# postgresql (the catalog on a real Postgres), as .ci/run does; where they can do neither, they say so
-# and those tests are skipped (failed when LETL_REQUIRE_BROWSER=1 / LETL_REQUIRE_POSTGRES=1).
+# scripts/chromium.sh and scripts/postgres.sh (through scripts/debian-package.sh) find or install
+# Debian's chromium (browser tests) and postgresql (the catalog on a real Postgres), as CI does; where
+# they can do neither, make test stops there and says how to install them.
 test: venv
 	bash scripts/chromium.sh
 	bash scripts/postgres.sh

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# debian-package.sh PACKAGE REQUIRE_VARIABLE WHAT PROBE...
+# debian-package.sh PACKAGE WHAT PROBE...
 # Finds or installs a Debian package some tests need (chromium, postgresql): PROBE (a command) says
-# whether it is there. Installs it with apt-get as root or through passwordless sudo. When neither is
-# possible it says so loudly and exits 0, and those tests are skipped with that reason, unless
-# REQUIRE_VARIABLE is 1 (as in .ci/run), where a missing package fails the run.
+# whether it is there. Installs it with apt-get as root or through passwordless sudo. When neither
+# works it says how to install it and fails, so that make test stops before running tests that need it.
 set -euo pipefail
-package=$1 require=$2 what=$3
-shift 3
+package=$1 what=$2
+shift 2
 "$@" && exit 0
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,9 +25,7 @@ fi
 cat >&2 <<MSG
 ************************************************************************************************
  $package is missing and could not be installed here (no root or passwordless sudo, no apt-get, or it failed).
- $what will be SKIPPED. Install it with: sudo apt-get install $package
+ $what need it. Install it with: sudo apt-get install $package, then run make test again.
 ************************************************************************************************
 MSG
-if [ "${!require:-}" = 1 ]; then
-    exit 1
-fi
+exit 1

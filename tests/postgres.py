@@ -4,8 +4,7 @@
 Debian's binaries (scripts/postgres.sh finds or installs them). initdb and postgres refuse to run as
 root, so as root they run as the ``postgres`` system user, in a temp dir it owns; the socket stays in
 that dir and the server listens on a free port on 127.0.0.1 only, with trust auth for user ``letl``.
-Without the binaries the tests that need it are skipped with a loud reason, or fail when
-LETL_REQUIRE_POSTGRES=1 (as in .ci/run).
+Without the binaries the tests that need it fail, saying how to install them.
 """
 
 import os
@@ -59,10 +58,7 @@ class Server:
 
 
 def _unavailable(reason: str):
-    message = f"POSTGRES TESTS NOT RUN: {reason}. Run scripts/postgres.sh (apt-get install postgresql)."
-    if os.environ.get("LETL_REQUIRE_POSTGRES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    pytest.fail(f"{reason}: run scripts/postgres.sh (apt-get install postgresql)")
 
 
 @pytest.fixture(scope="session")

@@ -380,7 +380,7 @@ def test_mixed_schema_read_without_a_schema_warns_how_to_get_every_column(gainin
 def test_mixed_schema_reads_whole_through_polars(gaining):
     # polars (2.1) opens only its own object stores, never an fsspec protocol: it reads gros:// through
     # a pyarrow dataset, which takes the unified schema.
-    pl = pytest.importorskip("polars")
+    import polars as pl
     fs = fsspec.filesystem("gros")
     dataset = ds.dataset("gros://labs.g", filesystem=fs, schema=fs.unified_schema("gros://labs.g"), format="parquet",
                          partitioning="hive")

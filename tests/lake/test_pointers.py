@@ -2,11 +2,9 @@
 alone (the latest pointers and the objects' metadata), run the way such a user runs it: boto3 (and
 awscli where it is installed) in a process of its own, with only the endpoint and the credentials."""
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 
@@ -153,29 +151,6 @@ def test_a_lake_without_an_object_tier_writes_no_pointer(lake):
     assert pointers.object_tiers(lake) == []
     assert fsck(lake, grace_seconds=0)["pointers"] == {"written": [], "removed": [], "failed": []}
     assert not (lake.config.home / pointers.PENDING_DIR).exists()
-
-
-@pytest.mark.skipif(shutil.which("aws") is None, reason="awscli is not installed here: the boto3 client above "
-                    "is the proof; this one shows the same with the aws command")
-def test_awscli_reads_the_pointer_and_the_sha256_from_metadata(object_lake, objectstore):
-    version = object_lake.write_version("labs/cli", pd.DataFrame({"x": range(10)}), tier_hint="cortx")
-    backend = object_lake.tiers["cortx"].backend
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "AWS_ACCESS_KEY_ID": objectstore.access_key,
-           "AWS_SECRET_ACCESS_KEY": objectstore.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def aws(*args: str) -> str:
-        done = subprocess.run(["aws", "--endpoint-url", objectstore.endpoint, *args], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    prefix = backend.prefix.rstrip("/")
-    pointer = json.loads(aws("s3", "cp", f"s3://{backend.bucket}/{prefix}.gros/latest/labs.cli/main/_.json", "-"))
-    head = json.loads(aws("s3api", "head-object", "--bucket", pointer["bucket"], "--key", pointer["key"]))
-    assert (pointer["version_id"], head["Metadata"]["letl-sha256"]) == (version.version_id, version.sha256)
-    data = subprocess.run(["aws", "--endpoint-url", objectstore.endpoint, "s3", "cp",
-                           f"s3://{pointer['bucket']}/{pointer['key']}", "-"], env=env, capture_output=True, timeout=120)
-    assert hashlib.sha256(data.stdout).hexdigest() == version.sha256
 
 
 def test_a_damaged_source_moved_onto_the_object_tier_stores_nothing_there(object_lake):
