@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from letl.lake.config import setting
 from letl.lake.lake import Lake
 from letl.query.datasets import Dataset, at_tag, load_datasets, visible
 from letl.query.labels import Labels, for_explorer
@@ -16,14 +15,7 @@ def lake() -> Lake:
 
 
 def settings() -> Settings:
-    return Settings(
-        row_cap=setting("LETL_EXPLORER_ROW_CAP"),
-        download_cap=setting("LETL_EXPLORER_DOWNLOAD_CAP"),
-        timeout_s=setting("LETL_EXPLORER_TIMEOUT_S"),
-        confirm_bytes=setting("LETL_EXPLORER_CONFIRM_BYTES"),
-        memory_limit=setting("LETL_EXPLORER_MEMORY_LIMIT"),
-        threads=setting("LETL_EXPLORER_THREADS"),
-    )
+    return Settings.from_env()
 
 
 def datasets(role: str) -> list[Dataset]:

@@ -14,7 +14,6 @@ non-steward.
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import sys
@@ -29,15 +28,6 @@ Anything else is SQL, run when a line ends with a ';' outside strings and commen
 CELL = 40  # widest cell a table shows; csv and json print values whole
 
 
-def _settings():
-    from letl.lake.config import setting
-    from letl.query.service import Settings
-
-    return Settings(row_cap=setting("LETL_EXPLORER_ROW_CAP"), download_cap=setting("LETL_EXPLORER_DOWNLOAD_CAP"),
-                    timeout_s=setting("LETL_EXPLORER_TIMEOUT_S"), memory_limit=setting("LETL_EXPLORER_MEMORY_LIMIT"),
-                    threads=setting("LETL_EXPLORER_THREADS"))
-
-
 def role_for(requested: str | None, user: str) -> str:
     from letl.lake.access import STEWARDS_ENV, stewards
     from letl.lake.errors import AccessDenied
@@ -50,16 +40,12 @@ def role_for(requested: str | None, user: str) -> str:
 
 
 def open_explorer(role: str | None):
-    from letl.gros.fs import GrosNotFoundError, require_a_lake
-    from letl.lake.errors import AccessDenied, NotFound
-    from letl.lake.lake import Lake, current_user
-    from letl.query.service import Explorer
+    from letl.cli.common import open_lake
+    from letl.lake.errors import AccessDenied
+    from letl.lake.lake import current_user
+    from letl.query.service import Explorer, Settings
 
-    try:
-        require_a_lake()  # a reader never creates a lake where it happens to run
-    except GrosNotFoundError as exc:
-        raise NotFound(str(exc)) from None
-    lake = Lake.from_env()
+    lake = open_lake()  # a reader never creates a lake where it happens to run
     try:
         chosen = role_for(role, current_user())
     except AccessDenied:
@@ -67,7 +53,7 @@ def open_explorer(role: str | None):
         lake.catalog.record_query_event("query-refused", None, detail="role", user=current_user(),
                                         host=socket.gethostname())
         raise
-    return Explorer(lake, chosen, _settings())
+    return Explorer(lake, chosen, Settings.from_env())
 
 
 def run_one(ex, sql: str, fmt: str, out: TextIO) -> None:
@@ -89,11 +75,9 @@ def run_one(ex, sql: str, fmt: str, out: TextIO) -> None:
 
 def write(table, fmt: str, out: TextIO) -> None:
     if fmt == "csv":
-        import pyarrow.csv as pa_csv
+        from letl.query.export import table_bytes
 
-        sink = io.BytesIO()
-        pa_csv.write_csv(table, sink)
-        out.write(sink.getvalue().decode())
+        out.write(table_bytes(table, "csv").decode())
     elif fmt == "json":
         out.write(json.dumps(table.to_pylist(), default=str) + "\n")
     else:

@@ -44,6 +44,15 @@ class Settings:
     # to that limit would hold 64 times it. Bounded in bytes too, and a bigger result is not kept.
     cache_bytes: int = 256 * 1024**2
 
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """The LETL_EXPLORER_* settings, read now: the explorer and `letl sql` share them."""
+        from letl.lake.config import setting
+
+        return cls(row_cap=setting("LETL_EXPLORER_ROW_CAP"), download_cap=setting("LETL_EXPLORER_DOWNLOAD_CAP"),
+                   timeout_s=setting("LETL_EXPLORER_TIMEOUT_S"), confirm_bytes=setting("LETL_EXPLORER_CONFIRM_BYTES"),
+                   memory_limit=setting("LETL_EXPLORER_MEMORY_LIMIT"), threads=setting("LETL_EXPLORER_THREADS"))
+
 
 @dataclass(frozen=True)
 class Result:
