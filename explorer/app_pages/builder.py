@@ -6,13 +6,13 @@ from datetime import date
 import streamlit as st
 
 from explorer import facets, state, ui
+from letl.lake.uri import PARTITION_COLUMN
 from letl.query import paging
 from letl.query.engine import QueryError
 from letl.query.labels import CODE
 from letl.query.paging import Paging
 from letl.query.query_builder import Aggregate, Filter, Query
 from letl.query.share import from_url_params, paging_from_url, paging_to_url, to_url_params
-from letl.query.views import PARTITION_COLUMN
 
 NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT", "UINTEGER")
 TEMPORAL = ("DATE", "TIMESTAMP")

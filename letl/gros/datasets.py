@@ -33,9 +33,10 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
     import pyarrow.fs as pafs
 
     from letl.gros.fs import GrosFileSystem
-    from letl.gros.paths import PARTITION_COLUMN, strip_protocol
+    from letl.gros.paths import strip_protocol
     from letl.gros.schema import MixedSchemaWarning
     from letl.lake.errors import InvalidInput
+    from letl.lake.uri import PARTITION_COLUMN
 
     if engine not in ENGINES:
         raise InvalidInput(f"letl.gros.scan: engine {engine!r} is not one of {', '.join(ENGINES)}")
@@ -75,7 +76,7 @@ def _with_partition_column(dataset, handler, path: str, partition: str):
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    from letl.gros.paths import PARTITION_COLUMN
+    from letl.lake.uri import PARTITION_COLUMN
 
     fragment = dataset.format.make_fragment(path, filesystem=handler,
                                             partition_expression=pc.field(PARTITION_COLUMN) == pa.scalar(partition))

@@ -16,9 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from letl.lake.uri import SCHEME, GrosRef, GrosURIError, checked_partition, encode_partition, parse
+from letl.lake.uri import PARTITION_COLUMN, SCHEME, GrosRef, GrosURIError, checked_partition, hive_segment, parse
 
-PARTITION_COLUMN = "partition_key"
 UNPARTITIONED = re.compile(r"partition=_\.(?P<fmt>[A-Za-z0-9]+)")
 # Encoded, so no '/' and no '='; what it decodes to is checked as a URI's partition is.
 HIVE_DIR = re.compile(PARTITION_COLUMN + r"=(?P<partition>[A-Za-z0-9_.%-]+)")
@@ -89,7 +88,7 @@ def ref_of(path: Any) -> GrosRef:
 def hive_dir(directory: str, version) -> str:
     # Children keep the caller's spelling of the directory (with or without gros://):
     # pyarrow checks that every listed path lies under the base dir it asked about.
-    return f"{as_directory(str(directory))}/{PARTITION_COLUMN}={encode_partition(version.partition)}"
+    return f"{as_directory(str(directory))}/{hive_segment(version.partition)}"
 
 
 def child_name(directory: str, version) -> str:

@@ -185,6 +185,14 @@ def checked_partition(uri: str, value: str) -> str:
     return name
 
 
+PARTITION_COLUMN = "partition_key"  # what gros:// Hive folders and the explorer's views call a partition
+
+
+def hive_segment(partition: str) -> str:
+    """The Hive directory name of a partition: ``partition_key=<encoded name>``."""
+    return f"{PARTITION_COLUMN}={encode_partition(partition)}"
+
+
 def encode_partition(partition: str) -> str:
     """A partition name as one URI or Hive path segment ('/' as %2F, '=' as %3D, '%' as %25): the
     encoding pyarrow, DuckDB, pandas and polars decode in a ``key=value`` directory name."""

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import duckdb
 
 from letl.lake.catalog import Version
+from letl.lake.uri import PARTITION_COLUMN
 from letl.query import query_builder as qb
-from letl.query.views import PARTITION_COLUMN, View
+from letl.query.views import View
 
 _TYPE = re.compile(r"[A-Z][A-Z0-9 ]*\Z")  # DuckDB type names as DESCRIBE reports them (DATE, BIGINT, ...)
 _RAW = "_letl_raw_partition"

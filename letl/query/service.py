@@ -20,13 +20,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from letl.lake.lake import Lake, current_user
+from letl.lake.uri import PARTITION_COLUMN
 from letl.query import query_builder as qb
 from letl.query.datasets import ROLES, Dataset, load_datasets, visible
 from letl.query.engine import QueryError, describe, distinct_columns, export_csv, is_truncated, locked_connection, run_query
 from letl.query.objectfs import LakeObjectFileSystem
 from letl.query.scan import Estimate, partitions_kept, whole
 from letl.query.sql_guard import Parsed, UnsafeSQL, analyze
-from letl.query.views import PARTITION_COLUMN, Snapshot, View, snapshot
+from letl.query.views import Snapshot, View, snapshot
 from letl.query.watchdog import memory_bytes
 from letl.query.worker import QueryWorker
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from letl.lake.access import version_access
 from letl.lake.catalog import Version
 from letl.lake.lake import Lake
-from letl.lake.uri import encode_partition
+from letl.lake.uri import hive_segment
 from letl.query.datasets import Dataset
 from letl.query.objectfs import PROTOCOL, object_path
 
-PARTITION_COLUMN = "partition_key"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
@@ -117,7 +116,7 @@ def _unqueryable(lake: Lake, versions) -> str | None:
 
 def _link(links: Path, version: Version, target: Path) -> Path:
     """A stable Hive-style name for a tier file; re-pointed when the version moved tier."""
-    link = links / version.asset_key / hive_dir(version.partition) / f"{version.version_id}.parquet"
+    link = links / version.asset_key / hive_segment(version.partition) / f"{version.version_id}.parquet"
     if link.is_symlink() and os.readlink(link) == str(target):
         return link
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +126,3 @@ def _link(links: Path, version: Version, target: Path) -> Path:
     temp.replace(link)  # atomic: a concurrent reader sees the old or the new link, never none
     return link
 
-
-def hive_dir(partition: str) -> str:
-    return f"{PARTITION_COLUMN}={encode_partition(partition)}"
