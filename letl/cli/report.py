@@ -39,7 +39,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
 RESULTS, REJECTS, SUMMARY = LAB_RESULTS, LAB_REJECTS, LAB_SUMMARY
 
 
-def _recorded_sources(version: Version) -> list[str]:
+def recorded_sources(version: Version) -> list[str]:
+    """The drop signatures a lab version was built from, as its ingest recorded them."""
     return sorted(version.metadata.get("output", {}).get("source_signatures") or [])
 
 
@@ -49,7 +50,7 @@ def reconcile_problem(results: Version, rejects: Version) -> str | None:
     Content, not run ids: an unchanged output keeps its earlier version (and that run's id),
     so the sources recorded with each version are what must agree.
     """
-    if _recorded_sources(results) != _recorded_sources(rejects):
+    if recorded_sources(results) != recorded_sources(rejects):
         return "results and rejects were built from different drops"
     rows_in = results.metadata.get("output", {}).get("rows_in")
     if rows_in != (results.rows or 0) + (rejects.rows or 0):
@@ -64,7 +65,7 @@ def month_problem(lake: Lake, partition: str, signatures: list[str]) -> str | No
     if missing:
         return f"no {' or '.join(missing)} version"
     results, rejects, summary_version = found.values()
-    changed = set(_recorded_sources(results)) ^ set(signatures)
+    changed = set(recorded_sources(results)) ^ set(signatures)
     if changed:
         files = sorted({s.rsplit(":", 2)[0] for s in changed})
         return f"built from other drops than the landing zone holds ({', '.join(files)})"

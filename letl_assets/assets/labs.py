@@ -11,6 +11,7 @@ from letl.labs.drops import month_of_partition
 from letl.lake import names
 from letl.lake.config import format_size
 from letl_assets.resources.deid import PseudonymKey
+from letl_assets.resources.event_metadata import PARTITION_ROWS
 from letl_assets.resources.io_manager import ACCESS, TIER_HINT, ByPartition, VersionFiles
 from letl_assets.resources.landing import LandingZone
 from letl_assets.resources.tiers import LakeResource
@@ -33,7 +34,6 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 FAILED_PARTITION = "letl/failed_partition"
 # Materialization metadata of lab_results: seconds the month's ingest took (parse, de-identify, write).
 INGEST_SECONDS = "letl/ingest_seconds"
-PARTITION_ROWS = "dagster/partition_row_count"
 LIVE_LOG_BYTES = 50_000_000  # a month of more drop bytes than this takes long enough to log as it goes
 
 # The key strings live in lake/names.py, where faces that must not write them (the API) read them.

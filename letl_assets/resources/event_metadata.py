@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 
 from letl.lake.lake import Staged
 
+PARTITION_ROWS = "dagster/partition_row_count"
+
 
 def described_version(lake, staged: Staged) -> dict:
     """A staged version as the Dagster event shows it: Dagster's standard keys where they exist, LETL's own
@@ -19,7 +21,7 @@ def described_version(lake, staged: Staged) -> dict:
     seconds = staged.version.metadata["write_seconds"]
     described = {"dagster/uri": lake.uri(version)}
     if version.partition:
-        described["dagster/partition_row_count"] = version.rows
+        described[PARTITION_ROWS] = version.rows
     return {
         **described,
         "letl/tier": version.tier,

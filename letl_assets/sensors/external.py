@@ -15,6 +15,7 @@ from typing import Optional
 import dagster as dg
 
 from letl_assets.assets.external import ExternalDataset
+from letl_assets.resources.event_metadata import PARTITION_ROWS
 from letl_assets.resources.tiers import LakeResource
 
 SEP = "|"
@@ -68,7 +69,7 @@ def new_version_events(
                     description=f"new external version {latest.version_id}",
                     metadata={
                         "dagster/uri": lake.uri(latest),
-                        ("dagster/partition_row_count" if partition else "dagster/row_count"): latest.rows,
+                        (PARTITION_ROWS if partition else "dagster/row_count"): latest.rows,
                         "letl/version_id": latest.version_id,
                         "letl/writer": str(latest.metadata.get("writer", "unknown")),
                         "letl/branch": latest.branch,

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import dagster as dg
 
-from letl.cli.report import month_problem
+from letl.cli.report import month_problem, recorded_sources
 from letl.lake import names
 from letl_assets.assets.labs import LAB_DROPS, lab_results
 from letl_assets.resources.landing import LandingZone
@@ -26,11 +26,6 @@ def _seen_months(cursor: dict, by_month: dict) -> dict[str, str]:
     files = cursor.get("files", cursor)
     return {partition: month_state(drops) for partition, drops in by_month.items()
             if all(files.get(d.relpath) == d.signature for d in drops)}
-
-
-def _built_from(lake, partition: str) -> set[str]:
-    latest = lake.latest(names.LAB_RESULTS, partition)
-    return set(latest.metadata.get("output", {}).get("source_signatures") or []) if latest else set()
 
 
 @dg.sensor(
@@ -76,7 +71,8 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, 
         problem = month_problem(the_lake, partition, [d.signature for d in drops])
         if problem is None:
             continue
-        built = _built_from(the_lake, partition)
+        latest = the_lake.latest(names.LAB_RESULTS, partition)
+        built = set(recorded_sources(latest)) if latest else set()
         changed = [d for d in drops if d.signature not in built]
         requests.append(dg.RunRequest(
             run_key=f"labs-{partition}-{state}",

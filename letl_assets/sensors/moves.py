@@ -45,7 +45,7 @@ def move_observations(context: dg.SensorEvaluationContext, lake, cursor: dict) -
     done = lake.catalog.finished_moves(newest - lag if newest else None, seen, limit=BATCH)
     events = []
     for move in done:
-        key = dg.AssetKey(move["asset_key"].split("/"))
+        key = dg.AssetKey.from_user_string(move["asset_key"])
         version = lake.catalog.get(move["version_id"])
         events.append(dg.AssetObservation(key, partition=_partition(context, key, move["partition"]), metadata={
             "letl/tier": move["dst_tier"],
@@ -85,7 +85,7 @@ def tier_moves_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -
     cursor = json.loads(context.cursor) if context.cursor else {}
     events, cursor = move_observations(context, lake.get_lake(), cursor)
     if not events:
-        return dg.SensorResult(skip_reason="no move finished since the last tick", cursor=json.dumps(cursor))
+        return dg.SensorResult(skip_reason="no move finished since the last tick", cursor=json.dumps(cursor, sort_keys=True))
     context.log.info(f"reporting {len(events)} finished move(s)")
     return dg.SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
 

@@ -30,13 +30,9 @@ class TierMoveConfig(dg.Config):
     request_id: str
 
 
-def _asset_key(asset_key: str) -> dg.AssetKey:
-    return dg.AssetKey(asset_key.split("/"))
-
-
 def _observation(move: PlannedMove, result: MoveResult) -> dg.AssetObservation:
     return dg.AssetObservation(
-        asset_key=_asset_key(move.asset_key),
+        asset_key=dg.AssetKey.from_user_string(move.asset_key),
         partition=move.partition or None,
         metadata={
             "letl/tier": result.dst_tier,
