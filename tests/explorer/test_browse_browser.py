@@ -12,11 +12,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 from playwright.sync_api import expect
-
-from letl.query.paging import Paging
-from letl.query.query_builder import Query
-from letl.query.share import paging_to_url, to_url_params
-from tests.explorer.test_explorer_browser import (  # noqa: F401 (fixtures)
+from test_explorer_browser import (  # noqa: F401 (fixtures)
     WAIT_MS,
     browser,
     caption_rows,
@@ -30,6 +26,10 @@ from tests.explorer.test_explorer_browser import (  # noqa: F401 (fixtures)
     settled,
 )
 
+from letl.query.paging import Paging
+from letl.query.query_builder import Query
+from letl.query.share import paging_to_url, to_url_params
+
 COLUMNS = ["hospital_id", "result_value", "test_code"]
 
 
@@ -42,14 +42,6 @@ def plain(lake, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
-
-
-def choose_typed(page, label: str, option: str) -> None:
-    """Pick from a long option list (drawn only in part): type to narrow it first."""
-    page.get_by_role("combobox", name=label, exact=True).click()
-    page.keyboard.type(option)
-    page.get_by_role("option", name=option, exact=True).click()
-    page.keyboard.press("Escape")
 
 
 def run_builder(page) -> None:
@@ -140,7 +132,7 @@ def test_test_names_beside_codes_and_the_unit_in_the_header(explorer_url, page, 
     choose(page, "Filter on", "test_code")
     choose(page, "test_code is one of", f"2345-7 {name}")
     choose(page, "Group by", "hospital_id")
-    choose_typed(page, "Aggregates", "avg(result_value)")
+    choose(page, "Aggregates", "avg(result_value)", typed=True)
     run_builder(page)
     # The grid is a canvas; its mirror table is hidden from the accessibility tree, so found by CSS.
     header = main_block(page).locator('[data-testid="stDataFrame"]').first.locator('[role="columnheader"]')

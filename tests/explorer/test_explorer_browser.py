@@ -22,6 +22,7 @@ import duckdb
 import pandas as pd
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sql_editor import editor, leave_editor, run_sql, write_sql
 
 from letl.lake.lake import Lake
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 STARTUP_S = 60
 WAIT_MS = 60_000  # the machine is shared and slow; a rerun that takes this long is a failure anyway
 VIEWPORT = {"width": 1400, "height": 1000}
+OPEN_TRIES, OPEN_MS = 4, 10_000  # a list that opens shows its options at once
 
 expect.set_options(timeout=WAIT_MS)
 
@@ -166,11 +168,29 @@ def go_to(page: Page, title: str) -> None:
     settled(page)
 
 
-def choose(page: Page, label: str, option: str) -> None:
-    """Pick an option in a selectbox or multiselect (a combobox labelled `label`)."""
-    page.get_by_role("combobox", name=label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+def choose(page: Page, label: str, option: str, typed: bool = False) -> None:
+    """Pick an option in a selectbox or multiselect (a combobox labelled `label`).
+
+    `typed` types the option first, for long lists that are drawn only in part. A rerun still
+    in flight from the previous pick can redraw the widget and close its list just after it
+    opened, so the list is reopened (a few times at most) until the option can be clicked.
+    """
+    box = page.get_by_role("combobox", name=label, exact=True)
+    target = page.get_by_role("option", name=option, exact=True)
+    for _ in range(OPEN_TRIES):
+        settled(page)
+        box.click()
+        if typed:
+            page.keyboard.type(option)
+        try:
+            target.click(timeout=OPEN_MS)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    else:
+        pytest.fail(f"{label!r}: option {option!r} never listed in {OPEN_TRIES} openings")
     page.keyboard.press("Escape")  # a multiselect keeps its list open
+    settled(page)
 
 
 def main_block(page: Page):
