@@ -17,6 +17,7 @@ from test_explorer_browser import (  # noqa: F401 (fixtures)
     browser,
     caption_rows,
     choose,
+    downloaded,
     explorer_url,
     grid_cells,
     latest_files,
@@ -110,10 +111,7 @@ def test_json_and_parquet_downloads_equal_duckdb(explorer_url, page, module_lab_
     n = len(expected)
     assert n > 100  # more than one page: the downloads are the full result, not the page
     for fmt in ("JSON", "Parquet"):
-        with page.expect_download(timeout=WAIT_MS) as info:
-            page.get_by_role("button", name=f"Download {fmt} ({n:,} rows)", exact=True).click()
-        saved = tmp_path / info.value.suggested_filename
-        info.value.save_as(saved)
+        saved = downloaded(page, f"Download {fmt} ({n:,} rows)", tmp_path)
         if fmt == "JSON":
             frame = pd.DataFrame(json.loads(saved.read_text()))
             frame["collected_at"] = pd.to_datetime(frame["collected_at"])

@@ -37,7 +37,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 STARTUP_S = 60
 WAIT_MS = 60_000  # the machine is shared and slow; a rerun that takes this long is a failure anyway
 VIEWPORT = {"width": 1400, "height": 1000}
-OPEN_TRIES, OPEN_MS = 4, 10_000  # a list that opens shows its options at once
+PICK_TRIES, OPEN_MS = 4, 10_000  # a list that opens shows its options at once
+RERUN_MS = 20_000  # a pick's rerun starts within this, on the shared machine
 
 expect.set_options(timeout=WAIT_MS)
 
@@ -168,29 +169,72 @@ def go_to(page: Page, title: str) -> None:
     settled(page)
 
 
-def choose(page: Page, label: str, option: str, typed: bool = False) -> None:
-    """Pick an option in a selectbox or multiselect (a combobox labelled `label`).
+# The number of script runs the page has seen finish, counted from when first asked: a run ends
+# when the app's script state leaves "running" (each change is a mutation record, none is missed).
+FINISHED_RUNS = """() => {
+  if (window.__letlRuns === undefined) {
+    window.__letlRuns = 0;
+    new MutationObserver(records => {
+      window.__letlRuns += records.filter(r => r.oldValue === "running").length;
+    }).observe(document.querySelector('[data-testid="stApp"]'),
+               {attributes: true, attributeFilter: ["data-test-script-state"], attributeOldValue: true});
+  }
+  return window.__letlRuns;
+}"""
 
-    `typed` types the option first, for long lists that are drawn only in part. A rerun still
-    in flight from the previous pick can redraw the widget and close its list just after it
-    opened, so the list is reopened (a few times at most) until the option can be clicked.
+
+def choose(page: Page, label: str, option: str, typed: bool = False) -> None:
+    """Pick an option in a selectbox or multiselect (a combobox labelled `label`), and wait for the
+    rerun the pick causes to finish and for the option to show as chosen.
+
+    `typed` types the option first, for long lists that are drawn only in part. A pick made while
+    an earlier rerun is still arriving can be closed or undone by it, so it is made again (a few
+    times at most) until the widget shows it once the page has settled.
     """
     box = page.get_by_role("combobox", name=label, exact=True)
     target = page.get_by_role("option", name=option, exact=True)
-    for _ in range(OPEN_TRIES):
+    listed: list[str] = []
+    for _ in range(PICK_TRIES):
         settled(page)
+        if chosen(page, box, option):
+            return
+        runs = page.evaluate(FINISHED_RUNS)
         box.click()
         if typed:
             page.keyboard.type(option)
         try:
             target.click(timeout=OPEN_MS)
-            break
         except PlaywrightTimeoutError:
+            listed = page.get_by_role("option").all_inner_texts()
             page.keyboard.press("Escape")
-    else:
-        pytest.fail(f"{label!r}: option {option!r} never listed in {OPEN_TRIES} openings")
-    page.keyboard.press("Escape")  # a multiselect keeps its list open
+            continue
+        page.keyboard.press("Escape")  # a multiselect keeps its list open
+        try:
+            page.wait_for_function("n => window.__letlRuns > n", arg=runs, timeout=RERUN_MS)
+        except PlaywrightTimeoutError:
+            pass  # no rerun (the option was already chosen): the next turn checks what the widget shows
+    pytest.fail(f"{label!r}: {option!r} not chosen after {PICK_TRIES} picks; the list last held {listed}")
+
+
+def chosen(page: Page, box, option: str) -> bool:
+    """The selectbox or multiselect whose combobox is `box` shows `option` as chosen: a selectbox in
+    its input, a multiselect as one of its tags (its hidden template copy aside)."""
+    widget = page.locator('[data-testid="stMultiSelect"], [data-testid="stSelectbox"]').filter(has=box)
+    if widget.get_attribute("data-testid") == "stSelectbox":
+        return box.input_value() == option
+    tags = widget.locator(".react-aria-ComboBox [data-tag]")
+    return tags.filter(has_text=re.compile(rf"^{re.escape(option)}$")).count() > 0
+
+
+def downloaded(page: Page, button: str, folder: Path) -> Path:
+    """Click the download button named `button` once the page is settled (a click on a button that
+    a rerun is redrawing can be lost); the saved file, under its suggested name in `folder`."""
     settled(page)
+    with page.expect_download(timeout=WAIT_MS) as info:
+        page.get_by_role("button", name=button, exact=True).click()
+    saved = folder / info.value.suggested_filename
+    info.value.save_as(saved)
+    return saved
 
 
 def main_block(page: Page):
@@ -288,14 +332,8 @@ def test_query_builder_filter_run_and_download_match_duckdb(explorer_url, page, 
     expect(page).to_have_url(re.compile(r"/query\?.*q="))  # the run is shareable as a link
 
     # 5. the CSV download is the result, row for row
-    button = page.get_by_role("button", name=f"Download CSV ({n:,} rows)", exact=True)
-    expect(button).to_be_visible()
-    with page.expect_download(timeout=WAIT_MS) as info:
-        button.click()
-    download = info.value
-    assert download.suggested_filename == "letl_result.csv"
-    saved = tmp_path / "download.csv"
-    download.save_as(saved)
+    saved = downloaded(page, f"Download CSV ({n:,} rows)", tmp_path)
+    assert saved.name == "letl_result.csv"
     got = pd.read_csv(saved, dtype=str, keep_default_na=False)
     assert sorted(got.columns) == sorted(expected.columns)
     assert len(got) == n
@@ -442,11 +480,7 @@ def test_full_result_download_beyond_the_page_cap(start_explorer, page, module_l
     write_sql(page, "SELECT hospital_id, test_code, result_value FROM lab_results WHERE hospital_id = 'H002'")
     run_sql(page)
     expect(caption_rows(page)).to_contain_text("showing the first 50")
-    button = page.get_by_role("button", name="Download CSV (full result, up to 1,000,000 rows)", exact=True)
-    with page.expect_download(timeout=WAIT_MS) as info:
-        button.click()
-    saved = tmp_path / "full.csv"
-    info.value.save_as(saved)
+    saved = downloaded(page, "Download CSV (full result, up to 1,000,000 rows)", tmp_path)
     got = pd.read_csv(saved, dtype=str, keep_default_na=False)
     expected = plain_duckdb_h002(module_lab_lake)[["hospital_id", "test_code", "result_value"]]
     assert len(got) == len(expected) > 50
