@@ -11,9 +11,10 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 import duckdb
 import pyarrow as pa
 
+from letl.lake.config import parse_size
 from letl.query.export import format_of, writer
 from letl.query.sql_guard import check_sql
-from letl.query.watchdog import Watchdog, memory_bytes
+from letl.query.watchdog import Watchdog
 
 __all__ = [
     "QueryError",
@@ -24,7 +25,7 @@ __all__ = [
     "distinct_columns",
     "locked_connection",
     "run_query",
-    "export_csv",
+    "export_result",
     "is_truncated",
     "TRUNCATED_KEY",
 ]
@@ -200,7 +201,7 @@ def _stream(con: duckdb.DuckDBPyConnection, sql: str, params, limit: int) -> tup
 def _limits(con: duckdb.DuckDBPyConnection, timeout_s: float):
     """Run under the time limit and the memory bound; DuckDB errors become QueryError subclasses."""
     # Read back from the connection, so the bound is the limit the query really runs under.
-    limit = memory_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    limit = parse_size(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
     dog = Watchdog(con, timeout_s, limit)
     try:
         with dog:
@@ -220,7 +221,7 @@ def _limits(con: duckdb.DuckDBPyConnection, timeout_s: float):
         raise QueryError(f"query failed: {e}") from e
 
 
-def export_csv(
+def export_result(
     con: duckdb.DuckDBPyConnection,
     sql: str,
     path: str | Path,

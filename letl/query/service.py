@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from letl.lake.config import parse_size
 from letl.lake.lake import Lake, current_user
 from letl.lake.uri import PARTITION_COLUMN
 from letl.query import query_builder as qb
 from letl.query.datasets import ROLES, Dataset, load_datasets, visible
-from letl.query.engine import QueryError, describe, distinct_columns, export_csv, is_truncated, locked_connection, run_query
+from letl.query.engine import QueryError, describe, distinct_columns, export_result, is_truncated, locked_connection, run_query
 from letl.query.objectfs import LakeObjectFileSystem
 from letl.query.scan import Estimate, partitions_kept, whole
 from letl.query.sql_guard import Parsed, UnsafeSQL, analyze
 from letl.query.views import Snapshot, View, snapshot
-from letl.query.watchdog import memory_bytes
 from letl.query.worker import QueryWorker
 
 
@@ -96,7 +96,7 @@ class Explorer:
             if self.snapshot.object_versions else [],
         )
         # Hand-written SQL runs there (see letl.query.worker); started at its first query.
-        self._worker = QueryWorker(spec, memory_bytes(self.settings.memory_limit))
+        self._worker = QueryWorker(spec, parse_size(self.settings.memory_limit))
         # Streamlit drops cached explorers without closing them: their worker must not outlive them.
         weakref.finalize(self, self._worker.close)
         # Names DuckDB itself resolves (pg_settings, duckdb_views, pragma_* ...): they reveal paths
@@ -228,7 +228,7 @@ class Explorer:
         try:
             # Checked above (or built by the builder): a second parse would only cost time.
             if path is not None:
-                return export_csv(cur, sql, path, params, row_cap=cap, timeout_s=timeout_s, check=False)
+                return export_result(cur, sql, path, params, row_cap=cap, timeout_s=timeout_s, check=False)
             return run_query(cur, sql, params, row_cap=cap, timeout_s=timeout_s, check=False)
         finally:
             cur.close()

@@ -10,32 +10,19 @@ guard (``letl.query.limits``) and, for hand-written SQL, by killing its process 
 """
 from __future__ import annotations
 
-import re
 import threading
 import time
 
 import duckdb
 import psutil
 
-__all__ = ["Watchdog", "memory_bytes"]
+__all__ = ["Watchdog"]
 
 POLL_S = 0.02
 # DuckDB's buffer manager keeps to the limit by itself; what grows past it is what it does not
 # count. Tripping at 1.25x the limit leaves a quarter of it for what is allocated between two of
 # DuckDB's interrupt checks, under the 1.5x the explorer promises.
 TRIP = 1.25
-
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_AMOUNT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*\Z", re.IGNORECASE)
-
-
-def memory_bytes(setting: str) -> int:
-    """Bytes of a DuckDB memory setting as written ('1GB') or as DuckDB reports it ('244.1 MiB')."""
-    m = _AMOUNT.match(setting)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"unreadable memory setting {setting!r}")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 class Watchdog:

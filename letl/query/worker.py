@@ -25,7 +25,7 @@ from letl.query.engine import (
     QueryMemoryLimit,
     QueryMoved,
     QueryTimeout,
-    export_csv,
+    export_result,
     locked_connection,
     run_query,
 )
@@ -69,7 +69,7 @@ def _serve(conn, spec: dict[str, Any]) -> None:
                     writer.write_table(table)
                 conn.send(("ok", sink.getvalue().to_pybytes()))
             else:
-                conn.send(("ok", export_csv(cur, sql, path, params, row_cap=cap, timeout_s=timeout_s, check=False)))
+                conn.send(("ok", export_result(cur, sql, path, params, row_cap=cap, timeout_s=timeout_s, check=False)))
         except QueryError as e:
             conn.send(("error", type(e).__name__ if type(e).__name__ in _ERRORS else "QueryError", str(e)))
         finally:

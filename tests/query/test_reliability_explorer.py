@@ -16,8 +16,8 @@ import duckdb
 import psutil
 import pytest
 
+from letl.lake.config import parse_size
 from letl.query.service import Explorer
-from letl.query.watchdog import memory_bytes
 
 LIMIT = "256MB"
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def tables(tmp_path_factory) -> Path:
 
 
 def run_child(tmp_path, tables, sql, timeout_s=30.0, check=True):
-    bound = 1.5 * memory_bytes(LIMIT)
+    bound = 1.5 * parse_size(LIMIT)
     ceiling = int(4 * bound + 2**30)
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(tables), sql, str(timeout_s), "1" if check else "0", str(ceiling), LIMIT],
@@ -131,14 +131,14 @@ def test_a_call_that_ignores_one_interrupt_still_ends_with_the_time_limit_error(
 DRIVER = r"""
 import json, os, resource, sys
 import psutil
-from letl.query.watchdog import memory_bytes
+from letl.lake.config import parse_size
 from letl.query.worker import QueryWorker
 
 data, sql, timeout_s, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 views = {name: [os.path.join(data, f"{name}.parquet")] for name in ("t", "big")}
 spec = dict(views=views, allowed_dirs=[data], memory_limit=limit, threads=2, hive={},
             object_versions=frozenset(), lake_config=None)
-worker = QueryWorker(spec, memory_bytes(limit))
+worker = QueryWorker(spec, parse_size(limit))
 worker.run("SELECT count(*) FROM big", None, 10, 30)
 pid = worker._process.pid
 baseline = psutil.Process(pid).memory_info().rss
@@ -161,7 +161,7 @@ def run_worker(tmp_path, tables, sql, timeout_s):
     assert lines, done.stderr[-2000:]
     out = json.loads(lines[-1])
     # As above: the allowance is the worker's RSS before the query, with its views warmed up.
-    out["within"] = out["peak"] <= out["baseline"] + 1.5 * memory_bytes(LIMIT)
+    out["within"] = out["peak"] <= out["baseline"] + 1.5 * parse_size(LIMIT)
     return out
 
 
