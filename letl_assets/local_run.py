@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from letl.cli.report import month_problem
 from letl.labs.drops import FIRST_MONTH, current_month
+from letl.labs.reconcile import month_problem
 from letl.lake.errors import InProgress, InvalidInput, NotFound
 from letl.lake.lake import Lake
 from letl_assets.range_runs import blamed_months, execute, failure_reason, lake_failure, month_figures, month_runs, span

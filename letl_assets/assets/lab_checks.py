@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
-from letl.cli.report import reconcile_problem
+from letl.labs.reconcile import reconcile_problem
 from letl.labs.schema import IDENTIFIER_COLUMNS, KEY_TESTS, TESTS_BY_CODE
 from letl_assets.assets.labs import LAB_REJECTS, LAB_RESULTS, MONTHLY
 from letl_assets.resources.io_manager import asset_key_str

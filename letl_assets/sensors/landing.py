@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import dagster as dg
 
-from letl.cli.report import month_problem, recorded_sources
+from letl.labs.reconcile import month_problem, recorded_sources
 from letl.lake import names
 from letl_assets.assets.labs import LAB_DROPS, lab_results
 from letl_assets.resources.landing import LandingZone

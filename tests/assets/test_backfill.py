@@ -12,18 +12,15 @@ import pytest
 
 from letl.cli.main import main
 from letl.cli.progress import progress
-from letl.cli.report import (
-    REJECTS,
-    RESULTS,
-    SUMMARY,
-    month_problem,
-    reconcile_problem,
-    summary,
-)
+from letl.cli.report import summary
 from letl.labs.drops import scan_landing
+from letl.labs.reconcile import month_problem, reconcile_problem
 from letl.labs.sample import write_drop
 from letl.lake.config import format_size
 from letl.lake.lake import Lake
+from letl.lake.names import LAB_REJECTS as REJECTS
+from letl.lake.names import LAB_RESULTS as RESULTS
+from letl.lake.names import LAB_SUMMARY as SUMMARY
 from letl_assets.local_run import run_months
 from letl_assets.range_runs import month_runs
 

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from letl.cli.main import main
-from letl.cli.report import REJECTS, RESULTS, SUMMARY, month_problem, summary
+from letl.cli.report import summary
+from letl.labs.reconcile import month_problem
 from letl.labs.sample import write_drop
 from letl.lake.lake import Lake
+from letl.lake.names import LAB_REJECTS as REJECTS
+from letl.lake.names import LAB_RESULTS as RESULTS
+from letl.lake.names import LAB_SUMMARY as SUMMARY
 from letl_assets.local_run import run_months
 
 LETL = Path(sys.executable).parent / "letl"
