@@ -57,8 +57,12 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
         # Declared, not inferred: a key such as "2024" must stay text, as the unified schema and the views have it.
         partitioned = directory and any(f["partition"] for f in files)
         hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if partitioned else None
+        # A partition's own Hive folder (as `ls` lists it) names its partition in its last segment,
+        # which pyarrow reads only below the base directory: the base is then the folder's parent.
+        base = path.rstrip("/").rpartition("/")[0] if partitioned and _is_hive_folder(path) else None
         handler = pafs.PyFileSystem(pafs.FSSpecHandler(fs))  # one handler: one audited read
-        dataset = ds.dataset(path, filesystem=handler, format=fmt, schema=schema, partitioning=hive)
+        dataset = ds.dataset(path, filesystem=handler, format=fmt, schema=schema, partitioning=hive,
+                             partition_base_dir=base)
         partition = None if directory else next(iter(files))["partition"]
         if partition and PARTITION_COLUMN not in dataset.schema.names:
             dataset = _with_partition_column(dataset, handler, path, partition)
@@ -67,6 +71,12 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
 
         return pl.scan_pyarrow_dataset(dataset)
     return dataset
+
+
+def _is_hive_folder(path: str) -> bool:
+    from letl.lake.uri import PARTITION_COLUMN
+
+    return path.rstrip("/").rpartition("/")[2].startswith(f"{PARTITION_COLUMN}=")
 
 
 def _with_partition_column(dataset, handler, path: str, partition: str):

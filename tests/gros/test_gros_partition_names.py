@@ -97,3 +97,10 @@ def test_scan_of_one_partition_has_the_partition_column_and_is_audited_once(part
 
 def test_scan_of_the_dataset_has_every_real_name(parts):
     assert by_name(letl.gros.scan("gros://test.parts", lake=parts).to_table().to_pandas()) == EXPECTED
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scan_of_a_partitions_hive_folder_as_listed_has_its_real_name(parts, name):
+    """The folder `ls` lists for a partition reads as that partition, partition_key included."""
+    folder = next(e["name"] for e in fsspec.filesystem("gros").ls("gros://test.parts") if e["partition"] == name)
+    assert letl.gros.scan(folder, lake=parts).to_table().to_pylist() == [{"a": EXPECTED[name], "partition_key": name}]
