@@ -185,6 +185,9 @@ def test_a_semicolon_inside_a_string_or_a_comment_does_not_end_the_statement(sql
     ("SELECT 1;", True, False), ("SELECT 'a;", False, False), ("SELECT 'it''s;'", False, False),
     ("SELECT 'it''s;' ;", True, False), ("SELECT 1 /* ; */", False, False), ("SELECT $$;$$;", True, False),
     ("SELECT 1 -- note;", False, False), ("SELECT 1; -- done", True, False), ("-- only;\n;", True, True),
+    ("SELECT $tag$a;$$;$tag$", False, False), ("SELECT $tag$a;$tag$;", True, False), ("SELECT $1;", True, False),
+    ("SELECT E'it\\'s;'", False, False), ("SELECT E'it\\'s;';", True, False), ("SELECT e'\\\\';", True, False),
+    ("SELECT 'a\\';", True, False), ("SELECT 1 /* a /* b */ ; */", False, False), ("SELECT 1 /* a /* b */ */;", True, False),
 ])
 def test_statement_end_reads_strings_names_and_comments(text, ended, empty):
     from letl.cli.sql import statement_end
