@@ -15,10 +15,11 @@ non-steward.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import sys
 from typing import TextIO
+
+from letl.cli.statements import statement_end
 
 PROMPT, MORE = "letl> ", "  ...> "
 HELP = """.tables          the datasets you may query (view, dataset, rows, partitions)
@@ -168,60 +169,6 @@ def shell(ex, fmt: str, lines: TextIO, out: TextIO, interactive: bool) -> int:
             print("\ninterrupted", file=sys.stderr)
             pending = []
         out.flush()
-
-
-# What DuckDB's parser reads as one token: strings ('' inside), E'' strings (backslash escapes),
-# quoted names, line and (nested) block comments, and dollar quotes, tagged or not ($1 is a parameter).
-_OPENER = re.compile(r"""(?<![\w$])[Ee]'|'|"|--|/\*|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$""")
-
-
-def _token_end(sql: str, i: int, opener: str) -> int:
-    """The index just past the token ``opener`` starts at ``i``, or -1 when the text ends inside it."""
-    j = i + len(opener)
-    if opener in ("'", '"', "--"):
-        close = sql.find("\n" if opener == "--" else opener, j)
-        return -1 if close < 0 else close + 1
-    if opener[0] == "$":
-        close = sql.find(opener, j)
-        return -1 if close < 0 else close + len(opener)
-    depth = 1
-    while j < len(sql):
-        if opener != "/*" and sql[j] == "\\":  # E'': the escaped character is part of the string
-            j += 2
-        elif opener != "/*" and sql[j] == "'":
-            return j + 1
-        elif opener == "/*" and sql.startswith(("/*", "*/"), j):
-            depth += 1 if sql[j] == "/" else -1
-            j += 2
-            if depth == 0:
-                return j
-        else:
-            j += 1
-    return -1
-
-
-def statement_end(sql: str) -> tuple[bool, bool]:
-    """(whether the text ends with a ';' that is outside strings, quoted names and comments, as DuckDB
-    reads it; whether it holds nothing but such ';' and comments). A ';' ending a line inside a string
-    ('a;' then a new line) or a comment (-- note;) does not end the statement."""
-    ended, empty, i = False, True, 0
-    while i < len(sql):
-        token = _OPENER.match(sql, i)
-        if token is None:
-            if not sql[i].isspace():
-                ended, empty = sql[i] == ";", empty and sql[i] == ";"
-            i += 1
-            continue
-        # A doubled quote inside a string or a quoted name is the quote itself: the scan goes on past it.
-        opener, end = token.group(), _token_end(sql, i, token.group())
-        if end < 0 and opener == "--":  # the last line's comment
-            break
-        if end < 0:
-            return False, False
-        if opener not in ("--", "/*"):
-            ended, empty = False, False
-        i = end
-    return ended, empty
 
 
 def _next_line(lines: TextIO, prompt: str, interactive: bool) -> str | None:

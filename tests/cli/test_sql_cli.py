@@ -190,6 +190,6 @@ def test_a_semicolon_inside_a_string_or_a_comment_does_not_end_the_statement(sql
     ("SELECT 'a\\';", True, False), ("SELECT 1 /* a /* b */ ; */", False, False), ("SELECT 1 /* a /* b */ */;", True, False),
 ])
 def test_statement_end_reads_strings_names_and_comments(text, ended, empty):
-    from letl.cli.sql import statement_end
+    from letl.cli.statements import statement_end
 
     assert statement_end(text) == (ended, empty)
