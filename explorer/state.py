@@ -14,10 +14,6 @@ def lake() -> Lake:
     return Lake.from_env()
 
 
-def settings() -> Settings:
-    return Settings.from_env()
-
-
 def datasets(role: str) -> list[Dataset]:
     """Read on every rerun (one catalog query), so a new version shows up at once."""
     return visible(load_datasets(lake()), role)
@@ -25,7 +21,7 @@ def datasets(role: str) -> list[Dataset]:
 
 @st.cache_resource(max_entries=8)
 def _explorer(role: str, state: str, _found: list[Dataset], _pinned: dict | None) -> Explorer:
-    return Explorer(lake(), role, settings(), datasets=_found, pinned=_pinned)
+    return Explorer(lake(), role, Settings.from_env(), datasets=_found, pinned=_pinned)
 
 
 def explorer(role: str, pin: tuple[str, str] | None = None, found: list[Dataset] | None = None) -> Explorer:

@@ -254,7 +254,8 @@ note = f"{total:,} row(s) in {{timing}}"
 if shown < total:
     note += (f" · rows {current.offset + 1:,}-{current.offset + shown:,}, "
              f"page {current.page:,} of {paging.pages(total, current.size):,}")
-facets.show(ex, view, schema, filters, est, state.labels(ex), lambda q, p: fetch(ex, q, p, tag, est), viewer.user)
-ui.show(result, chart, labels=state.labels(ex), unit=state.labels(ex).units.get(one_test), rows_note=note)
+labels = state.labels(ex)
+facets.show(ex, view, schema, filters, est, labels, lambda q, p: fetch(ex, q, p, tag, est), viewer.user)
+ui.show(result, chart, labels=labels, unit=labels.units.get(one_test), rows_note=note)
 page_buttons(total, current)
 ui.downloads(ex, result, sql, params, trusted=True, read=est, user=viewer.user, key="qb", total=total)

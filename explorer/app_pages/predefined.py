@@ -47,7 +47,7 @@ def param_widget(p: library.Param, key: str):
     start = {}
     if key not in st.session_state:
         start["value"] = (date.fromisoformat(str(p.default)) if p.type == "date"
-                          else float(p.default or 0) if p.type == "number" else str(p.default or ""))
+                          else float(p.default) if p.type == "number" else str(p.default))
     if p.type == "date":
         return st.date_input(p.name, key=key, **start)
     if p.type == "number":

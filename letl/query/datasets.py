@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from letl.lake.access import ACCESS_LEVELS, strictest
 from letl.lake.catalog import Version
 from letl.lake.lake import Lake
+from letl.lake.names import repo_of
 from letl.lake.uri import GrosRef, dataset_uri, format_uri, parse, resolve
 
 ROLES = {"analyst": frozenset({"deidentified"}), "steward": frozenset(ACCESS_LEVELS)}
@@ -116,10 +117,10 @@ def history(lake: Lake, dataset: Dataset) -> list[tuple[Version, str]]:
     """Every version of the dataset with the gros:// URI that pins it, newest first."""
     branch = dataset.latest[0].branch
     versions = lake.catalog.list_versions(asset_key=dataset.key, branch=branch)
-    rows, index = [], Counter()
+    repo, rows, index = repo_of(dataset.key), [], Counter()
     for version in sorted(versions, key=lambda v: (v.partition, v.created_at, v.version_id)):
         # format_uri percent-encodes a partition name holding '/' or '=', so that every URI parses back.
-        uri = format_uri(parse(dataset.uri).repo, branch, "index", index[version.partition], version.partition or None)
+        uri = format_uri(repo, branch, "index", index[version.partition], version.partition or None)
         rows.append((version, uri))
         index[version.partition] += 1
     return sorted(rows, key=lambda r: (r[0].created_at, r[0].version_id), reverse=True)

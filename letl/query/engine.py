@@ -184,6 +184,7 @@ def _stream(con: duckdb.DuckDBPyConnection, sql: str, params, limit: int) -> tup
     keeps the scan parallel (a limit over a sub-query makes it preserve insertion order)."""
     rel = con.sql(sql, params=params) if params is not None else con.sql(sql)
     reader = rel.to_arrow_reader(65_536)
+    distinct_columns(reader.schema.names)  # before a row is fetched, for every face and format
 
     def batches() -> Iterator[pa.RecordBatch]:
         left = limit
@@ -245,7 +246,6 @@ def export_result(
     try:
         with _limits(con, timeout_s):
             schema, batches = _stream(con, inner, params, row_cap)
-            distinct_columns(schema.names)  # before a byte of the file is written
             with writer(temp, schema, fmt) as write:
                 for batch in batches:
                     write(batch)

@@ -23,7 +23,6 @@ _MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 @dataclass(frozen=True)
 class Facet:
-    column: str
     values: list[tuple[object, int]]  # (value, rows), most rows first
     more: bool  # the column has values beyond those shown
 
@@ -62,4 +61,4 @@ def facet_query(view: str, column: str, filters: list[Filter], top: int = TOP) -
 def facet(column: str, table, top: int = TOP) -> Facet:
     """A facet from the result of :func:`facet_query`."""
     values = list(zip(table.column(column).to_pylist(), table.column(COUNT).to_pylist(), strict=True))
-    return Facet(column, values[:top], len(values) > top)
+    return Facet(values[:top], len(values) > top)

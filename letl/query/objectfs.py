@@ -20,13 +20,13 @@ from fsspec import AbstractFileSystem
 from fsspec.spec import AbstractBufferedFile
 
 from letl.lake.catalog import Version
-from letl.lake.uri import encode_partition
+from letl.lake.uri import hive_segment
 
 PROTOCOL = "letlobj"
 
 
 def object_path(version: Version) -> str:
-    partition = f"partition_key={encode_partition(version.partition)}/" if version.partition else ""
+    partition = f"{hive_segment(version.partition)}/" if version.partition else ""
     return f"{PROTOCOL}://{version.asset_key}/{partition}{version.version_id}.{version.format}"
 
 

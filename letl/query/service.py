@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from letl.lake.config import parse_size
+from letl.lake.config import parse_size, setting
 from letl.lake.lake import Lake, current_user
 from letl.lake.uri import PARTITION_COLUMN
 from letl.query import query_builder as qb
 from letl.query.datasets import ROLES, Dataset, load_datasets, visible
-from letl.query.engine import QueryError, describe, distinct_columns, export_result, is_truncated, locked_connection, run_query
+from letl.query.engine import QueryError, describe, export_result, is_truncated, locked_connection, run_query
 from letl.query.objectfs import LakeObjectFileSystem
 from letl.query.scan import Estimate, partitions_kept, whole
 from letl.query.sql_guard import Parsed, UnsafeSQL, analyze
@@ -48,8 +48,6 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """The LETL_EXPLORER_* settings, read now: the explorer and `letl sql` share them."""
-        from letl.lake.config import setting
-
         return cls(row_cap=setting("LETL_EXPLORER_ROW_CAP"), download_cap=setting("LETL_EXPLORER_DOWNLOAD_CAP"),
                    timeout_s=setting("LETL_EXPLORER_TIMEOUT_S"), confirm_bytes=setting("LETL_EXPLORER_CONFIRM_BYTES"),
                    memory_limit=setting("LETL_EXPLORER_MEMORY_LIMIT"), threads=setting("LETL_EXPLORER_THREADS"))
@@ -187,8 +185,6 @@ class Explorer:
         if hit is None:
             try:
                 table = self._query(trusted, sql, params, self.settings.row_cap, self.settings.timeout_s)
-                # Here, before any face shows it (and before the cache keeps it); exports check in the engine.
-                distinct_columns(table.column_names)
             except QueryError as e:
                 if log:
                     self._log(read, digest, None, user, failed=e.reason)
