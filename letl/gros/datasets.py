@@ -33,7 +33,7 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
     import pyarrow.fs as pafs
 
     from letl.gros.fs import GrosFileSystem
-    from letl.gros.paths import strip_protocol
+    from letl.gros.paths import split_path, strip_protocol
     from letl.gros.schema import MixedSchemaWarning
     from letl.lake.errors import InvalidInput
     from letl.lake.uri import PARTITION_COLUMN
@@ -59,7 +59,7 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
         hive = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.string())]), flavor="hive") if partitioned else None
         # A partition's own Hive folder (as `ls` lists it) names its partition in its last segment,
         # which pyarrow reads only below the base directory: the base is then the folder's parent.
-        base = path.rstrip("/").rpartition("/")[0] if partitioned and _is_hive_folder(path) else None
+        base = path.rpartition("/")[0] if partitioned and split_path(path)[2] else None
         handler = pafs.PyFileSystem(pafs.FSSpecHandler(fs))  # one handler: one audited read
         dataset = ds.dataset(path, filesystem=handler, format=fmt, schema=schema, partitioning=hive,
                              partition_base_dir=base)
@@ -71,12 +71,6 @@ def scan(uri: str, *, engine: str = "pyarrow", lake: Any = None):
 
         return pl.scan_pyarrow_dataset(dataset)
     return dataset
-
-
-def _is_hive_folder(path: str) -> bool:
-    from letl.lake.uri import PARTITION_COLUMN
-
-    return path.rstrip("/").rpartition("/")[2].startswith(f"{PARTITION_COLUMN}=")
 
 
 def _with_partition_column(dataset, handler, path: str, partition: str):

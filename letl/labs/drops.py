@@ -9,7 +9,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class Ignored:
 class LandingScan:
     drops: list[Drop]
     ignored: list[Ignored]
+    unsettled: list[Drop] = field(default_factory=list)  # drops modified within the settle time: still uploading
 
 
 def _inside(real: str, zone: str) -> bool:
@@ -122,8 +123,8 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
     """Drops sorted by path, and every other file under labs/ with the reason it is not one.
 
     Files modified in the last settle_seconds may still be uploading: they are neither drops
-    nor ignored yet. Two names for one hospital's month (2024-01.csv and 2024-1.csv, or .csv
-    and .csv.gz, or a link to a drop) would count its rows twice: the real file and the canonical
+    nor ignored yet, but unsettled. Two names for one hospital's month (2024-01.csv and 2024-1.csv,
+    or .csv and .csv.gz, or a link to a drop) would count its rows twice: the real file and the canonical
     name win, the other is refused.
     With a month, drops of other months are left out; files that are no drop are always listed.
     """
@@ -138,7 +139,7 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
     _walk(str(labs), "labs", zone, 0, found, ignored)
     newest_allowed = time.time() - settle_seconds
     claimed: dict[tuple, str] = {}  # (hospital, month) or the file's identity -> relpath of the drop
-    drops = []
+    drops, unsettled = [], []
     # Real files before links to them, canonical names before other names of the same month: they win.
     def rank(f):
         return f[4], not _CANONICAL.match(f[0].rsplit("/", 1)[-1]), f[0]
@@ -164,10 +165,10 @@ def scan_landing(landing: Path, month: str | None = None, settle_seconds: float 
                 f"second file for {hospital} {drop_month} ({first} is the drop)"
             ignored.append(Ignored(relpath, f"{what}: refused so its rows are not counted twice; remove one"))
             continue
-        if settle_seconds and st.st_mtime > newest_allowed:
-            continue
-        drops.append(Drop(Path(real), relpath, hospital, drop_month, st.st_mtime_ns, st.st_size))
-    return LandingScan(sorted(drops, key=lambda d: d.relpath), sorted(ignored, key=lambda i: i.relpath))
+        drop = Drop(Path(real), relpath, hospital, drop_month, st.st_mtime_ns, st.st_size)
+        (unsettled if settle_seconds and st.st_mtime > newest_allowed else drops).append(drop)
+    return LandingScan(sorted(drops, key=lambda d: d.relpath), sorted(ignored, key=lambda i: i.relpath),
+                       sorted(unsettled, key=lambda d: d.relpath))
 
 
 def find_drops(landing: Path, month: str | None = None, settle_seconds: float = 0) -> list[Drop]:

@@ -55,8 +55,7 @@ def lab_drops_sensor(context: dg.SensorEvaluationContext, landing: LandingZone, 
     for drop in scan.drops:
         by_month[drop.partition_key].append(drop)
     # A month with a file still being written waits for it: a run now would build it without that file.
-    settled = {d.relpath for d in scan.drops}
-    uploading = {d.partition_key for d in landing.scan(settled=False).drops if d.relpath not in settled}
+    uploading = {d.partition_key for d in scan.unsettled}
     seen = _seen_months(cursor, by_month)
     the_lake = lake.get_lake()
     months, requests, events = {}, [], []
