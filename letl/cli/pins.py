@@ -127,28 +127,26 @@ def cmd_unpin(args) -> int:
     return 0
 
 
-def unmet(lake) -> list:
-    """(version, pinned tier, pin target) for each version on this branch a pin holds that is not on its
-    pinned tier (no room there yet, or its move failed): the policy's pin rule moves it when it can."""
-    versions = lake.catalog.list_versions(branch=lake.branch)
-    holds = lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids())
+def unmet(versions: list, holds: dict[str, tuple[str, str]]) -> list:
+    """(version, pinned tier, pin target) for each of these versions a pin holds (``holds``: pinned_tiers of
+    them) that is not on its pinned tier (no room there yet, or its move failed): the policy's pin rule
+    moves it when it can."""
     return [(v, *holds[v.version_id]) for v in versions
             if v.version_id in holds and holds[v.version_id][0] != v.tier]
 
 
-def pin_rows(lake) -> list[dict]:
-    """The branch's pins, each with how many versions it holds now and how many of them are not on its tier."""
-    pins = lake.catalog.list_pins(lake.branch)
-    if not pins:
-        return []
-    holds = lake.catalog.pinned_tiers(lake.catalog.list_versions(branch=lake.branch), lake.catalog.latest_ids())
+def pin_rows(branch_pins: list[dict], versions: list, holds: dict[str, tuple[str, str]]) -> list[dict]:
+    """The branch's pins, each with how many of the branch's ``versions`` it holds now (``holds``: pinned_tiers
+    of them, or of more) and how many of them are not on its tier."""
     counts: dict[str, int] = {}
-    for _tier, target in holds.values():
-        counts[target] = counts.get(target, 0) + 1
     missing: dict[str, int] = {}
-    for _v, _tier, target in unmet(lake):
-        missing[target] = missing.get(target, 0) + 1
-    return [{**p, "holds": counts.get(p["target"], 0), "unmet": missing.get(p["target"], 0)} for p in pins]
+    for v in versions:
+        if v.version_id in holds:
+            tier, target = holds[v.version_id]
+            counts[target] = counts.get(target, 0) + 1
+            if tier != v.tier:
+                missing[target] = missing.get(target, 0) + 1
+    return [{**p, "holds": counts.get(p["target"], 0), "unmet": missing.get(p["target"], 0)} for p in branch_pins]
 
 
 def print_pins(rows: list[dict]) -> None:
@@ -164,7 +162,12 @@ def print_pins(rows: list[dict]) -> None:
 def cmd_pins(args) -> int:
     from letl.cli.report import dumps
 
-    rows = pin_rows(open_lake())
+    lake = open_lake()
+    branch_pins = lake.catalog.list_pins(lake.branch)
+    rows = []
+    if branch_pins:  # with no pins there is nothing to count: no version is read
+        versions = lake.catalog.list_versions(branch=lake.branch)
+        rows = pin_rows(branch_pins, versions, lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids()))
     if args.json:
         print(dumps(rows))
     elif not rows:

@@ -45,15 +45,18 @@ def cmd_move(args) -> int:
     from letl.lake.moves import Mover
 
     lake = open_lake()
+    latest = lake.catalog.latest_ids()
     if args.version:
         targets = [args.version]
+        version = lake.catalog.get(args.version)  # None: the move below refuses the unknown id
+        versions = [] if version is None else [version]
     else:
-        latest = lake.catalog.latest_ids()
-        targets = [v.version_id for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
-                   if v.version_id in latest]
+        versions = [v for v in lake.catalog.list_versions(args.asset, args.partition, lake.branch)
+                    if v.version_id in latest]
+        targets = [v.version_id for v in versions]
         if not targets:
             raise no_versions(lake, args.asset, args.partition, lake.branch, latest=True)
-    warn_if_pinned(lake, targets, args.to)
+    warn_if_pinned(lake, versions, latest, args.to)
     request_id = args.request_id or uuid.uuid4().hex
     mover, results = Mover(lake), []
     for version_id in targets:
@@ -70,13 +73,13 @@ def cmd_move(args) -> int:
     return 0
 
 
-def warn_if_pinned(lake, version_ids: list[str], to_tier: str) -> None:
+def warn_if_pinned(lake, versions: list, latest: set[str], to_tier: str) -> None:
     """A manual move away from a pinned tier is the operator's call, so it is made, but the policy's pin
-    rule will move the version back: say so, once per version, on stderr."""
+    rule will move the version back: say so, once per version, on stderr. ``versions`` are the ones to
+    move, ``latest`` the catalog's latest ids, both as the move read them."""
     import sys
 
-    versions = [v for v in (lake.catalog.get(vid) for vid in version_ids) if v is not None]
-    for vid, (tier, target) in lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids()).items():
+    for vid, (tier, target) in lake.catalog.pinned_tiers(versions, latest).items():
         if tier != to_tier:
             print(f"warning: {vid} is pinned to {tier} ({target}): the tier policy will move it back there; "
                   f"letl tier unpin first to keep it on {to_tier}", file=sys.stderr, flush=True)

@@ -25,10 +25,10 @@ def _apply(lake, planned, rows: list[dict]) -> None:
                    {"state": "failed", "error": failed.get(row["version_id"])})
 
 
-def _unmet_rows(lake, planned_ids: set[str]) -> list[dict]:
+def _unmet_rows(versions: list, holds: dict[str, tuple[str, str]], planned_ids: set[str]) -> list[dict]:
     return [{"asset_key": v.asset_key, "partition": v.partition, "version_id": v.version_id, "tier": v.tier,
              "pinned_tier": tier, "pin": target, "bytes": v.bytes}
-            for v, tier, target in pins.unmet(lake) if v.version_id not in planned_ids]
+            for v, tier, target in pins.unmet(versions, holds) if v.version_id not in planned_ids]
 
 
 def cmd_plan(args) -> int:
@@ -42,11 +42,15 @@ def cmd_plan(args) -> int:
     rows = [m.as_dict() for m in planned]
     if args.apply and planned:
         _apply(lake, planned, rows)
-    pinned = lake.catalog.pinned_tiers(lake.catalog.list_versions(branch=None), lake.catalog.latest_ids())
+    # The catalog is read once more, after --apply's moves, and the held, unmet and pins sections all
+    # come from that one read: every version, the latest ids, and what the pins hold.
+    versions = lake.catalog.list_versions(branch=None)
+    pinned = lake.catalog.pinned_tiers(versions, lake.catalog.latest_ids())
+    on_branch = [v for v in versions if v.branch == lake.branch]
     kept = [{**m.as_dict(), "state": "pinned, left alone", "pinned_tier": pinned[m.version_id][0],
              "pin": pinned[m.version_id][1]} for m in held]
-    waiting = _unmet_rows(lake, {m.version_id for m in planned if m.rule == "pin"})
-    shown = pins.pin_rows(lake)
+    waiting = _unmet_rows(on_branch, pinned, {m.version_id for m in planned if m.rule == "pin"})
+    shown = pins.pin_rows(lake.catalog.list_pins(lake.branch), on_branch, pinned)
     code = exit_code(Conflict()) if any(row.get("state") == "failed" for row in rows) else 0
     if args.json:
         print(dumps({"planned": rows, "held": kept, "unmet": waiting, "pins": shown}))
