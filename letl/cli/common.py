@@ -14,19 +14,12 @@ def open_lake(create: bool = False):
 
 
 def require_a_lake() -> None:
-    """letl/gros/fs.py ``require_a_lake``, as a NotFound: with neither LETL_HOME nor LETL_CATALOG_URL set,
-    the default lake must exist."""
-    from pathlib import Path
-
-    from letl.lake.config import is_set, setting
+    """A reader never creates a lake (``config.missing_default_lake``): the CLI's NotFound."""
+    from letl.lake.config import missing_default_lake
     from letl.lake.errors import NotFound
 
-    if is_set("LETL_HOME") or is_set("LETL_CATALOG_URL"):
-        return
-    home = Path(setting("LETL_HOME")).absolute()
-    if not (home / "catalog.sqlite").is_file():
-        raise NotFound(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME to the "
-                       "lake's directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake")
+    if problem := missing_default_lake():
+        raise NotFound(problem)
 
 
 def no_versions(lake, asset: str, partition: str | None = None, branch: str | None = None, latest: bool = False,

@@ -32,7 +32,6 @@ import atexit
 import gc
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -52,7 +51,7 @@ from letl.gros.reads import Read, Reads, open_version
 from letl.gros.schema import unified_schema, warn_if_mixed
 from letl.gros.write import GrosWriteFile
 from letl.lake.access import check_read
-from letl.lake.config import is_set, setting, snapshot
+from letl.lake.config import missing_default_lake, snapshot
 from letl.lake.uri import SCHEME, GrosRef, invalid, resolve_read
 
 ACCESS_KIND = "gros"
@@ -93,15 +92,9 @@ _collect_at_exit()
 
 
 def require_a_lake() -> None:
-    """A reader never creates a lake: with neither LETL_HOME nor LETL_CATALOG_URL set, the default
-    lake (./.letl) must exist, or opening it would leave an empty catalog wherever the reader runs."""
-    if is_set("LETL_HOME") or is_set("LETL_CATALOG_URL"):
-        return
-    home = Path(setting("LETL_HOME")).absolute()
-    if not (home / "catalog.sqlite").is_file():
-        raise NoLakeError(f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME "
-                                "to the lake's directory (or LETL_CATALOG_URL to its catalog), e.g. "
-                                "export LETL_HOME=/path/to/the/lake")
+    """A reader never creates a lake (``config.missing_default_lake``)."""
+    if problem := missing_default_lake():
+        raise NoLakeError(problem)
 
 
 def current_lake():

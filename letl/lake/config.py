@@ -189,6 +189,19 @@ def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get(name))
 
 
+def missing_default_lake() -> str | None:
+    """Why there is no lake to read, or None. A reader never creates a lake: with neither LETL_HOME nor
+    LETL_CATALOG_URL set, the default lake (./.letl) must exist, or opening it would leave an empty
+    catalog wherever the reader runs (the CLI's readers and gros:// both ask)."""
+    if is_set("LETL_HOME") or is_set("LETL_CATALOG_URL"):
+        return None
+    home = Path(setting("LETL_HOME")).absolute()
+    if (home / "catalog.sqlite").is_file():
+        return None
+    return (f"no lake here: {home} holds no catalog and LETL_HOME is not set; set LETL_HOME to the lake's "
+            "directory (or LETL_CATALOG_URL to its catalog), e.g. export LETL_HOME=/path/to/the/lake")
+
+
 def family(prefix: str, environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """The set variables of a family by their tier (``LETL_POLICY_MAX_IDLE_`` -> {'ssd': 1209600.0})."""
     env = os.environ if environ is None else environ
