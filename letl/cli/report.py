@@ -37,9 +37,6 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-RESULTS, REJECTS = LAB_RESULTS, LAB_REJECTS
-
-
 def summary(lake: Lake, failures: dict[str, str] | None = None) -> dict:
     """Per dataset: versions, latest partitions, rows, bytes per tier; lab row reconciliation; and
     every month with drops that is not current, with its reason (``failures``: from this run)."""
@@ -53,13 +50,13 @@ def summary(lake: Lake, failures: dict[str, str] | None = None) -> dict:
             d["partitions"] += 1
             d["rows"] += v.rows or 0
             d["tiers"][v.tier] += v.bytes
-            if v.asset_key == RESULTS:
+            if v.asset_key == LAB_RESULTS:
                 rows_in += v.metadata.get("output", {}).get("rows_in", 0)
     out = {k: {**d, "tiers": dict(d["tiers"])} for k, d in sorted(datasets.items())}
     labs = {
         "rows_in": rows_in,
-        "rows_out": out.get(RESULTS, {}).get("rows", 0),
-        "rows_rejected": out.get(REJECTS, {}).get("rows", 0),
+        "rows_out": out.get(LAB_RESULTS, {}).get("rows", 0),
+        "rows_rejected": out.get(LAB_REJECTS, {}).get("rows", 0),
     }
     scan = scan_landing(landing_root())
     by_month: dict[str, list[str]] = defaultdict(list)

@@ -35,7 +35,8 @@ def cmd_run(args) -> int:
 
     if args.months:
         parse_months(args.months)  # a bad month is refused before any drop is generated or server started
-    with run_lock(LakeConfig.resolve().home, print, wait=not args.no_wait):
+    home = LakeConfig.resolve().home
+    with run_lock(home, print, wait=not args.no_wait):
         landing = LandingZone()
         if not landing.drops(settled=False):
             drops = generate_drops(landing.root(), months=12, hospitals=5, rows_per_file=args.sample_rows, seed=42)
@@ -53,7 +54,7 @@ def cmd_run(args) -> int:
     print(format_summary(data))
     print()
     # The instance the runs went to: LETL_HOME/dagster unless DAGSTER_HOME named another.
-    instance = shlex.quote(str(ensure_dagster_home(LakeConfig.resolve().home)))
+    instance = shlex.quote(str(ensure_dagster_home(home)))
     print(f"Open the Dagster UI on this data:  make ui   (or: DAGSTER_HOME={instance} dg dev -w workspace.yaml)")
     return 0 if data["reconciled"] else 1
 

@@ -10,8 +10,11 @@ _OPENER = re.compile(r"""(?<![\w$])[Ee]'|'|"|--|/\*|\$(?:[A-Za-z_][A-Za-z0-9_]*)
 def _token_end(sql: str, i: int, opener: str) -> int:
     """The index just past the token ``opener`` starts at ``i``, or -1 when the text ends inside it."""
     j = i + len(opener)
-    if opener in ("'", '"', "--"):
-        close = sql.find("\n" if opener == "--" else opener, j)
+    if opener == "--":  # to the end of the line, or of the text
+        close = sql.find("\n", j)
+        return len(sql) if close < 0 else close + 1
+    if opener in ("'", '"'):
+        close = sql.find(opener, j)
         return -1 if close < 0 else close + 1
     if opener[0] == "$":
         close = sql.find(opener, j)
@@ -46,8 +49,6 @@ def statement_end(sql: str) -> tuple[bool, bool]:
             continue
         # A doubled quote inside a string or a quoted name is the quote itself: the scan goes on past it.
         opener, end = token.group(), _token_end(sql, i, token.group())
-        if end < 0 and opener == "--":  # the last line's comment
-            break
         if end < 0:
             return False, False
         if opener not in ("--", "/*"):

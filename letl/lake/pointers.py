@@ -164,15 +164,16 @@ def refresh(lake, changed: Iterable[tuple[str, str, str]]) -> None:
                     "; ".join(down))
     for triple in wanted:
         kept = None
-        try:
-            for tier_name in [] if down else tiers:
-                _write(lake, tier_name, *triple)
-        except Exception as exc:  # recorded and retried: a pointer must never undo a commit
-            log.warning("latest pointer of %s (branch %s, partition %s) not written (%s): retried on the next "
-                        "publish and by letl tier fsck", triple[0], triple[1], triple[2] or "-", exc)
-            kept = _mark(lake, triple)
         if down:
             kept = _mark(lake, triple)
+        else:
+            try:
+                for tier_name in tiers:
+                    _write(lake, tier_name, *triple)
+            except Exception as exc:  # recorded and retried: a pointer must never undo a commit
+                log.warning("latest pointer of %s (branch %s, partition %s) not written (%s): retried on the next "
+                            "publish and by letl tier fsck", triple[0], triple[1], triple[2] or "-", exc)
+                kept = _mark(lake, triple)
         withdraw(path for pending, path in ready if pending == triple and path != kept)  # one marker per pointer
 
 
