@@ -8,11 +8,11 @@ import json
 import re
 from urllib.parse import urlencode
 
-import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 from playwright.sync_api import expect
 from test_explorer_browser import (  # noqa: F401 (fixtures)
+    VIEWPORT,
     WAIT_MS,
     browser,
     caption_rows,
@@ -20,7 +20,6 @@ from test_explorer_browser import (  # noqa: F401 (fixtures)
     downloaded,
     explorer_url,
     grid_cells,
-    latest_files,
     main_block,
     open_page,
     page,
@@ -30,19 +29,9 @@ from test_explorer_browser import (  # noqa: F401 (fixtures)
 from letl.query.paging import Paging
 from letl.query.query_builder import Query
 from letl.query.share import paging_to_url, to_url_params
+from tests.query.test_explorer_service import RESULTS, raw
 
 COLUMNS = ["hospital_id", "result_value", "test_code"]
-
-
-def plain(lake, sql: str) -> list[tuple]:
-    """``sql`` over a view ``t`` of the latest lab result files, in plain DuckDB (no explorer code)."""
-    files = [str(path) for _, path in latest_files(lake, "labs/lab_results")]
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r})")
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def run_builder(page) -> None:
@@ -62,12 +51,12 @@ def test_facets_show_counts_and_a_click_filters(explorer_url, page, module_lab_l
     open_page(page, explorer_url, "Query builder")
     choose(page, "Dataset", "lab_results")
     run_builder(page)
-    counts = plain(module_lab_lake, "SELECT hospital_id, count(*) FROM t GROUP BY 1 ORDER BY 2 DESC, 1")
+    counts = raw(module_lab_lake, RESULTS, "SELECT hospital_id, count(*) FROM t GROUP BY 1 ORDER BY 2 DESC, 1")
     for hospital, n in counts:
         expect(main_block(page).get_by_role("button", name=f"{hospital} · {n:,}", exact=True)).to_be_visible()
     hospital, n = counts[-1]
     page.get_by_role("button", name=f"{hospital} · {n:,}", exact=True).click()
-    (direct,), = plain(module_lab_lake, f"SELECT count(*) FROM t WHERE hospital_id = '{hospital}'")
+    (direct,), = raw(module_lab_lake, RESULTS, f"SELECT count(*) FROM t WHERE hospital_id = '{hospital}'")
     expect(caption_rows(page)).to_have_text(re.compile(rf"^{direct:,} row\(s\) in \d+ ms"))
     expect(page.get_by_role("combobox", name="hospital_id is one of", exact=True)).to_be_visible()
     expect(page).to_have_url(re.compile(rf"/query\?.*q=.*{hospital}"))
@@ -75,8 +64,8 @@ def test_facets_show_counts_and_a_click_filters(explorer_url, page, module_lab_l
 
 def test_sort_is_over_the_whole_dataset_and_page_two_opens_from_its_link(explorer_url, page, browser,
                                                                          module_lab_lake):
-    expected = plain(module_lab_lake, "SELECT hospital_id, result_value, test_code FROM t "
-                                      "ORDER BY result_value DESC, hospital_id, test_code")
+    expected = raw(module_lab_lake, RESULTS, "SELECT hospital_id, result_value, test_code FROM t "
+                   "ORDER BY result_value DESC, hospital_id, test_code")
     open_page(page, explorer_url, "Query builder")
     choose(page, "Dataset", "lab_results")
     for column in COLUMNS:
@@ -88,7 +77,7 @@ def test_sort_is_over_the_whole_dataset_and_page_two_opens_from_its_link(explore
     assert (hospital, float(value), code.split(" ")[0]) == expected[0]
 
     link = {**to_url_params(Query("lab_results", columns=COLUMNS)), **paging_to_url(Paging("result_value", True, 2, 50))}
-    fresh = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    fresh = browser.new_context(viewport=VIEWPORT).new_page()
     try:
         fresh.set_default_timeout(WAIT_MS)
         fresh.goto(f"{explorer_url}/query?{urlencode(link)}")
@@ -106,8 +95,7 @@ def test_json_and_parquet_downloads_equal_duckdb(explorer_url, page, module_lab_
     choose(page, "hospital_id is one of", "H002")
     run_builder(page)
     keys = ["patient_key", "test_code", "collected_at", "result_value"]
-    expected = sorted(plain(module_lab_lake, f"SELECT {', '.join(keys)} FROM t WHERE hospital_id = 'H002'"),
-                      key=repr)
+    expected = sorted(raw(module_lab_lake, RESULTS, f"SELECT {', '.join(keys)} FROM t WHERE hospital_id = 'H002'"), key=repr)
     n = len(expected)
     assert n > 100  # more than one page: the downloads are the full result, not the page
     for fmt in ("JSON", "Parquet"):
@@ -124,7 +112,8 @@ def test_json_and_parquet_downloads_equal_duckdb(explorer_url, page, module_lab_
 
 
 def test_test_names_beside_codes_and_the_unit_in_the_header(explorer_url, page, module_lab_lake):
-    (name, unit), = plain(module_lab_lake, "SELECT any_value(test_name), any_value(unit) FROM t WHERE test_code = '2345-7'")
+    (name, unit), = raw(module_lab_lake, RESULTS,
+                        "SELECT any_value(test_name), any_value(unit) FROM t WHERE test_code = '2345-7'")
     open_page(page, explorer_url, "Query builder")
     choose(page, "Dataset", "lab_results")
     choose(page, "Filter on", "test_code")
@@ -135,5 +124,5 @@ def test_test_names_beside_codes_and_the_unit_in_the_header(explorer_url, page, 
     # The grid is a canvas; its mirror table is hidden from the accessibility tree, so found by CSS.
     header = main_block(page).locator('[data-testid="stDataFrame"]').first.locator('[role="columnheader"]')
     expect(header.filter(has_text=f"avg_result_value ({unit})")).to_have_count(1)
-    (rows,), = plain(module_lab_lake, "SELECT count(*) FROM t WHERE test_code = '2345-7'")
+    (rows,), = raw(module_lab_lake, RESULTS, "SELECT count(*) FROM t WHERE test_code = '2345-7'")
     expect(main_block(page).get_by_role("button", name=f"2345-7 {name} · {rows:,}", exact=True)).to_be_visible()

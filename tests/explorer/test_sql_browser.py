@@ -7,21 +7,22 @@ streamlit-code-editor wheel) must render and highlight with nothing fetched from
 import re
 from urllib.parse import urlencode, urlparse
 
-import duckdb
 import pytest
 from playwright.sync_api import expect
 from sql_editor import editor, leave_editor, run_sql, write_sql
 from test_explorer_browser import (  # noqa: F401  (fixtures)
+    VIEWPORT,
     WAIT_MS,
     browser,
     caption_rows,
     explorer_url,
     grid_cells,
-    latest_files,
     main_block,
     open_page,
     settled,
 )
+
+from tests.query.test_explorer_service import RESULTS, raw
 
 REFUSED = "SELECT * FROM read_csv('/etc/passwd')"
 TYPING_MS = 120
@@ -31,7 +32,7 @@ GROUPED = "SELECT hospital_id, count(*) AS n\nFROM lab_results\nGROUP BY ALL\nOR
 @pytest.fixture
 def offline(browser):
     """A page whose every request beyond 127.0.0.1 is refused; (host, resource type) of each is kept."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT_MS)
     refused = []
 
@@ -47,17 +48,6 @@ def offline(browser):
     page.refused = refused
     yield page
     context.close()
-
-
-def duckdb_rows(lake, sql: str) -> list[tuple]:
-    """The query straight on the latest Parquet files with plain DuckDB (no explorer code)."""
-    files = latest_files(lake, "labs/lab_results")
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE VIEW lab_results AS SELECT * FROM read_parquet({[str(p) for _, p in files]!r})")
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def shown_as(value) -> re.Pattern:
@@ -86,10 +76,7 @@ def test_editor_highlights_completes_and_runs_offline(explorer_url, offline, mod
     expect(ace.locator("#REACT_ACE_EDITOR .ace_content")).to_contain_text(re.compile(r"SELECT \* FROM \w+ LIMIT 100"))
 
     # The views and their columns complete as one types.
-    ace.locator("#REACT_ACE_EDITOR .ace_content").click()
-    page.keyboard.press("Control+A")
-    page.keyboard.press("Delete")
-    page.keyboard.insert_text("SELECT * FROM ")
+    write_sql(page, "SELECT * FROM ")
     # Keys at a typist's pace: keys faster than Ace redraws its list can leave it showing an earlier prefix's words.
     page.keyboard.type("lab_res", delay=TYPING_MS)
     popup = ace.locator(".ace_autocomplete")
@@ -99,7 +86,7 @@ def test_editor_highlights_completes_and_runs_offline(explorer_url, offline, mod
 
     write_sql(page, GROUPED)
     run_sql(page)
-    rows = duckdb_rows(module_lab_lake, GROUPED)
+    rows = raw(module_lab_lake, RESULTS, GROUPED, view="lab_results")
     assert len(rows) == 3, rows
     expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in \d+ ms"))
     expect_cells(page, rows)
@@ -118,7 +105,7 @@ def test_run_button_runs_what_the_editor_holds(explorer_url, offline, module_lab
     leave_editor(page)
     settled(page)
     page.get_by_role("button", name="Run", exact=True).click()
-    rows = duckdb_rows(module_lab_lake, sql)
+    rows = raw(module_lab_lake, RESULTS, sql, view="lab_results")
     expect(caption_rows(page)).to_have_text(re.compile(rf"^{len(rows)} row\(s\) in"))
     expect_cells(page, rows)
 
@@ -128,7 +115,7 @@ def test_sql_link_runs_when_opened(explorer_url, offline, module_lab_lake):
     page.goto(f"{explorer_url}/sql?{urlencode({'sql': GROUPED})}")
     expect(page.get_by_role("heading", name="SQL", exact=True)).to_be_visible()
     expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in \d+ ms"))
-    expect_cells(page, duckdb_rows(module_lab_lake, GROUPED))
+    expect_cells(page, raw(module_lab_lake, RESULTS, GROUPED, view="lab_results"))
     expect(editor(page).locator("#REACT_ACE_EDITOR .ace_content")).to_contain_text("GROUP BY ALL")
     expect(page.get_by_text("Page not found")).to_have_count(0)
 
@@ -149,8 +136,8 @@ def test_predefined_link_runs_the_query_with_its_parameters(explorer_url, offlin
     expect(page.get_by_role("heading", name="Predefined queries", exact=True)).to_be_visible()
     expect(page.get_by_role("combobox", name="Query", exact=True)).to_have_value("Test volume by month")
     expect(page.get_by_label("test_code", exact=True)).to_have_value("1742-6")
-    rows = duckdb_rows(module_lab_lake, "SELECT strftime(date_trunc('month', collected_at), '%Y-%m') AS month, "
-                                        "count(*) FROM lab_results WHERE test_code = '1742-6' GROUP BY 1 ORDER BY 1")
+    rows = raw(module_lab_lake, RESULTS, "SELECT strftime(date_trunc('month', collected_at), '%Y-%m') AS month, "
+               "count(*) FROM lab_results WHERE test_code = '1742-6' GROUP BY 1 ORDER BY 1", view="lab_results")
     assert len(rows) == 3, rows
     expect(caption_rows(page)).to_have_text(re.compile(r"^3 row\(s\) in \d+ ms"))
     expect_cells(page, rows)

@@ -23,12 +23,12 @@ from letl.query.sql_guard import UnsafeSQL
 RESULTS, REJECTS, SUMMARY = "labs/lab_results", "labs/lab_results_rejects", "labs/lab_results_summary"
 
 
-def raw(lake, key, sql, partitions=None):
-    """The same question asked of plain DuckDB over the latest version files."""
+def raw(lake, key, sql, partitions=None, *, view="t"):
+    """The same question asked of plain DuckDB over the latest version files, as the view ``view``."""
     files = [str(lake.local_path(v)) for v in lake.catalog.list_versions(asset_key=key)
              if v.version_id in lake.catalog.latest_ids() and (partitions is None or v.partition in partitions)]
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r})")
+    con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({files!r})")
     return con.sql(sql).fetchall()
 
 
