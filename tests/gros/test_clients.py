@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from test_gros_reads import gros_rows
 
 from letl.lake.catalog import access_log, query_log
 from letl.lake.lake import current_user
@@ -82,11 +83,6 @@ def direct(lake, uri: str, directory: bool) -> tuple[list[dict], list[str]]:
     return sorted(records, key=lambda r: r["a"]), [v.version_id for v in chosen]
 
 
-def gros_reads(lake) -> list[dict]:
-    with lake.catalog.engine.begin() as conn:
-        return [dict(r._mapping) for r in conn.execute(sa.select(access_log).where(access_log.c.kind == "gros"))]
-
-
 @pytest.mark.parametrize("read", sorted(READS))
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_each_client_reads_what_the_catalog_holds_and_is_audited(versions, name, read):
@@ -101,7 +97,7 @@ def test_each_client_reads_what_the_catalog_holds_and_is_audited(versions, name,
         # file's bytes, which hold none (README, gros://).
         expected = [{**r, "partition_key": MONTHS[1]} for r in expected]
     assert got == expected
-    rows = gros_reads(versions)
+    rows = gros_rows(versions)
     assert {r["version_id"] for r in rows} == set(chosen)
     assert {(r["user"], bool(r["host"])) for r in rows} == {(current_user(), True)}
     if name != "duckdb":  # DuckDB opens a file again after its footer read: audited again (gros_reads.py)
@@ -123,7 +119,7 @@ def test_a_restricted_dataset_is_refused_to_every_client_and_each_refusal_audite
                                 timeout=300)
         assert result.returncode != 0 and "is restricted" in result.stderr, (name, result.stderr[-500:])
         assert set(refusals(lake)[before:]) == {("gros-refused", "restricted: gros://labs.secret/main")}, name
-    assert gros_reads(lake) == []
+    assert gros_rows(lake) == []
 
 
 def test_letl_sql_reads_the_same_rows_as_the_direct_read(versions):

@@ -6,10 +6,9 @@ import fsspec
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
+from test_gros_reads import audited
 
 import letl.gros
-from letl.lake.catalog import access_log
 from letl.lake.lake import current_user
 from letl.lake.uri import GrosURIError, format_uri, parse
 
@@ -30,11 +29,6 @@ def by_name(table) -> dict[str, int]:
 
 
 EXPECTED = {name: i for i, name in enumerate(NAMES)}
-
-
-def gros_audit(lake) -> list[str]:
-    with lake.catalog.engine.begin() as conn:
-        return conn.execute(sa.select(access_log.c.version_id).where(access_log.c.kind == "gros")).scalars().all()
 
 
 def test_pandas_and_pyarrow_read_every_partition_with_its_real_name(parts):
@@ -92,7 +86,7 @@ def test_a_hive_directory_decoding_to_a_bad_name_is_refused_like_a_uri(segment):
 def test_scan_of_one_partition_has_the_partition_column_and_is_audited_once(parts):
     table = letl.gros.scan("gros://test.parts?partition=x%2Fy", lake=parts).to_table()
     assert table.to_pylist() == [{"a": 2, "partition_key": "x/y"}]
-    assert gros_audit(parts) == [parts.latest("test/parts", "x/y").version_id]
+    assert audited(parts) == [parts.latest("test/parts", "x/y").version_id]
 
 
 def test_scan_of_the_dataset_has_every_real_name(parts):
