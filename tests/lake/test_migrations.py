@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from letl.lake import migrate as migrations
 from letl.lake.catalog import Catalog
 from letl.lake.catalog_schema import make_engine, metadata
+from tests.lake.test_catalog import make_version
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "letl_home_a9e200b" / "home" / "catalog.sqlite"
 TABLES = {"versions", "latest", "lineage", "access_log", "query_log", "moves", "request_attempts", "pins",
@@ -207,14 +208,8 @@ def test_letl_catalog_upgrade_reports_the_revisions(tmp_path, letl_env):
 
 
 def test_the_migrated_catalog_commits_and_pins_alike_on_both(url):
-    from datetime import datetime, timezone
-
-    from letl.lake.catalog import Version
-
     catalog = Catalog(url)
-    version = Version(version_id="20240101T000000000000Z-aaaaaaaa", asset_key="labs/x", branch="main", partition="p",
-                      created_at=datetime(2024, 1, 1, tzinfo=timezone.utc), run_id=None, tier="ssd", storage_key="k",
-                      format="parquet", bytes=5, rows=1, sha256="0" * 64, schema_fingerprint=None)
+    version = make_version("labs/x", partition="p")
     catalog.commit_versions([(version, ())])
     catalog.pin("labs/x", "main", "hdd", pinned_by="ana")
     catalog.pin("labs/x", "main", "pmem", reason="hot now")  # the same target again: replaced, not added

@@ -62,6 +62,15 @@ def object_lake(letl_env, objectstore, object_tier):
     return Lake.from_env()
 
 
+def pointer(lake, asset_key: str, branch: str = "main", partition: str = "") -> dict | None:
+    store = pointers.manifest_store(lake, "cortx")
+    key = pointers.pointer_key(asset_key, branch, partition)
+    if not store.exists(key):
+        return None
+    with store.open(key) as f:
+        return json.loads(f.read())
+
+
 def test_an_s3_only_client_finds_and_verifies_the_latest_version_and_follows_publishes_and_moves(
         object_lake, objectstore):
     lake = object_lake
@@ -85,9 +94,8 @@ def test_an_s3_only_client_finds_and_verifies_the_latest_version_and_follows_pub
     assert Mover(lake).move(second.version_id, "hdd", "off-the-object-tier").state == "done"
     seen = s3_only_client(objectstore, backend, "labs.ptr")
     assert seen[0] == {"partition": "2024-01-01", "version_id": second.version_id, "here": False}  # no key to read
-    pointer = json.loads(pointers.manifest_store(lake, "cortx").open(
-        pointers.pointer_key("labs/ptr", "main", "2024-01-01")).read())
-    assert (pointer["on_this_store"], pointer["bucket"], pointer["key"], pointer["sha256"]) == (
+    ptr = pointer(lake, "labs/ptr", partition="2024-01-01")
+    assert (ptr["on_this_store"], ptr["bucket"], ptr["key"], ptr["sha256"]) == (
         False, None, None, second.sha256)
 
     assert Mover(lake).move(second.version_id, "cortx", "back-onto-it").state == "done"
@@ -122,8 +130,8 @@ def test_a_pointer_that_cannot_be_written_loses_no_publish_and_heals_on_the_next
 
     monkeypatch.setattr(S3Backend, "replace", real)
     lake.write_version("labs/heal", pd.DataFrame({"x": [2]}), partition="2024-02-01", tier_hint="cortx")
-    with store.open(pointers.pointer_key("labs/heal", "main", "2024-01-01")) as f:
-        assert json.loads(f.read())["version_id"] == lost.version_id  # healed by the next publish of another partition
+    # healed by the next publish of another partition
+    assert pointer(lake, "labs/heal", partition="2024-01-01")["version_id"] == lost.version_id
     assert list((lake.config.home / pointers.PENDING_DIR).glob("*.json")) == []
 
 
@@ -140,8 +148,7 @@ def test_fsck_rewrites_damaged_pointers_and_removes_stale_ones(object_lake):
     assert dry == {"written": [f"cortx:{key}"], "removed": [f"cortx:{stale}"], "failed": []}
     assert store.exists(stale)
     assert fsck(lake, grace_seconds=0)["pointers"] == dry
-    with store.open(key) as f:
-        assert json.loads(f.read())["version_id"] == version.version_id
+    assert pointer(lake, "labs/fix")["version_id"] == version.version_id
     assert not store.exists(stale)
     assert fsck(lake, grace_seconds=0)["pointers"] == {"written": [], "removed": [], "failed": []}
 
@@ -190,8 +197,6 @@ def test_with_the_object_store_down_publishes_stand_warn_once_and_heal_when_it_i
     monkeypatch.setenv("LETL_S3_ENDPOINT", objectstore.endpoint)
     up = Lake.from_env()
     late = up.write_version("labs/down", pd.DataFrame({"x": [3]}), partition="2024-03-01", tier_hint="ssd")
-    store = pointers.manifest_store(up, "cortx")
     for version in [*early, late]:
-        with store.open(pointers.pointer_key("labs/down", "main", version.partition)) as f:
-            assert json.loads(f.read())["version_id"] == version.version_id
+        assert pointer(up, "labs/down", partition=version.partition)["version_id"] == version.version_id
     assert list((up.config.home / pointers.PENDING_DIR).glob("*.json")) == []

@@ -1,7 +1,6 @@
 """The latest pointers after kills, retries, concurrent publishes and names holding '/': an S3-only
 client must never be sent to a deleted key, nor be left on a superseded version once anything runs again."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,9 +10,8 @@ import pytest
 
 from letl.lake import pointers
 from letl.lake.fsck import fsck
-from letl.lake.lake import Lake
 from letl.lake.moves import Mover
-from tests.lake.test_pointers import s3_only_client
+from tests.lake.test_pointers import object_lake, pointer, s3_only_client  # noqa: F401 (object_lake: a fixture)
 
 KILLED_MOVE = ("import sys; from letl.lake.lake import Lake; from letl.lake.moves import Mover; "
                "Mover(Lake.from_env()).move(sys.argv[1], 'ssd', sys.argv[2])")
@@ -22,21 +20,6 @@ KILLED_PUBLISH = ("import os, sys, pandas as pd; from letl.lake import pointers;
                   "pointers.refresh_versions = lambda *a: os._exit(137); "
                   "Lake.from_env().write_version('labs/pub', pd.DataFrame({'x': range(50)}), partition='2024-01-01', "
                   "tier_hint='cortx')")
-
-
-@pytest.fixture
-def object_lake(letl_env, objectstore, object_tier):
-    object_tier(objectstore)
-    return Lake.from_env()
-
-
-def pointer(lake, asset_key: str, branch: str = "main", partition: str = "") -> dict | None:
-    store = pointers.manifest_store(lake, "cortx")
-    key = pointers.pointer_key(asset_key, branch, partition)
-    if not store.exists(key):
-        return None
-    with store.open(key) as f:
-        return json.loads(f.read())
 
 
 @pytest.mark.parametrize("step", ["after_switch", "after_repoint"])
