@@ -128,13 +128,13 @@ def run_months(months: list[str] | None, force: bool, log: Callable[[str], None]
         def settle(partition: str, status: str, seconds: float, batch: list[str], run_id: str, reason=None,
                    figures=None) -> None:
             outcomes[partition] = {"partition": partition, "status": status, "run_id": run_id}
-            line = f"[{index[partition]}/{len(wanted)}] {partition[:7]}: "
-            line += f"{status}, {figures}" if figures else f"{status} in {seconds:.1f}s"
+            # With figures the time goes at the end of the line, else right after the status.
+            head, took = (f"{status}, {figures}", f" in {seconds:.1f} s") if figures else (f"{status} in {seconds:.1f}s", "")
+            line = f"[{index[partition]}/{len(wanted)}] {partition[:7]}: {head}"
             if reason:
                 outcomes[partition]["reason"] = reason
                 line += f": {reason}"
             shared = f", one run for {len(batch)} months {span(batch)}" if len(batch) > 1 else ""
-            took = f" in {seconds:.1f} s" if figures else ""  # without figures, the line began with it
             log(f"{line} (run {run_id}{shared}{took})")
             if bar is not None:
                 bar.advance(sizes.get(partition, 0))

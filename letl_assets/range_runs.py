@@ -71,12 +71,13 @@ def month_figures(result) -> dict[str, str]:
     """Per month a run built: "100,000 rows in, 94,000 out, 6,000 rejected, 12.3 s, 8,130 rows/s", from
     its lab_results materialization (the seconds are the month's ingest, which dominate its cost)."""
     from letl_assets.assets.labs import INGEST_SECONDS, LAB_RESULTS, lab_results
+    from letl_assets.resources.event_metadata import plain_values
 
     figures = {}
     for event in result.asset_materializations_for_node(lab_results.op.name):
         if event.asset_key != LAB_RESULTS or event.partition is None:
             continue
-        meta = {k: getattr(v, "value", v) for k, v in event.metadata.items()}
+        meta = plain_values(event.metadata)
         rows_in, seconds = meta.get("rows_in"), meta.get(INGEST_SECONDS)
         if rows_in is None or seconds is None:
             continue

@@ -13,6 +13,11 @@ from letl.lake.lake import Staged
 PARTITION_ROWS = "dagster/partition_row_count"
 
 
+def plain_values(metadata) -> dict:
+    """Event or Output metadata as JSON-able values (a MetadataValue's ``value``)."""
+    return {k: getattr(v, "value", v) for k, v in metadata.items()}
+
+
 def described_version(lake, staged: Staged) -> dict:
     """A staged version as the Dagster event shows it: Dagster's standard keys where they exist, LETL's own
     under letl/."""

@@ -12,7 +12,7 @@ from pydantic import PrivateAttr
 from letl.lake.catalog import Version
 from letl.lake.lake import Staged
 from letl.lake.moves import failpoint
-from letl_assets.resources.event_metadata import arrow_schema, described_version, table_metadata
+from letl_assets.resources.event_metadata import arrow_schema, described_version, plain_values, table_metadata
 from letl_assets.resources.tiers import LakeResource
 
 TIER_HINT = "letl/tier"
@@ -73,11 +73,6 @@ def _dataset(context: dg.OutputContext) -> dict:
         "access": context.definition_metadata.get(ACCESS, "restricted"),
         "fresh_within_s": fail_window.to_timedelta().total_seconds() if fail_window is not None else None,
     }
-
-
-def _plain(metadata) -> dict:
-    """Runtime Output metadata as JSON-able values, kept in the lake beside the version."""
-    return {k: getattr(v, "value", v) for k, v in metadata.items()}
 
 
 def asset_key_str(key: dg.AssetKey) -> str:
@@ -168,7 +163,7 @@ class TieredIOManager(dg.ConfigurableIOManager):
                     upstream_ids=_upstreams(loaded, partition, partitions),
                     metadata={
                         "step_key": context.step_key,
-                        "output": {**_plain(context.output_metadata), **extra},
+                        "output": {**plain_values(context.output_metadata), **extra},
                         "dataset": _dataset(context),
                     },
                 ))
